@@ -1,0 +1,87 @@
+//! Operator actions on the table: `requeue` dead rows and `prune` old
+//! published ones. Both work in small batches, each its own transaction, so
+//! a long run never holds many locks and reports progress as it goes.
+
+use std::time::Duration;
+
+use super::Database;
+use crate::error::{Error, Result};
+
+/// Rows changed per transaction by `requeue` and `prune`.
+pub const MAINTENANCE_BATCH: i64 = 1_000;
+
+/// Which dead rows `requeue` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequeueSelection {
+    Ids(Vec<i64>),
+    Topic(String),
+    All,
+}
+
+impl Database {
+    /// Move selected dead rows back to pending with attempts reset, calling
+    /// `progress` with the running total after each batch.
+    pub async fn requeue_dead(
+        &self,
+        selection: &RequeueSelection,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
+        let fail = |e: tokio_postgres::Error| Error::database("requeueing dead rows", &e);
+        let (ids, topic): (Option<Vec<i64>>, Option<&str>) = match selection {
+            RequeueSelection::Ids(ids) => (Some(ids.clone()), None),
+            RequeueSelection::Topic(topic) => (None, Some(topic)),
+            RequeueSelection::All => (None, None),
+        };
+        let connection = self.connection().await?;
+        let statement = connection
+            .prepare_cached(&self.sql().requeue_dead)
+            .await
+            .map_err(fail)?;
+        let mut total = 0;
+        loop {
+            let moved = connection
+                .execute(&statement, &[&ids, &topic, &MAINTENANCE_BATCH])
+                .await
+                .map_err(fail)?;
+            total += moved;
+            progress(total);
+            if moved < MAINTENANCE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Delete published rows older than `older_than`, at most `max_rows_per_sec`
+    /// (when set), calling `progress` with the running total after each batch.
+    pub async fn prune_published(
+        &self,
+        older_than: Duration,
+        max_rows_per_sec: Option<u32>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64> {
+        let fail = |e: tokio_postgres::Error| Error::database("pruning published rows", &e);
+        let connection = self.connection().await?;
+        let statement = connection
+            .prepare_cached(&self.sql().prune_published)
+            .await
+            .map_err(fail)?;
+        let age_secs = older_than.as_secs_f64();
+        let mut total = 0;
+        loop {
+            let started = tokio::time::Instant::now();
+            let deleted = connection
+                .execute(&statement, &[&age_secs, &MAINTENANCE_BATCH])
+                .await
+                .map_err(fail)?;
+            total += deleted;
+            progress(total);
+            if deleted < MAINTENANCE_BATCH as u64 {
+                return Ok(total);
+            }
+            if let Some(rate) = max_rows_per_sec.filter(|r| *r > 0) {
+                let budget = Duration::from_secs_f64(deleted as f64 / f64::from(rate));
+                tokio::time::sleep_until(started + budget).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! `migrate`: create or update the outbox schema.
+//!
+//! Guarantees: idempotent, and safe when several replicas run it at once:
+//! everything happens in one transaction behind an advisory lock, and every
+//! migration only creates what is missing.
+
+use super::Database;
+use crate::error::{Error, Result};
+
+/// Advisory lock key shared by every `migrate` run ("outbox" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6f75_7462_6f78;
+
+/// What `migrate` should install beyond the table itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MigrateOptions {
+    /// Install the optional NOTIFY-on-insert trigger.
+    pub notify_trigger: bool,
+}
+
+impl Database {
+    /// Apply every migration (and the optional trigger) in one transaction.
+    pub async fn migrate(&self, options: MigrateOptions) -> Result<Vec<&'static str>> {
+        let fail = |e: tokio_postgres::Error| Error::database("migrating the schema", &e);
+        let mut connection = self.connection().await?;
+        let transaction = connection.transaction().await.map_err(fail)?;
+        transaction
+            .execute(&self.sql().migration_lock, &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(fail)?;
+        let mut applied = Vec::new();
+        for (name, text) in &self.sql().migrations {
+            transaction.batch_execute(text).await.map_err(fail)?;
+            applied.push(*name);
+        }
+        if options.notify_trigger {
+            transaction
+                .batch_execute(&self.sql().notify_trigger)
+                .await
+                .map_err(fail)?;
+            applied.push("notify_trigger");
+        }
+        transaction.commit().await.map_err(fail)?;
+        Ok(applied)
+    }
+}

@@ -1,0 +1,168 @@
+//! PostgreSQL access: the connection pool and the outbox queries.
+//!
+//! Guarantees: every statement comes from `sql/` (rendered for the configured
+//! table) and takes its values as bind parameters; connection failures are
+//! turned into errors that say how to fix them.
+
+mod claim;
+mod maintenance;
+mod migrate;
+mod stats;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use claim::{ClaimedBatch, FailureRecord, OutboxRow, RecordedBatch};
+pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
+pub use migrate::MigrateOptions;
+pub use stats::{Backlog, TopicBacklog};
+
+use crate::error::{describe_pg_error, Error, Result};
+use crate::sql::Sql;
+use crate::table::TableName;
+
+/// SQLSTATE classes and codes that mean "the login itself was refused".
+const LOGIN_REFUSED_CODES: &[&str] = &["28000", "28P01", "3D000"];
+
+/// A pool of connections to the database that holds the outbox table.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    sql: Arc<Sql>,
+    table: TableName,
+    target: String,
+}
+
+impl Database {
+    /// Build the pool. No connection is made until [`Database::check`] or
+    /// the first query.
+    pub fn new(url: &str, table: &TableName, pool_size: usize) -> Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::InvalidDatabaseUrl(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("outbox-relay");
+        }
+        let target = describe_target(&config);
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("cannot build the connection pool: {e}")))?;
+        Ok(Database {
+            pool,
+            config,
+            sql: Arc::new(Sql::for_table(table)),
+            table: table.clone(),
+            target,
+        })
+    }
+
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// `host:port/dbname`, without credentials, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub(crate) fn sql(&self) -> &Arc<Sql> {
+        &self.sql
+    }
+
+    /// Take a connection, turning pool failures into actionable errors.
+    pub(crate) async fn connection(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| self.connect_error(e))
+    }
+
+    /// A connection outside the pool, for LISTEN: pooled connections would
+    /// lose notifications between uses.
+    pub async fn connect_dedicated(
+        &self,
+    ) -> Result<(
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    )> {
+        self.config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.connect_error(PoolError::Backend(e)))
+    }
+
+    /// Connect and confirm that the outbox table exists.
+    pub async fn check(&self) -> Result<()> {
+        let client = self.connection().await?;
+        let statement = client
+            .prepare_cached(&self.sql.table_exists)
+            .await
+            .map_err(|e| Error::database("checking the outbox table", &e))?;
+        let row = client
+            .query_one(&statement, &[&self.table.quoted()])
+            .await
+            .map_err(|e| Error::database("checking the outbox table", &e))?;
+        let regclass: Option<String> = row.get(0);
+        match regclass {
+            Some(_) => Ok(()),
+            None => Err(Error::MissingTable {
+                table: self.table.to_string(),
+            }),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        let client = self.connection().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| Error::database("pinging", &e))?;
+        Ok(())
+    }
+
+    fn connect_error(&self, error: PoolError) -> Error {
+        let target = self.target.clone();
+        match error {
+            PoolError::Backend(e) => {
+                let refused = e
+                    .as_db_error()
+                    .is_some_and(|db| LOGIN_REFUSED_CODES.contains(&db.code().code()));
+                let reason = describe_pg_error(&e);
+                if refused {
+                    Error::DatabaseLoginRefused { target, reason }
+                } else {
+                    Error::DatabaseUnreachable { target, reason }
+                }
+            }
+            other => Error::DatabaseUnreachable {
+                target,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("(default database)");
+    format!("{host}:{port}/{dbname}")
+}

@@ -1,0 +1,122 @@
+//! The backlog: how many rows wait, how old the oldest is, how many are dead.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Database;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TopicBacklog {
+    pub topic: String,
+    pub pending: i64,
+    /// `None` when nothing is pending.
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub dead: i64,
+}
+
+/// The backlog overall and per topic (topics with nothing pending or dead
+/// are absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub dead: i64,
+    pub topics: Vec<TopicBacklog>,
+}
+
+impl Backlog {
+    pub fn from_topics(topics: Vec<TopicBacklog>) -> Self {
+        Backlog {
+            pending: topics.iter().map(|t| t.pending).sum(),
+            dead: topics.iter().map(|t| t.dead).sum(),
+            oldest_pending_age_seconds: topics
+                .iter()
+                .filter_map(|t| t.oldest_pending_age_seconds)
+                .reduce(f64::max),
+            topics,
+        }
+    }
+
+    pub fn oldest_pending_age(&self) -> Duration {
+        Duration::from_secs_f64(self.oldest_pending_age_seconds.unwrap_or(0.0).max(0.0))
+    }
+}
+
+impl Database {
+    pub async fn backlog(&self) -> Result<Backlog> {
+        let fail = |e: tokio_postgres::Error| Error::database("reading the backlog", &e);
+        let connection = self.connection().await?;
+        let statement = connection
+            .prepare_cached(&self.sql().stats_by_topic)
+            .await
+            .map_err(fail)?;
+        let rows = connection.query(&statement, &[]).await.map_err(fail)?;
+        let topics = rows
+            .iter()
+            .map(|row| TopicBacklog {
+                topic: row.get("topic"),
+                pending: row.get("pending"),
+                oldest_pending_age_seconds: row
+                    .get::<_, Option<f64>>("oldest_pending_age_seconds")
+                    .map(|age| age.max(0.0)),
+                dead: row.get("dead"),
+            })
+            .collect();
+        Ok(Backlog::from_topics(topics))
+    }
+
+    pub async fn table_size_bytes(&self) -> Result<i64> {
+        let fail = |e: tokio_postgres::Error| Error::database("reading the table size", &e);
+        let connection = self.connection().await?;
+        let statement = connection
+            .prepare_cached(&self.sql().table_size)
+            .await
+            .map_err(fail)?;
+        let row = connection
+            .query_one(&statement, &[&self.table().quoted()])
+            .await
+            .map_err(fail)?;
+        Ok(row.get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_counts_and_keep_the_oldest_age() {
+        let backlog = Backlog::from_topics(vec![
+            TopicBacklog {
+                topic: "a".into(),
+                pending: 3,
+                oldest_pending_age_seconds: Some(2.0),
+                dead: 1,
+            },
+            TopicBacklog {
+                topic: "b".into(),
+                pending: 0,
+                oldest_pending_age_seconds: None,
+                dead: 4,
+            },
+            TopicBacklog {
+                topic: "c".into(),
+                pending: 1,
+                oldest_pending_age_seconds: Some(9.5),
+                dead: 0,
+            },
+        ]);
+        assert_eq!(backlog.pending, 4);
+        assert_eq!(backlog.dead, 5);
+        assert_eq!(backlog.oldest_pending_age_seconds, Some(9.5));
+    }
+
+    #[test]
+    fn an_empty_backlog_has_no_age() {
+        let backlog = Backlog::from_topics(Vec::new());
+        assert_eq!(backlog.oldest_pending_age_seconds, None);
+        assert_eq!(backlog.oldest_pending_age(), Duration::ZERO);
+    }
+}

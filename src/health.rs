@@ -1,0 +1,78 @@
+//! Liveness and readiness state: is PostgreSQL reachable, is Kafka reachable,
+//! is the relay stopping. State changes are logged once, at info or warn,
+//! rather than on every failed attempt.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+
+pub struct Health {
+    database: AtomicBool,
+    kafka: AtomicBool,
+    stopping: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Health {
+    /// Starts as reachable: `run` only starts serving after both checks passed.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.database_up.set(1);
+        metrics.kafka_up.set(1);
+        Health {
+            database: AtomicBool::new(true),
+            kafka: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    pub fn database_ok(&self) {
+        if !self.database.swap(true, Ordering::SeqCst) {
+            tracing::info!("PostgreSQL is reachable again");
+        }
+        self.metrics.database_up.set(1);
+    }
+
+    pub fn database_failed(&self, error: &dyn std::fmt::Display) {
+        if self.database.swap(false, Ordering::SeqCst) {
+            tracing::warn!(%error, "PostgreSQL is unreachable; retrying with backoff");
+        } else {
+            tracing::debug!(%error, "PostgreSQL still unreachable");
+        }
+        self.metrics.database_up.set(0);
+    }
+
+    pub fn kafka_ok(&self) {
+        if !self.kafka.swap(true, Ordering::SeqCst) {
+            tracing::info!("Kafka is reachable again");
+        }
+        self.metrics.kafka_up.set(1);
+    }
+
+    pub fn kafka_failed(&self, error: &dyn std::fmt::Display) {
+        if self.kafka.swap(false, Ordering::SeqCst) {
+            tracing::warn!(%error, "no Kafka broker answers; rows stay pending until one does");
+        } else {
+            tracing::debug!(%error, "Kafka still unreachable");
+        }
+        self.metrics.kafka_up.set(0);
+    }
+
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// `None` when ready, otherwise what is wrong.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.stopping.load(Ordering::SeqCst) {
+            Some("shutting down")
+        } else if !self.database.load(Ordering::SeqCst) {
+            Some("database unreachable")
+        } else if !self.kafka.load(Ordering::SeqCst) {
+            Some("kafka unreachable")
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The Kafka producer: configured for at-least-once, idempotent, `acks=all`
+//! delivery by default, with raw librdkafka options layered on top.
+//!
+//! Guarantees: `send` hands a message to librdkafka (waiting while its queue
+//! is full) and returns a future for that message's own delivery report;
+//! `flush` waits for every queued message before the producer is dropped
+//! (dropping it would purge them).
+
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+
+use super::failure::{classify, Disposition, FailureReason};
+use super::message::PreparedMessage;
+use crate::config::KafkaOption;
+use crate::error::{Error, Result};
+
+/// The relay's producer defaults; any `--kafka-option` overrides them.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("client.id", "outbox-relay"),
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "2"),
+    ("message.timeout.ms", "30000"),
+    ("queue.buffering.max.messages", "200000"),
+    // librdkafka logs straight to stderr; below "critical" its lines only
+    // repeat what the relay reports itself, once.
+    ("log_level", "2"),
+];
+
+/// Pause between attempts to enqueue while librdkafka's queue is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
+
+/// The outcome of one message's delivery report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    Failed {
+        disposition: Disposition,
+        reason: FailureReason,
+        message: String,
+    },
+}
+
+impl Delivery {
+    pub fn from_error(error: &KafkaError) -> Self {
+        let (disposition, reason) = classify(error);
+        Delivery::Failed {
+            disposition,
+            reason,
+            message: format!("kafka: {error}"),
+        }
+    }
+}
+
+/// A message handed to librdkafka, or refused by it at once.
+pub enum PendingDelivery {
+    Sent(DeliveryFuture),
+    Refused(Delivery),
+}
+
+impl PendingDelivery {
+    /// Wait for the message's own delivery report.
+    pub async fn outcome(self) -> Delivery {
+        match self {
+            PendingDelivery::Refused(failed) => failed,
+            PendingDelivery::Sent(future) => match future.await {
+                Ok(Ok(_)) => Delivery::Delivered,
+                Ok(Err((error, _))) => Delivery::from_error(&error),
+                Err(_canceled) => Delivery::Failed {
+                    disposition: Disposition::Unavailable,
+                    reason: FailureReason::BrokerUnavailable,
+                    message: "kafka: the producer was shut down before delivery".to_owned(),
+                },
+            },
+        }
+    }
+}
+
+/// Routes librdkafka's logs and error events into `tracing`.
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            // Connection errors are logged by librdkafka at "error" level on
+            // every retry; the relay reports outages itself, once.
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::warn!(facility, "librdkafka: {message}")
+            }
+            _ => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Connection errors repeat for as long as a broker is down; the relay
+        // reports the outage itself, once, so these stay at debug.
+        tracing::debug!(%error, "librdkafka error: {reason}");
+    }
+}
+
+type RelayProducer = FutureProducer<LoggingContext>;
+
+/// Shared by the relay loop and the readiness probe.
+pub struct Publisher {
+    /// Behind a lock only so a producer that hit a fatal error can be replaced.
+    producer: RwLock<RelayProducer>,
+    brokers: String,
+    options: Vec<KafkaOption>,
+}
+
+impl Publisher {
+    /// Create the producer. Fails on options librdkafka rejects; makes no
+    /// connection yet.
+    pub fn new(brokers: &str, options: &[KafkaOption]) -> Result<Self> {
+        Ok(Publisher {
+            producer: RwLock::new(create_producer(brokers, options)?),
+            brokers: brokers.to_owned(),
+            options: options.to_vec(),
+        })
+    }
+
+    /// Hand one message to librdkafka and return its pending delivery
+    /// report. Waits (up to `queue_wait`) while librdkafka's queue is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        message: PreparedMessage,
+        queue_wait: Duration,
+    ) -> PendingDelivery {
+        let producer = self.current();
+        let deadline = Instant::now() + queue_wait;
+        let mut record = FutureRecord::<str, str>::to(topic).headers(message.headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload.as_deref() {
+            record = record.payload(payload);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(future) => return PendingDelivery::Sent(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((error, _)) => return PendingDelivery::Refused(Delivery::from_error(&error)),
+            }
+        }
+    }
+
+    /// Ask the cluster for metadata: succeeds only if a broker answers.
+    pub async fn probe(&self, timeout: Duration) -> std::result::Result<(), String> {
+        let producer = self.current();
+        let answer =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+                .await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join_error) => Err(join_error.to_string()),
+        }
+    }
+
+    /// Fail with a clear error unless a broker answers within `timeout`.
+    pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
+        self.probe(timeout)
+            .await
+            .map_err(|reason| Error::KafkaUnreachable {
+                brokers: self.brokers.clone(),
+                waited: timeout,
+                reason,
+            })
+    }
+
+    /// Wait for every queued message's delivery report, up to `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> std::result::Result<(), String> {
+        let producer = self.current();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// An idempotent producer that hit a fatal error (for example after a
+    /// sequence gap) refuses all further messages: replace it. Returns the
+    /// error that made the replacement necessary.
+    pub fn replace_if_fatal(&self) -> Result<Option<String>> {
+        let Some((code, reason)) = self.current().client().fatal_error() else {
+            return Ok(None);
+        };
+        let replacement = create_producer(&self.brokers, &self.options)?;
+        *self.producer.write().unwrap_or_else(|p| p.into_inner()) = replacement;
+        Ok(Some(format!("{code:?}: {reason}")))
+    }
+
+    fn current(&self) -> RelayProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+fn create_producer(brokers: &str, options: &[KafkaOption]) -> Result<RelayProducer> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in PRODUCER_DEFAULTS {
+        config.set(*key, *value);
+    }
+    for option in options {
+        config.set(&option.key, &option.value);
+    }
+    config
+        .set_log_level(RDKafkaLogLevel::Critical)
+        .create_with_context(LoggingContext)
+        .map_err(|e| Error::KafkaConfig(e.to_string()))
+}

@@ -1,0 +1,67 @@
+//! The `outbox-relay` binary: parse the command line, set up logging, run the
+//! command, and turn any error into one line on stderr and a non-zero exit.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use outbox_relay::cli::{Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = init_logging(cli.log_format, &cli.log_level) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(outbox_relay::commands::execute(cli.command));
+    // Background tasks (metrics server, probes) must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    // A bare level ("debug") is about the relay; libraries stay at warn.
+    let directives = if level.contains(['=', ',']) {
+        level.to_owned()
+    } else {
+        format!("warn,outbox_relay={level}")
+    };
+    let mut filter = EnvFilter::try_new(&directives)
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}; try `info` or `debug`"))?;
+    if !level.contains("rdkafka") {
+        // rust-rdkafka warns about every broker error event it does not route;
+        // the relay reports outages itself, once.
+        filter = filter.add_directive(
+            "rdkafka::producer::base_producer=error"
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

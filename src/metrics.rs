@@ -1,0 +1,216 @@
+//! The relay's Prometheus metrics, owned by one struct and registered into
+//! its own registry (no global state), so tests can build as many as needed.
+//!
+//! Names carry the `outbox_` prefix and base units; label values come from
+//! bounded sets (topics the application writes, [`FailureReason`]s).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::db::Backlog;
+use crate::kafka::FailureReason;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+const BATCH_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub pending: IntGauge,
+    pub oldest_pending_age: Gauge,
+    pub dead: IntGauge,
+    pub published: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub dead_lettered: IntCounter,
+    pub retries_scheduled: IntCounter,
+    pub delivery_latency: Histogram,
+    pub batch_duration: Histogram,
+    pub batch_rows: Histogram,
+    pub database_up: IntGauge,
+    pub kafka_up: IntGauge,
+    pub pruned: IntCounter,
+    pub table_size: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            pending: IntGauge::new("outbox_pending_messages", "Rows waiting to be published.")
+                .expect("valid metric"),
+            oldest_pending_age: Gauge::new(
+                "outbox_oldest_pending_age_seconds",
+                "Age of the oldest pending row (0 when nothing is pending).",
+            )
+            .expect("valid metric"),
+            dead: IntGauge::new(
+                "outbox_dead_messages",
+                "Rows in the dead state, waiting for an operator (`requeue`).",
+            )
+            .expect("valid metric"),
+            published: IntCounterVec::new(
+                Opts::new(
+                    "outbox_published_messages_total",
+                    "Rows published to Kafka and marked published.",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "outbox_publish_failures_total",
+                    "Failed publish attempts, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            dead_lettered: IntCounter::new(
+                "outbox_dead_lettered_messages_total",
+                "Rows this relay moved to the dead state.",
+            )
+            .expect("valid metric"),
+            retries_scheduled: IntCounter::new(
+                "outbox_retries_scheduled_total",
+                "Failed rows scheduled for another attempt.",
+            )
+            .expect("valid metric"),
+            delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outbox_delivery_latency_seconds",
+                    "Time from a row's created_at to Kafka's acknowledgement.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            batch_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outbox_batch_duration_seconds",
+                    "Time to claim, publish and record one batch.",
+                )
+                .buckets(BATCH_DURATION_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            batch_rows: Histogram::with_opts(
+                HistogramOpts::new("outbox_batch_rows", "Rows claimed per non-empty batch.")
+                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            database_up: IntGauge::new(
+                "outbox_database_up",
+                "1 when the last PostgreSQL round trip succeeded.",
+            )
+            .expect("valid metric"),
+            kafka_up: IntGauge::new(
+                "outbox_kafka_up",
+                "1 when a Kafka broker answered the last probe or delivery.",
+            )
+            .expect("valid metric"),
+            pruned: IntCounter::new(
+                "outbox_pruned_messages_total",
+                "Published rows deleted by retention.",
+            )
+            .expect("valid metric"),
+            table_size: IntGauge::new(
+                "outbox_table_size_bytes",
+                "Total size of the outbox table with its indexes and TOAST.",
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        metrics.register_all();
+        for reason in FailureReason::ALL {
+            metrics.failures.with_label_values(&[reason.as_str()]);
+        }
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(self.pending.clone()),
+            Box::new(self.oldest_pending_age.clone()),
+            Box::new(self.dead.clone()),
+            Box::new(self.published.clone()),
+            Box::new(self.failures.clone()),
+            Box::new(self.dead_lettered.clone()),
+            Box::new(self.retries_scheduled.clone()),
+            Box::new(self.delivery_latency.clone()),
+            Box::new(self.batch_duration.clone()),
+            Box::new(self.batch_rows.clone()),
+            Box::new(self.database_up.clone()),
+            Box::new(self.kafka_up.clone()),
+            Box::new(self.pruned.clone()),
+            Box::new(self.table_size.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+    }
+
+    pub fn observe_backlog(&self, backlog: &Backlog) {
+        self.pending.set(backlog.pending);
+        self.dead.set(backlog.dead);
+        self.oldest_pending_age
+            .set(backlog.oldest_pending_age_seconds.unwrap_or(0.0));
+    }
+
+    pub fn record_failure(&self, reason: FailureReason) {
+        self.failures.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding into memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_reason_is_exported_from_the_start() {
+        let text = Metrics::new().render();
+        for reason in FailureReason::ALL {
+            let line = format!(
+                "outbox_publish_failures_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            );
+            assert!(text.contains(&line), "missing {line}");
+        }
+    }
+
+    #[test]
+    fn backlog_gauges_follow_the_backlog() {
+        let metrics = Metrics::new();
+        metrics.observe_backlog(&Backlog {
+            pending: 7,
+            oldest_pending_age_seconds: Some(1.5),
+            dead: 2,
+            topics: Vec::new(),
+        });
+        let text = metrics.render();
+        assert!(text.contains("outbox_pending_messages 7"));
+        assert!(text.contains("outbox_oldest_pending_age_seconds 1.5"));
+        assert!(text.contains("outbox_dead_messages 2"));
+    }
+}

@@ -1,0 +1,258 @@
+//! The relay loop: claim a batch, hand every row to the producer, wait for
+//! each row's own delivery report, record the results, commit.
+//!
+//! Guarantees:
+//! - at least once: a row is marked published only after its delivery report
+//!   succeeded, inside the transaction that holds its lock; anything else
+//!   (crash, lost connection, outage) leaves it pending for a later claim;
+//! - order per key: see `sql/queries/outbox_claim_due.sql` and [`outcome`];
+//! - outages: while no broker answers, attempts are not counted and the loop
+//!   backs off as a whole; while PostgreSQL is unreachable it retries with
+//!   backoff. Readiness follows both;
+//! - shutdown: once requested, no new batch is claimed; the batch in flight
+//!   is finished and recorded, then the producer is flushed.
+
+pub mod backoff;
+mod outcome;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::config::RelayConfig;
+use crate::db::Database;
+use crate::error::Result;
+use crate::health::Health;
+use crate::kafka::{prepare, Delivery, Disposition, PendingDelivery, Publisher};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use backoff::{OutageBackoff, RetryBackoff};
+use outcome::decide;
+
+/// How long one metadata request may take when checking for an outage.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const OUTAGE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct Relay {
+    config: RelayConfig,
+    database: Database,
+    publisher: Arc<Publisher>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    wakeup: Arc<Notify>,
+    retry_backoff: RetryBackoff,
+}
+
+/// What one pass of the loop did.
+#[derive(Debug, Default)]
+struct BatchReport {
+    claimed: usize,
+    cluster_down: bool,
+}
+
+impl Relay {
+    pub fn new(
+        config: RelayConfig,
+        database: Database,
+        publisher: Arc<Publisher>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        wakeup: Arc<Notify>,
+    ) -> Self {
+        let retry_backoff = RetryBackoff {
+            base: config.retry_backoff_base,
+            max: config.retry_backoff_max,
+        };
+        Relay {
+            config,
+            database,
+            publisher,
+            metrics,
+            health,
+            wakeup,
+            retry_backoff,
+        }
+    }
+
+    /// Run until `shutdown` is requested, then flush the producer.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<()> {
+        let mut database_backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
+        while !shutdown.is_requested() {
+            match self.publish_batch().await {
+                Ok(report) => {
+                    self.health.database_ok();
+                    database_backoff.reset();
+                    if report.cluster_down {
+                        self.wait_for_brokers(&mut shutdown).await;
+                    } else if report.claimed < self.config.batch_size {
+                        self.wait_for_work(&mut shutdown).await;
+                    }
+                }
+                Err(error) => {
+                    self.health.database_failed(&error);
+                    tokio::select! {
+                        () = shutdown.requested() => {}
+                        () = tokio::time::sleep(database_backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("stopped claiming; flushing the producer");
+        if let Err(error) = self.publisher.flush(self.config.shutdown_timeout).await {
+            tracing::warn!(%error, "producer flush did not complete");
+        }
+        Ok(())
+    }
+
+    /// Sleep until notified, the poll interval passes, or shutdown.
+    async fn wait_for_work(&self, shutdown: &mut Shutdown) {
+        tokio::select! {
+            () = shutdown.requested() => {}
+            () = self.wakeup.notified() => {}
+            () = tokio::time::sleep(self.config.poll_interval) => {}
+        }
+    }
+
+    /// Back off until a broker answers a metadata request again.
+    async fn wait_for_brokers(&self, shutdown: &mut Shutdown) {
+        let mut backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
+        loop {
+            tokio::select! {
+                () = shutdown.requested() => return,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            match self.publisher.probe(PROBE_TIMEOUT).await {
+                Ok(()) => {
+                    self.health.kafka_ok();
+                    return;
+                }
+                Err(error) => self.health.kafka_failed(&error),
+            }
+        }
+    }
+
+    async fn publish_batch(&self) -> Result<BatchReport> {
+        let started = Instant::now();
+        let mut batch = self.database.claim(self.config.batch_size).await?;
+        let rows = std::mem::take(&mut batch.rows);
+        if rows.is_empty() {
+            batch.abandon().await;
+            return Ok(BatchReport::default());
+        }
+
+        // Everything is handed to the producer before any report is awaited.
+        let queue_wait = self.config.shutdown_timeout;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            pending.push(match prepare(row) {
+                Ok(message) => {
+                    self.publisher
+                        .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
+                        .await
+                }
+                Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
+                    disposition: Disposition::Final,
+                    reason: rejected.reason,
+                    message: rejected.message,
+                }),
+            });
+        }
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for (row, pending) in rows.iter().zip(pending) {
+            let delivery = pending.outcome().await;
+            if delivery == Delivery::Delivered {
+                let latency = SystemTime::now()
+                    .duration_since(row.created_at)
+                    .unwrap_or_default();
+                self.metrics.delivery_latency.observe(latency.as_secs_f64());
+            }
+            deliveries.push(delivery);
+        }
+
+        let cluster_down = self.confirm_outage(&deliveries).await;
+        let decision = decide(
+            &rows,
+            &deliveries,
+            cluster_down,
+            &self.retry_backoff,
+            fastrand::f64,
+        );
+        let published_ids: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
+        let recorded = batch
+            .record(&published_ids, &decision.failures, self.config.max_attempts)
+            .await?;
+
+        let mut per_topic: HashMap<&str, u64> = HashMap::new();
+        for &index in &decision.published {
+            *per_topic.entry(rows[index].topic.as_str()).or_default() += 1;
+        }
+        for (topic, count) in per_topic {
+            self.metrics
+                .published
+                .with_label_values(&[topic])
+                .inc_by(count);
+        }
+        for reason in &decision.failure_reasons {
+            self.metrics.record_failure(*reason);
+        }
+        self.metrics.dead_lettered.inc_by(recorded.dead);
+        self.metrics.retries_scheduled.inc_by(recorded.retrying);
+        self.metrics.batch_rows.observe(rows.len() as f64);
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            claimed = rows.len(),
+            published = recorded.published,
+            retrying = recorded.retrying,
+            dead = recorded.dead,
+            left_pending = decision.left_pending,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch recorded"
+        );
+        for failure in decision.failures.iter().filter(|f| f.is_final) {
+            tracing::warn!(id = failure.id, error = %failure.error, "row is dead");
+        }
+
+        if let Some(fatal) = self.publisher.replace_if_fatal()? {
+            tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
+        }
+        Ok(BatchReport {
+            claimed: rows.len(),
+            cluster_down,
+        })
+    }
+
+    /// When some deliveries failed in a way that may mean "no broker at all",
+    /// ask the cluster. Returns true if no broker answers.
+    async fn confirm_outage(&self, deliveries: &[Delivery]) -> bool {
+        let suspicious = deliveries.iter().any(|d| {
+            matches!(
+                d,
+                Delivery::Failed {
+                    disposition: Disposition::Unavailable,
+                    ..
+                }
+            )
+        });
+        if !suspicious {
+            if deliveries.contains(&Delivery::Delivered) {
+                self.health.kafka_ok();
+            }
+            return false;
+        }
+        match self.publisher.probe(PROBE_TIMEOUT).await {
+            Ok(()) => {
+                self.health.kafka_ok();
+                false
+            }
+            Err(error) => {
+                self.health.kafka_failed(&error);
+                true
+            }
+        }
+    }
+}

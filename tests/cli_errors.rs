@@ -1,0 +1,156 @@
+//! A user's mistake gets one clear line naming the problem and the fix, and
+//! a non-zero exit, never a panic.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{free_port, TestEnv, BINARY};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .env_remove("OUTBOX_DATABASE_URL")
+        .env_remove("OUTBOX_KAFKA_BROKERS")
+        .output()
+        .expect("run outbox-relay")
+}
+
+/// A runtime error: exit 1, exactly one line on stderr, containing `needle`.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in: {stderr}");
+}
+
+/// A usage error from the command line parser: exit 2, first line names it.
+fn assert_usage_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains(needle),
+        "{needle:?} not in: {stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error() {
+    assert_usage_error(&run(&["run", "--bogus"]), "--bogus");
+}
+
+#[test]
+fn a_malformed_kafka_option_is_a_usage_error() {
+    let output = run(&[
+        "run",
+        "--database-url",
+        "postgres://x@127.0.0.1/x",
+        "--kafka-brokers",
+        "127.0.0.1:9092",
+        "--kafka-option",
+        "linger.ms",
+    ]);
+    assert_usage_error(&output, "KEY=VALUE");
+}
+
+#[test]
+fn an_empty_broker_list_names_the_flag() {
+    let output = run(&[
+        "run",
+        "--database-url",
+        "postgres://x@127.0.0.1/x",
+        "--kafka-brokers",
+        "",
+    ]);
+    assert_one_line_error(&output, "invalid --kafka-brokers");
+}
+
+#[test]
+fn an_unreachable_database_names_the_url_flag() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
+    let output = run(&["status", "--database-url", &url]);
+    assert_one_line_error(&output, "cannot connect to PostgreSQL");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--database-url"));
+}
+
+#[test]
+fn a_bad_database_url_names_the_flag() {
+    assert_one_line_error(
+        &run(&["status", "--database-url", "postgres://:x:@/"]),
+        "--database-url",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_points_to_migrate() {
+    let output = run(&[
+        "status",
+        "--database-url",
+        &common::database_url(),
+        "--table",
+        "no_such_schema.outbox",
+    ]);
+    assert_one_line_error(&output, "run `outbox-relay migrate`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_librdkafka_option_is_reported() {
+    let env = TestEnv::new().await;
+    let output = env
+        .command(&[
+            "run",
+            "--kafka-brokers",
+            &env.brokers,
+            "--kafka-option",
+            "no.such.option=1",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, "no.such.option");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_broker_port_fails_within_the_startup_timeout() {
+    let env = TestEnv::new().await;
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let output = env
+        .command(&[
+            "run",
+            "--kafka-brokers",
+            &brokers,
+            "--kafka-startup-timeout-secs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, "no Kafka broker answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for sub in ["migrate", "run", "status", "requeue", "prune"] {
+        let output = run(&[sub, "--help"]);
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains("--database-url"),
+            "{sub} --help lacks --database-url"
+        );
+        assert!(
+            help.contains("OUTBOX_DATABASE_URL"),
+            "{sub} --help lacks the env var"
+        );
+    }
+}
