@@ -214,7 +214,9 @@ impl TestEnv {
         let child = self
             .command(&["run"])
             .args(["--kafka-brokers", brokers, "--metrics-addr", &metrics_addr])
-            .args(["--poll-interval-ms", "100", "--stats-interval-ms", "200"])
+            // Test defaults by environment, so a test's own flags win.
+            .env("OUTBOX_POLL_INTERVAL_MS", "100")
+            .env("OUTBOX_STATS_INTERVAL_MS", "200")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)
