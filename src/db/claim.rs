@@ -61,26 +61,32 @@ pub struct ClaimedBatch {
 
 impl Database {
     /// Lock up to `limit` due rows and return those that may be published
-    /// now without overtaking an earlier row of the same key.
-    pub async fn claim(&self, limit: usize) -> Result<ClaimedBatch> {
+    /// now without overtaking an earlier row of the same key. `in_flight`
+    /// are rows this relay already handed to the producer (and so are ahead
+    /// of anything it sends now).
+    pub async fn claim(&self, limit: usize, in_flight: &[i64]) -> Result<ClaimedBatch> {
         let connection = self.connection().await?;
         let fail = |e: tokio_postgres::Error| Error::database("claiming rows", &e);
         let statement = connection
             .prepare_cached(&self.sql().claim_due)
             .await
             .map_err(fail)?;
-        connection.batch_execute("BEGIN").await.map_err(fail)?;
         let mut batch = ClaimedBatch {
             connection: Some(connection),
             sql: Arc::clone(self.sql()),
             rows: Vec::new(),
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = batch
-            .client()
-            .query(&statement, &[&limit])
-            .await
-            .map_err(fail)?;
+        // Both go out in one round trip: tokio-postgres pipelines requests
+        // issued together, in order.
+        let client = batch.client();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&limit, &in_flight];
+        let (begun, rows) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query(&statement, &params)
+        );
+        begun.map_err(fail)?;
+        let rows = rows.map_err(fail)?;
         batch.rows = rows
             .iter()
             .map(|row| OutboxRow {
@@ -119,6 +125,24 @@ impl ClaimedBatch {
         let client = self.client();
         let mut recorded = RecordedBatch::default();
 
+        if failures.is_empty() {
+            // The common case in one round trip. Should the UPDATE fail, the
+            // server turns the COMMIT into a rollback; its error is returned.
+            let statement = client
+                .prepare_cached(&sql.mark_published)
+                .await
+                .map_err(fail)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&published];
+            let (marked, committed) = tokio::join!(
+                client.execute(&statement, &params),
+                client.batch_execute("COMMIT")
+            );
+            recorded.published = marked.map_err(fail)?;
+            committed.map_err(fail)?;
+            self.connection.take();
+            return Ok(recorded);
+        }
+
         if !published.is_empty() {
             let statement = client
                 .prepare_cached(&sql.mark_published)
@@ -130,7 +154,7 @@ impl ClaimedBatch {
                 .map_err(fail)?;
         }
 
-        if !failures.is_empty() {
+        {
             let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
             let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
             let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();

@@ -50,6 +50,12 @@ impl Database {
         if config.get_application_name().is_none() {
             config.application_name("outbox-relay");
         }
+        if config.get_options().is_none() {
+            // Losing a commit in a server crash only un-marks rows that Kafka
+            // already has: they are sent again (a duplicate), never lost. So
+            // the relay need not wait for each commit's WAL flush.
+            config.options("-c synchronous_commit=off");
+        }
         let target = describe_target(&config);
         let manager = Manager::from_config(
             config.clone(),

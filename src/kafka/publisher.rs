@@ -24,7 +24,8 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("client.id", "outbox-relay"),
     ("enable.idempotence", "true"),
     ("acks", "all"),
-    ("linger.ms", "2"),
+    ("linger.ms", "0"),
+    ("socket.nagle.disable", "true"),
     ("message.timeout.ms", "30000"),
     ("queue.buffering.max.messages", "200000"),
     // librdkafka logs straight to stderr; below "critical" its lines only

@@ -9,20 +9,20 @@
 //! - outages: while no broker answers, attempts are not counted and the loop
 //!   backs off as a whole; while PostgreSQL is unreachable it retries with
 //!   backoff. Readiness follows both;
-//! - shutdown: once requested, no new batch is claimed; the batch in flight
-//!   is finished and recorded, then the producer is flushed.
+//! - shutdown: once requested, no new batch is claimed; the batches in
+//!   flight are finished and recorded, then the producer is flushed.
 
 pub mod backoff;
 mod outcome;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
 use crate::config::RelayConfig;
-use crate::db::Database;
+use crate::db::{ClaimedBatch, Database, OutboxRow};
 use crate::error::Result;
 use crate::health::Health;
 use crate::kafka::{prepare, Delivery, Disposition, PendingDelivery, Publisher};
@@ -46,10 +46,19 @@ pub struct Relay {
     retry_backoff: RetryBackoff,
 }
 
-/// What one pass of the loop did.
+/// A batch handed to the producer whose results are not yet recorded. Its
+/// transaction stays open (and its rows locked) until it is finished.
+struct InFlight {
+    started: Instant,
+    claim_time: Duration,
+    batch: ClaimedBatch,
+    rows: Vec<OutboxRow>,
+    deliveries: Vec<PendingDelivery>,
+}
+
+/// What finishing a batch found.
 #[derive(Debug, Default)]
-struct BatchReport {
-    claimed: usize,
+struct FinishReport {
     cluster_down: bool,
 }
 
@@ -78,26 +87,88 @@ impl Relay {
     }
 
     /// Run until `shutdown` is requested, then flush the producer.
+    ///
+    /// Two batches overlap: the next one is claimed and handed to the
+    /// producer while the previous one waits for its delivery reports, then
+    /// the previous one is recorded. Batches are recorded in the order they
+    /// were sent, and keys the earlier batch held back stay held in the later.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<()> {
         let mut database_backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
-        while !shutdown.is_requested() {
-            match self.publish_batch().await {
-                Ok(report) => {
-                    self.health.database_ok();
-                    database_backoff.reset();
-                    if report.cluster_down {
-                        self.wait_for_brokers(&mut shutdown).await;
-                    } else if report.claimed < self.config.batch_size {
-                        self.wait_for_work(&mut shutdown).await;
+        let mut in_flight: Option<InFlight> = None;
+        let mut held_keys: HashSet<String> = HashSet::new();
+        let mut cluster_down = false;
+        loop {
+            let may_claim = !shutdown.is_requested() && !cluster_down;
+            let ours: Vec<i64> = in_flight
+                .as_ref()
+                .map(|f| f.rows.iter().map(|r| r.id).collect())
+                .unwrap_or_default();
+            let previous = in_flight.take();
+            // The next claim (one connection) runs while the previous batch
+            // waits for its reports and is recorded (another connection).
+            let (claimed, finished) = tokio::join!(
+                async {
+                    if may_claim {
+                        Some(self.claim_and_send(&ours).await)
+                    } else {
+                        None
+                    }
+                },
+                async {
+                    match previous {
+                        Some(previous) => Some(self.finish(previous, &mut held_keys).await),
+                        None => None,
                     }
                 }
-                Err(error) => {
+            );
+
+            let mut failed = false;
+            match finished {
+                Some(Ok(report)) => cluster_down |= report.cluster_down,
+                Some(Err(error)) => {
+                    failed = true;
                     self.health.database_failed(&error);
-                    tokio::select! {
-                        () = shutdown.requested() => {}
-                        () = tokio::time::sleep(database_backoff.next_delay()) => {}
-                    }
                 }
+                None => {}
+            }
+            let mut claimed_nothing = true;
+            match claimed {
+                Some(Ok(Some(next))) if failed => {
+                    // Its rows were sent after rows that are now pending again:
+                    // record nothing, so all of them go out again in order.
+                    next.batch.abandon().await;
+                }
+                Some(Ok(Some(next))) => {
+                    claimed_nothing = false;
+                    in_flight = Some(next);
+                }
+                Some(Ok(None)) | None => {}
+                Some(Err(error)) => {
+                    failed = true;
+                    self.health.database_failed(&error);
+                }
+            }
+            if !failed {
+                self.health.database_ok();
+                database_backoff.reset();
+            }
+            if in_flight.is_some() {
+                continue;
+            }
+            held_keys.clear();
+            if shutdown.is_requested() {
+                break;
+            }
+            if failed {
+                tokio::select! {
+                    () = shutdown.requested() => {}
+                    () = tokio::time::sleep(database_backoff.next_delay()) => {}
+                }
+            } else if cluster_down {
+                self.wait_for_brokers(&mut shutdown).await;
+                cluster_down = false;
+            } else if claimed_nothing {
+                self.wait_for_work(&mut shutdown).await;
             }
         }
         tracing::info!("stopped claiming; flushing the producer");
@@ -134,20 +205,21 @@ impl Relay {
         }
     }
 
-    async fn publish_batch(&self) -> Result<BatchReport> {
+    /// Claim a batch and hand every row to the producer. `None` when nothing
+    /// could be claimed.
+    async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
         let started = Instant::now();
-        let mut batch = self.database.claim(self.config.batch_size).await?;
+        let mut batch = self.database.claim(self.config.batch_size, ours).await?;
+        let claim_time = started.elapsed();
         let rows = std::mem::take(&mut batch.rows);
         if rows.is_empty() {
             batch.abandon().await;
-            return Ok(BatchReport::default());
+            return Ok(None);
         }
-
-        // Everything is handed to the producer before any report is awaited.
         let queue_wait = self.config.shutdown_timeout;
-        let mut pending = Vec::with_capacity(rows.len());
+        let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
-            pending.push(match prepare(row) {
+            deliveries.push(match prepare(row) {
                 Ok(message) => {
                     self.publisher
                         .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
@@ -160,6 +232,30 @@ impl Relay {
                 }),
             });
         }
+        Ok(Some(InFlight {
+            started,
+            claim_time,
+            batch,
+            rows,
+            deliveries,
+        }))
+    }
+
+    /// Wait for every delivery report of a batch, then record the results
+    /// and commit. `held_keys` comes in as the keys the previous batch held
+    /// back and goes out as this batch's.
+    async fn finish(
+        &self,
+        flight: InFlight,
+        held_keys: &mut HashSet<String>,
+    ) -> Result<FinishReport> {
+        let InFlight {
+            started,
+            claim_time,
+            batch,
+            rows,
+            deliveries: pending,
+        } = flight;
         let mut deliveries = Vec::with_capacity(rows.len());
         for (row, pending) in rows.iter().zip(pending) {
             let delivery = pending.outcome().await;
@@ -171,12 +267,14 @@ impl Relay {
             }
             deliveries.push(delivery);
         }
+        let delivered_after = started.elapsed();
 
         let cluster_down = self.confirm_outage(&deliveries).await;
         let decision = decide(
             &rows,
             &deliveries,
             cluster_down,
+            held_keys,
             &self.retry_backoff,
             fastrand::f64,
         );
@@ -184,6 +282,7 @@ impl Relay {
         let recorded = batch
             .record(&published_ids, &decision.failures, self.config.max_attempts)
             .await?;
+        held_keys.clone_from(&decision.held_keys);
 
         let mut per_topic: HashMap<&str, u64> = HashMap::new();
         for &index in &decision.published {
@@ -210,6 +309,8 @@ impl Relay {
             retrying = recorded.retrying,
             dead = recorded.dead,
             left_pending = decision.left_pending,
+            claim_ms = claim_time.as_millis() as u64,
+            delivered_ms = delivered_after.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch recorded"
         );
@@ -220,10 +321,7 @@ impl Relay {
         if let Some(fatal) = self.publisher.replace_if_fatal()? {
             tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
         }
-        Ok(BatchReport {
-            claimed: rows.len(),
-            cluster_down,
-        })
+        Ok(FinishReport { cluster_down })
     }
 
     /// When some deliveries failed in a way that may mean "no broker at all",

@@ -4,7 +4,8 @@
 //! - a row is marked published only if its own delivery succeeded;
 //! - once a row of a key is not published (and not dead), every later row of
 //!   that key in the batch is left pending too, even if Kafka took it, so the
-//!   key's rows are sent again in order after it;
+//!   key's rows are sent again in order after it; the same holds for keys
+//!   held back by the batch sent before this one;
 //! - while the whole cluster is down, attempts are not counted.
 
 use std::collections::HashSet;
@@ -27,19 +28,24 @@ pub struct BatchDecision {
     /// Rows left untouched: held behind an earlier row of their key, or
     /// caught in a cluster outage.
     pub left_pending: usize,
+    /// Keys with a row left pending: the batch sent after this one must not
+    /// publish rows of these keys either.
+    pub held_keys: HashSet<String>,
 }
 
 /// Decide the fate of each row. `rows` and `deliveries` are parallel and in
-/// id order; `cluster_down` says a probe confirmed that no broker answers.
+/// id order; `cluster_down` says a probe confirmed that no broker answers;
+/// `held_before` are the keys the previous batch held back.
 pub fn decide(
     rows: &[OutboxRow],
     deliveries: &[Delivery],
     cluster_down: bool,
+    held_before: &HashSet<String>,
     backoff: &RetryBackoff,
     mut jitter: impl FnMut() -> f64,
 ) -> BatchDecision {
     let mut decision = BatchDecision::default();
-    let mut held_keys: HashSet<&str> = HashSet::new();
+    let mut held_keys: HashSet<&str> = held_before.iter().map(String::as_str).collect();
     for (index, (row, delivery)) in rows.iter().zip(deliveries).enumerate() {
         let key = row.message_key.as_deref();
         if let Delivery::Failed { reason, .. } = delivery {
@@ -85,6 +91,7 @@ pub fn decide(
             },
         });
     }
+    decision.held_keys = held_keys.into_iter().map(str::to_owned).collect();
     decision
 }
 
@@ -142,6 +149,7 @@ mod tests {
             &rows,
             &[Delivery::Delivered, Delivery::Delivered],
             false,
+            &HashSet::new(),
             &BACKOFF,
             || 0.0,
         );
@@ -163,7 +171,7 @@ mod tests {
             Delivery::Delivered,
             Delivery::Delivered,
         ];
-        let decision = decide(&rows, &deliveries, false, &BACKOFF, || 0.0);
+        let decision = decide(&rows, &deliveries, false, &HashSet::new(), &BACKOFF, || 0.0);
         assert_eq!(ids(&decision, &rows), vec![2, 4]);
         assert_eq!(decision.failures.len(), 1);
         assert_eq!(decision.failures[0].id, 1);
@@ -179,6 +187,7 @@ mod tests {
             &rows,
             &[failed(Disposition::Final), Delivery::Delivered],
             false,
+            &HashSet::new(),
             &BACKOFF,
             || 0.0,
         );
@@ -194,7 +203,7 @@ mod tests {
             Delivery::Delivered,
             failed(Disposition::Unavailable),
         ];
-        let decision = decide(&rows, &deliveries, true, &BACKOFF, || 0.0);
+        let decision = decide(&rows, &deliveries, true, &HashSet::new(), &BACKOFF, || 0.0);
         assert!(decision.published.is_empty());
         assert!(decision.failures.is_empty());
         assert_eq!(decision.left_pending, 3);
@@ -208,12 +217,45 @@ mod tests {
             &rows,
             &[failed(Disposition::Unavailable)],
             false,
+            &HashSet::new(),
             &BACKOFF,
             || 1.0,
         );
         assert_eq!(decision.failures.len(), 1);
         assert!(!decision.failures[0].is_final);
         assert_eq!(decision.failures[0].retry_in, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn keys_held_by_the_previous_batch_stay_held() {
+        let rows = [row(1, Some("a")), row(2, Some("b"))];
+        let held: HashSet<String> = ["a".to_owned()].into();
+        let decision = decide(
+            &rows,
+            &[Delivery::Delivered, Delivery::Delivered],
+            false,
+            &held,
+            &BACKOFF,
+            || 0.0,
+        );
+        assert_eq!(ids(&decision, &rows), vec![2]);
+        assert_eq!(decision.left_pending, 1);
+        assert!(decision.held_keys.contains("a"));
+        assert!(!decision.held_keys.contains("b"));
+    }
+
+    #[test]
+    fn a_retrying_row_passes_its_key_on_to_the_next_batch() {
+        let rows = [row(1, Some("a"))];
+        let decision = decide(
+            &rows,
+            &[failed(Disposition::Retry)],
+            false,
+            &HashSet::new(),
+            &BACKOFF,
+            || 0.0,
+        );
+        assert!(decision.held_keys.contains("a"));
     }
 
     #[test]

@@ -1,0 +1,476 @@
+//! The benchmark: `cargo bench --bench relay`.
+//!
+//! Uses the services `tests/services.sh` runs (starting its own when
+//! `OUTBOX_TEST_DATABASE_URL` is unset) and measures, in one run so the
+//! ratios mean something:
+//! 1. `db_ceiling_rows_per_sec`: the relay's own claim + mark-published SQL,
+//!    same batch size, no Kafka;
+//! 2. `drain_rows_per_sec`: N pre-inserted rows (≈200-byte JSON, 1,000 keys)
+//!    drained by one relay process, until the last row is marked published
+//!    and Kafka holds all N; `drain_vs_ceiling`;
+//! 3. the same with three relay processes;
+//! 4. sustained load with NOTIFY wake-ups: writers insert at a fixed rate and
+//!    a consumer measures commit → receipt latency from the timestamp each
+//!    payload carries;
+//! 5. relay cost: peak RSS and CPU seconds per 100k rows while draining.
+//!
+//! Knobs (environment): OUTBOX_BENCH_ROWS (200000), OUTBOX_BENCH_BATCH
+//! (1000), OUTBOX_BENCH_RATES (1000,10000), OUTBOX_BENCH_SECONDS (10).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::TestEnv;
+use outbox_relay::db::Database;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+const KEYS: i64 = 1_000;
+const PARTITIONS: i32 = 6;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let services = Services::ensure();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = runtime.block_on(run());
+    drop(services);
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+async fn run() -> serde_json::Value {
+    let rows = env_number("OUTBOX_BENCH_ROWS", 200_000) as i64;
+    let batch = env_number("OUTBOX_BENCH_BATCH", 1_000) as usize;
+    let seconds = env_number("OUTBOX_BENCH_SECONDS", 10);
+    let rates: Vec<u64> = std::env::var("OUTBOX_BENCH_RATES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+
+    eprintln!("bench: {rows} rows, batch {batch}, {KEYS} keys");
+    let ceiling = db_ceiling(rows, batch).await;
+    eprintln!("bench: db ceiling {ceiling:.0} rows/s");
+    let one = drain(rows, batch, 1).await;
+    eprintln!("bench: drain, 1 relay: {:.0} rows/s", one.rows_per_sec);
+    let three = drain(rows, batch, 3).await;
+    eprintln!("bench: drain, 3 relays: {:.0} rows/s", three.rows_per_sec);
+    let mut sustained = Vec::new();
+    for rate in rates {
+        let latency = sustained_latency(rate, seconds, batch).await;
+        eprintln!(
+            "bench: {rate} rows/s offered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} messages; relay acked {:.0}% within 5 ms)",
+            latency.p50_ms, latency.p99_ms, latency.max_ms, latency.samples, latency.relay_acked_within_5ms * 100.0
+        );
+        sustained.push(json!({
+            "offered_rows_per_sec": rate,
+            "seconds": seconds,
+            "messages": latency.samples,
+            "latency_p50_ms": round(latency.p50_ms),
+            "latency_p99_ms": round(latency.p99_ms),
+            "latency_max_ms": round(latency.max_ms),
+            "relay_acked_within_5ms_share": (latency.relay_acked_within_5ms * 1000.0).round() / 1000.0,
+            "relay_acked_within_10ms_share": (latency.relay_acked_within_10ms * 1000.0).round() / 1000.0,
+        }));
+    }
+
+    let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
+    eprintln!(
+        "\nsummary: ceiling {ceiling:.0}/s | drain {:.0}/s ({:.2} of ceiling) | 3 relays {:.0}/s | relay peak RSS {:.1} MiB, {:.2} CPU s per 100k rows",
+        one.rows_per_sec,
+        one.rows_per_sec / ceiling,
+        three.rows_per_sec,
+        one.peak_rss_mib,
+        cpu_per_100k
+    );
+    json!({
+        "rows": rows,
+        "batch_size": batch,
+        "keys": KEYS,
+        "partitions": PARTITIONS,
+        "db_ceiling_rows_per_sec": round(ceiling),
+        "drain_rows_per_sec": round(one.rows_per_sec),
+        "drain_vs_ceiling": (one.rows_per_sec / ceiling * 100.0).round() / 100.0,
+        "drain_rows_per_sec_3_relays": round(three.rows_per_sec),
+        "sustained": sustained,
+        "relay_peak_rss_mib": round(one.peak_rss_mib),
+        "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
+    })
+}
+
+fn round(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+/// Fill a fresh table with `rows` rows of about 200 bytes over `KEYS` keys.
+async fn fill(env: &TestEnv, topic: &str, rows: i64) {
+    let sql = format!(
+        "INSERT INTO {} (topic, message_key, payload)
+         SELECT $1, 'key-' || (i % $3), jsonb_build_object(
+             'seq', i, 'type', 'OrderPlaced', 'customer', 'customer-' || (i % 5000),
+             'items', jsonb_build_array(jsonb_build_object('sku', 'SKU-12345', 'qty', 2, 'price', 19.99)),
+             'note', 'lorem ipsum dolor sit amet consectetur adipiscing')
+         FROM generate_series(1, $2::bigint) AS i",
+        env.table
+    );
+    env.client
+        .execute(&sql, &[&topic, &rows, &KEYS])
+        .await
+        .expect("fill");
+    env.client
+        .batch_execute(&format!("VACUUM ANALYZE {}", env.table))
+        .await
+        .expect("vacuum");
+}
+
+/// The relay's own claim and mark statements, back to back, no Kafka.
+async fn db_ceiling(rows: i64, batch: usize) -> f64 {
+    let env = TestEnv::new().await;
+    fill(&env, "ceiling", rows).await;
+    let table = env.table.parse().expect("table name");
+    let database = Database::new(&env.database_url, &table, 2).expect("pool");
+    let started = Instant::now();
+    let mut marked = 0;
+    loop {
+        let mut claim = database.claim(batch, &[]).await.expect("claim");
+        let ids: Vec<i64> = claim.rows.drain(..).map(|r| r.id).collect();
+        if ids.is_empty() {
+            claim.abandon().await;
+            break;
+        }
+        marked += claim.record(&ids, &[], 10).await.expect("mark").published;
+    }
+    assert_eq!(marked as i64, rows);
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Drain {
+    rows_per_sec: f64,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+}
+
+async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
+    let env = TestEnv::new().await;
+    let topic = env.create_topic(PARTITIONS).await;
+    fill(&env, &topic, rows).await;
+    let start: f64 = db_epoch(&env, "clock_timestamp()").await;
+    let processes: Vec<_> = (0..relays)
+        .map(|_| env.start_relay(&["--batch-size", &batch.to_string(), "--log-level", "warn"]))
+        .collect();
+    let mut peak_rss_kib = 0;
+    loop {
+        for process in &processes {
+            peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
+        }
+        let pending = env.count("pending").await;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let end = db_epoch(
+        &env,
+        &format!("(SELECT max(published_at) FROM {})", env.table),
+    )
+    .await;
+    // Read the topic back: "in Kafka" means a consumer sees every row.
+    // (Tansu's reported high watermarks can lag what it serves.)
+    let (in_kafka, order_violations) = read_back(&env.brokers, &topic, rows).await;
+    assert_eq!(in_kafka, rows, "a consumer saw {in_kafka} of {rows} rows");
+    assert_eq!(order_violations, 0, "rows of a key arrived out of order");
+    let cpu_seconds = processes
+        .iter()
+        .map(|p| cpu_seconds(p.child.id()))
+        .sum::<f64>()
+        / relays as f64;
+    Drain {
+        rows_per_sec: rows as f64 / (end - start),
+        peak_rss_mib: peak_rss_kib as f64 / 1024.0,
+        cpu_seconds,
+    }
+}
+
+async fn db_epoch(env: &TestEnv, expression: &str) -> f64 {
+    let sql = format!("SELECT extract(epoch FROM {expression})::float8");
+    env.client.query_one(&sql, &[]).await.expect("epoch").get(0)
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    let ticks_per_sec = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    ticks / ticks_per_sec
+}
+
+/// Read `topic` back until `expected` distinct rows were seen: returns the
+/// distinct count and how many first arrivals broke per-key `seq` order.
+async fn read_back(brokers: &str, topic: &str, expected: i64) -> (i64, usize) {
+    let mut seen = HashSet::new();
+    let mut checked = 0;
+    let mut received =
+        common::consume_until(brokers, topic, Duration::from_secs(60), move |received| {
+            for message in &received[checked..] {
+                seen.insert(message.event_id().to_owned());
+            }
+            checked = received.len();
+            seen.len() as i64 >= expected
+        })
+        .await;
+    received.sort_by_key(|r| (r.partition, r.offset));
+    let mut first_seen = HashSet::new();
+    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    let mut violations = 0;
+    for message in &received {
+        if !first_seen.insert(message.event_id().to_owned()) {
+            continue;
+        }
+        let seq = message
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| v["seq"].as_i64())
+            .unwrap_or_default();
+        let key = message.key.clone().unwrap_or_default();
+        if last_seq
+            .insert(key, seq)
+            .is_some_and(|previous| previous > seq)
+        {
+            violations += 1;
+        }
+    }
+    (first_seen.len() as i64, violations)
+}
+
+struct Latency {
+    relay_acked_within_5ms: f64,
+    relay_acked_within_10ms: f64,
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Writers insert `rate` rows/s for `seconds`; a consumer measures latency.
+async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
+    let env = TestEnv::new().await;
+    let output = env
+        .command(&["migrate", "--notify-trigger"])
+        .output()
+        .expect("migrate");
+    assert!(output.status.success());
+    let topic = env.create_topic(PARTITIONS).await;
+    let mut relay = env.start_relay(&[
+        "--batch-size",
+        &batch.to_string(),
+        "--log-level",
+        "warn",
+        "--poll-interval-ms",
+        "500",
+    ]);
+    relay.wait_ready().await;
+
+    let expected = (rate * seconds) as usize;
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(expected)));
+    let consumer = {
+        let (brokers, topic, samples) = (env.brokers.clone(), topic.clone(), Arc::clone(&samples));
+        std::thread::spawn(move || {
+            consume_latencies(&brokers, &topic, expected, seconds + 30, &samples)
+        })
+    };
+    // Let the consumer join before the first row.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let ticks_per_sec = 100u64.min(rate);
+    let per_tick = (rate / ticks_per_sec) as i64;
+    let insert = format!(
+        "INSERT INTO {} (topic, message_key, payload)
+         SELECT $1, 'key-' || (i % 1000), jsonb_build_object('ts', extract(epoch FROM clock_timestamp()), 'seq', i)
+         FROM generate_series(1, $2::bigint) AS i",
+        env.table
+    );
+    let writer = common::connect(&env.database_url).await;
+    let statement = writer.prepare(&insert).await.expect("prepare insert");
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_sec as u32);
+    let mut commit_ms = Vec::new();
+    for _ in 0..(ticks_per_sec * seconds) {
+        ticker.tick().await;
+        let started = Instant::now();
+        writer
+            .execute(&statement, &[&topic, &per_tick])
+            .await
+            .expect("insert");
+        commit_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    commit_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench: writer insert+commit p50 {:.2} ms",
+        commit_ms[commit_ms.len() / 2]
+    );
+    consumer.join().expect("consumer thread");
+    // The relay's own view (created_at → ack), to tell relay from consumer time.
+    let metric = |name: &str| {
+        let relay = &relay;
+        let name = name.to_owned();
+        async move { relay.metric(&name).await.unwrap_or(0.0) }
+    };
+    let acked = metric("outbox_delivery_latency_seconds_count").await;
+    let within_5ms = metric("outbox_delivery_latency_seconds_bucket{le=\"0.005\"}").await;
+    let within_10ms = metric("outbox_delivery_latency_seconds_bucket{le=\"0.01\"}").await;
+    drop(relay);
+
+    let mut latencies = samples.lock().unwrap().clone();
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+            * 1000.0
+    };
+    Latency {
+        relay_acked_within_5ms: within_5ms / acked.max(1.0),
+        relay_acked_within_10ms: within_10ms / acked.max(1.0),
+        samples: latencies.len(),
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+        max_ms: quantile(1.0),
+    }
+}
+
+fn consume_latencies(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout_secs: u64,
+    samples: &Mutex<Vec<f64>>,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "1")
+        .set("socket.nagle.disable", "true")
+        .set("fetch.min.bytes", "1")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut received = 0;
+    while received < expected && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let now = now_epoch();
+        let ts = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v["ts"].as_f64());
+        if let Some(ts) = ts {
+            samples.lock().unwrap().push((now - ts).max(0.0));
+        }
+        received += 1;
+    }
+}
+
+/// PostgreSQL and Tansu for the benchmark: the ones the caller started, or
+/// our own, stopped on drop.
+struct Services {
+    owned: bool,
+}
+
+impl Services {
+    fn ensure() -> Self {
+        if std::env::var("OUTBOX_TEST_DATABASE_URL").is_ok() {
+            return Services { owned: false };
+        }
+        let root = env!("CARGO_MANIFEST_DIR");
+        let script = format!("{root}/tests/services.sh");
+        let status = Command::new("bash")
+            .args([&script, "install"])
+            .status()
+            .expect("install");
+        assert!(status.success(), "tests/services.sh install failed");
+        let output = Command::new("bash")
+            .args([&script, "start"])
+            .env("OUTBOX_SERVICES_DIR", "/tmp/outbox-relay-bench")
+            .output()
+            .expect("start services");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some((name, value)) =
+                line.strip_prefix("export ").and_then(|l| l.split_once('='))
+            {
+                std::env::set_var(name, value);
+            }
+        }
+        Services { owned: true }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        if self.owned {
+            let script = format!("{}/tests/services.sh", env!("CARGO_MANIFEST_DIR"));
+            let _ = Command::new("bash")
+                .args([&script, "stop"])
+                .env("OUTBOX_SERVICES_DIR", "/tmp/outbox-relay-bench")
+                .status();
+        }
+    }
+}
