@@ -87,6 +87,18 @@ fn a_bad_database_url_names_the_flag() {
     );
 }
 
+#[test]
+fn a_wrong_password_names_the_login() {
+    let pg = common::private_pg::PrivatePostgres::start(20);
+    let output = run(&[
+        "status",
+        "--database-url",
+        &pg.url_with_password("not-the-password"),
+    ]);
+    assert_one_line_error(&output, "refused the login");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("password"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_table_points_to_migrate() {
     let output = run(&[

@@ -197,9 +197,16 @@ impl Publisher {
         let Some((code, reason)) = self.current().client().fatal_error() else {
             return Ok(None);
         };
+        self.replace()?;
+        Ok(Some(format!("{code:?}: {reason}")))
+    }
+
+    /// Start afresh with a new producer (and so a new producer id). Call it
+    /// with nothing in flight: the old producer's queue is dropped.
+    pub fn replace(&self) -> Result<()> {
         let replacement = create_producer(&self.brokers, &self.options)?;
         *self.producer.write().unwrap_or_else(|p| p.into_inner()) = replacement;
-        Ok(Some(format!("{code:?}: {reason}")))
+        Ok(())
     }
 
     fn current(&self) -> RelayProducer {
@@ -219,8 +226,28 @@ fn create_producer(brokers: &str, options: &[KafkaOption]) -> Result<RelayProduc
     for option in options {
         config.set(&option.key, &option.value);
     }
+    // rust-rdkafka applies its own log level after creation; keep the
+    // user's `log_level` option, if any, in charge.
+    let level = options
+        .iter()
+        .rev()
+        .find(|o| o.key == "log_level")
+        .map_or(RDKafkaLogLevel::Critical, |o| syslog_level(&o.value));
     config
-        .set_log_level(RDKafkaLogLevel::Critical)
+        .set_log_level(level)
         .create_with_context(LoggingContext)
         .map_err(|e| Error::KafkaConfig(e.to_string()))
+}
+
+fn syslog_level(value: &str) -> RDKafkaLogLevel {
+    match value.trim().parse::<u8>().unwrap_or(2) {
+        0 => RDKafkaLogLevel::Emerg,
+        1 => RDKafkaLogLevel::Alert,
+        2 => RDKafkaLogLevel::Critical,
+        3 => RDKafkaLogLevel::Error,
+        4 => RDKafkaLogLevel::Warning,
+        5 => RDKafkaLogLevel::Notice,
+        6 => RDKafkaLogLevel::Info,
+        _ => RDKafkaLogLevel::Debug,
+    }
 }

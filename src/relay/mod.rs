@@ -60,7 +60,18 @@ struct InFlight {
 #[derive(Debug, Default)]
 struct FinishReport {
     cluster_down: bool,
+    /// Rows were left pending behind a failed row: the batch in flight after
+    /// this one inherits the hold, and no new batch may be claimed until it
+    /// is finished (otherwise the hold would pass on for ever).
+    held_back: bool,
+    /// Every delivery failed as if the cluster were gone, yet the cluster
+    /// answers: the producer itself is suspect (e.g. a broker that lost its
+    /// state no longer knows the producer id).
+    producer_suspect: bool,
 }
+
+/// Least time between two replacements of a suspect producer.
+const PRODUCER_REPLACEMENT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Relay {
     pub fn new(
@@ -97,8 +108,11 @@ impl Relay {
         let mut in_flight: Option<InFlight> = None;
         let mut held_keys: HashSet<String> = HashSet::new();
         let mut cluster_down = false;
+        let mut draining = false;
+        let mut producer_suspect = false;
+        let mut last_replacement: Option<Instant> = None;
         loop {
-            let may_claim = !shutdown.is_requested() && !cluster_down;
+            let may_claim = !shutdown.is_requested() && !cluster_down && !draining;
             let ours: Vec<i64> = in_flight
                 .as_ref()
                 .map(|f| f.rows.iter().map(|r| r.id).collect())
@@ -124,7 +138,11 @@ impl Relay {
 
             let mut failed = false;
             match finished {
-                Some(Ok(report)) => cluster_down |= report.cluster_down,
+                Some(Ok(report)) => {
+                    cluster_down |= report.cluster_down;
+                    draining |= report.held_back || report.producer_suspect;
+                    producer_suspect |= report.producer_suspect;
+                }
                 Some(Err(error)) => {
                     failed = true;
                     self.health.database_failed(&error);
@@ -156,6 +174,14 @@ impl Relay {
                 continue;
             }
             held_keys.clear();
+            draining = false;
+            let replacement_due =
+                last_replacement.is_none_or(|at| at.elapsed() >= PRODUCER_REPLACEMENT_INTERVAL);
+            if producer_suspect && replacement_due {
+                self.replace_producer("every delivery of a batch failed while the cluster answers");
+                last_replacement = Some(Instant::now());
+            }
+            producer_suspect = false;
             if shutdown.is_requested() {
                 break;
             }
@@ -167,6 +193,9 @@ impl Relay {
             } else if cluster_down {
                 self.wait_for_brokers(&mut shutdown).await;
                 cluster_down = false;
+                // A broker that was gone may have lost its producer state.
+                self.replace_producer("the cluster is back after an outage");
+                last_replacement = Some(Instant::now());
             } else if claimed_nothing {
                 self.wait_for_work(&mut shutdown).await;
             }
@@ -176,6 +205,13 @@ impl Relay {
             tracing::warn!(%error, "producer flush did not complete");
         }
         Ok(())
+    }
+
+    fn replace_producer(&self, reason: &str) {
+        match self.publisher.replace() {
+            Ok(()) => tracing::info!(reason, "started a new Kafka producer"),
+            Err(error) => tracing::warn!(%error, "could not start a new Kafka producer"),
+        }
     }
 
     /// Sleep until notified, the poll interval passes, or shutdown.
@@ -321,7 +357,20 @@ impl Relay {
         if let Some(fatal) = self.publisher.replace_if_fatal()? {
             tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
         }
-        Ok(FinishReport { cluster_down })
+        let all_unavailable = deliveries.iter().all(|d| {
+            matches!(
+                d,
+                Delivery::Failed {
+                    disposition: Disposition::Unavailable,
+                    ..
+                }
+            )
+        });
+        Ok(FinishReport {
+            cluster_down,
+            held_back: !decision.held_keys.is_empty(),
+            producer_suspect: all_unavailable && !cluster_down,
+        })
     }
 
     /// When some deliveries failed in a way that may mean "no broker at all",

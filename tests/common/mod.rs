@@ -4,6 +4,10 @@
 //! from the outside.
 #![allow(dead_code)]
 
+pub mod load;
+pub mod private_broker;
+pub mod private_pg;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -105,7 +109,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
-        let database_url = database_url();
+        Self::on(&database_url()).await
+    }
+
+    /// A fresh schema on the database at `database_url`.
+    pub async fn on(database_url: &str) -> Self {
+        let database_url = database_url.to_owned();
         let schema = unique_name("t");
         let table = format!("{schema}.outbox");
         let client = connect(&database_url).await;
@@ -127,6 +136,22 @@ impl TestEnv {
             String::from_utf8_lossy(&output.stderr)
         );
         env
+    }
+
+    /// A new client, after the database restarted under the old one.
+    pub async fn reconnect(&mut self) {
+        self.client = wait_for(
+            "the database to accept connections",
+            Duration::from_secs(60),
+            || async {
+                let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(connection);
+                Some(client)
+            },
+        )
+        .await;
     }
 
     /// `outbox-relay <args> --database-url … --table …`.
@@ -194,6 +219,14 @@ impl TestEnv {
         let what = format!("{expected} rows {status}");
         wait_for(&what, timeout, || async {
             (self.count(status).await == expected).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn wait_for_status_count_at_least(&self, status: &str, at_least: i64) {
+        let what = format!("at least {at_least} rows {status}");
+        wait_for(&what, Duration::from_secs(60), || async {
+            (self.count(status).await >= at_least).then_some(())
         })
         .await;
     }

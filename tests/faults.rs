@@ -1,0 +1,340 @@
+//! The fault suite: real failures against real processes while a steady load
+//! of inserts runs, checked from the outside by a consumer: every committed
+//! row arrives, no rolled-back row does, per-key order holds, duplicates are
+//! counted and bounded.
+//!
+//! Each test prints one `FAULT …` line with its numbers (see the README's
+//! "Faults we test"). `OUTBOX_FAULTS_LONG=1` runs the long variants (30 s
+//! outages, 60 s of competing relays); the default is a short form for CI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::load::{committed_rows, verify, Load, Verdict};
+use common::private_broker::PrivateBroker;
+use common::private_pg::PrivatePostgres;
+use common::{consume_event_ids, create_topic, wait_for, NewRow, TestEnv};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::json;
+
+fn long_form() -> bool {
+    std::env::var("OUTBOX_FAULTS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// How long an outage lasts.
+fn outage() -> Duration {
+    Duration::from_secs(if long_form() { 30 } else { 6 })
+}
+
+/// Wait for the backlog to drain, read the topic back and check it.
+async fn drain_and_verify(env: &TestEnv, brokers: &str, topic: &str) -> Verdict {
+    env.wait_for_status_count("pending", 0, Duration::from_secs(120))
+        .await;
+    assert_eq!(env.count("dead").await, 0, "a fault burned rows into dead");
+    let committed = committed_rows(&env.client, &env.table).await;
+    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received = consume_event_ids(brokers, topic, &ids, Duration::from_secs(60)).await;
+    verify(&received, &committed, &committed)
+}
+
+/// Time until a row is published after `since` (the relay is moving again).
+async fn time_to_progress(env: &TestEnv, since: Instant) -> Duration {
+    let before = env.count("published").await;
+    wait_for(
+        "the relay to make progress",
+        Duration::from_secs(120),
+        || async { (env.count("published").await > before).then_some(()) },
+    )
+    .await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_mid_batch_then_restarted_loses_nothing() {
+    let env = TestEnv::new().await;
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
+    let mut relay = env.start_relay(&["--batch-size", "100"]);
+    relay.wait_ready().await;
+    env.wait_for_status_count_at_least("published", 500).await;
+
+    relay.signal("KILL");
+    relay.wait_exit(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = Instant::now();
+    let mut again = env.start_relay(&["--batch-size", "100"]);
+    again.wait_ready().await;
+    let recovery = time_to_progress(&env, restarted).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.stop().await;
+
+    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
+    // Two batches of 100 can be in flight when the process dies.
+    assert!(verdict.duplicates <= 200, "{verdict}");
+    eprintln!("FAULT relay SIGKILL: {verdict}; publishing again {recovery:?} after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
+    let mut broker = PrivateBroker::start();
+    let topic = common::unique_name("outage");
+    create_topic(&broker.address(), &topic, 3).await;
+    let env = TestEnv::new().await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 50).await;
+    let mut relay = env.start_relay_with_brokers(
+        &broker.address(),
+        &[
+            "--max-attempts",
+            "2",
+            "--kafka-option",
+            "message.timeout.ms=2000",
+        ],
+    );
+    relay.wait_ready().await;
+    env.wait_for_status_count_at_least("published", 200).await;
+
+    broker.kill();
+    let killed_at: f64 = db_now(&env).await;
+    wait_for(
+        "/readyz to report the outage",
+        Duration::from_secs(30),
+        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(outage()).await;
+    assert_eq!(
+        env.count("dead").await,
+        0,
+        "the outage burned rows:\n{}",
+        relay.log_text()
+    );
+    let waiting = env.count("pending").await;
+    assert!(waiting > 0, "rows kept coming in during the outage");
+
+    broker.restart();
+    create_topic(&broker.address(), &topic, 3).await;
+    let restarted = Instant::now();
+    wait_for("/readyz to recover", Duration::from_secs(60), || async {
+        (relay.get("/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let recovery = time_to_progress(&env, restarted).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    load.stop().await;
+    env.wait_for_status_count("pending", 0, Duration::from_secs(120))
+        .await;
+    assert_eq!(env.count("dead").await, 0);
+
+    // Tansu's memory storage forgot what it held before the kill, so the
+    // rows checked in Kafka are the ones committed since: none may be missing.
+    let committed = committed_rows(&env.client, &env.table).await;
+    let since_kill: Vec<(i64, String)> = env
+        .client
+        .query(
+            &format!("SELECT id, event_id::text FROM {} WHERE extract(epoch FROM created_at)::float8 > $1::float8", env.table),
+            &[&killed_at],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ids: Vec<String> = since_kill.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        consume_event_ids(&broker.address(), &topic, &ids, Duration::from_secs(60)).await;
+    let verdict = verify(&received, &since_kill, &committed);
+    eprintln!(
+        "FAULT broker SIGKILL {:?}: {waiting} rows waited, 0 dead; {verdict} (rows since the kill); publishing again {recovery:?} after restart",
+        outage()
+    );
+}
+
+async fn db_now(env: &TestEnv) -> f64 {
+    env.client
+        .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_restart_is_survived_and_unmarked_rows_are_resent() {
+    let pg = PrivatePostgres::start(50);
+    let mut env = TestEnv::on(&pg.relay_url()).await;
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
+    let mut relay = env.start_relay(&["--batch-size", "200"]);
+    relay.wait_ready().await;
+    env.wait_for_status_count_at_least("published", 500).await;
+
+    pg.restart_immediate();
+    let restarted = Instant::now();
+    env.reconnect().await;
+    let recovery = time_to_progress(&env, restarted).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.stop().await;
+    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
+    assert!(
+        relay.log_text().contains("PostgreSQL is reachable again"),
+        "{}",
+        relay.log_text()
+    );
+    eprintln!("FAULT PostgreSQL restart -m immediate: {verdict}; publishing again {recovery:?} after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_new_connections_is_survived() {
+    let pg = PrivatePostgres::start(20);
+    let env = TestEnv::on(&pg.relay_url()).await;
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 50).await;
+    let mut relay = env.start_relay(&[]);
+    relay.wait_ready().await;
+    env.wait_for_status_count_at_least("published", 200).await;
+
+    // Take every free slot, then cut the relay's own connections: it cannot
+    // get new ones until the hog lets go.
+    let mut hog = Vec::new();
+    grab_free_slots(&pg.relay_url(), &mut hog).await;
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'outbox-relay'");
+    grab_free_slots(&pg.relay_url(), &mut hog).await;
+    wait_for(
+        "/readyz to report the database",
+        Duration::from_secs(30),
+        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(outage()).await;
+    assert_eq!(env.count("dead").await, 0);
+    let held = hog.len();
+    drop(hog);
+    let released = Instant::now();
+    let recovery = time_to_progress(&env, released).await;
+    load.stop().await;
+    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
+    eprintln!(
+        "FAULT PostgreSQL refusing connections {:?} ({held} slots held): {verdict}; publishing again {recovery:?} after release",
+        outage()
+    );
+}
+
+/// Open connections until the server refuses one.
+async fn grab_free_slots(url: &str, hog: &mut Vec<tokio_postgres::Client>) {
+    while let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        hog.push(client);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_rows_go_dead_alone_and_everything_around_them_flows() {
+    let env = TestEnv::new().await;
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 20).await;
+    let _relay = env.start_relay(&["--max-attempts", "3"]);
+    env.wait_for_status_count_at_least("published", 200).await;
+
+    let huge = json!({ "blob": "x".repeat(1_200_000) });
+    let mut bad_headers = NewRow::new(&topic, Some("key-9"), json!({}));
+    bad_headers.headers = json!({ "n": 1 });
+    let poison = env
+        .insert(&[
+            NewRow::new(&topic, Some("key-7"), huge),
+            NewRow::new("no spaces allowed!", Some("key-8"), json!({})),
+            bad_headers,
+        ])
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.stop().await;
+    env.wait_for_status_count("pending", 0, Duration::from_secs(60))
+        .await;
+
+    let expected = ["too large", "invalid topic name", "invalid headers"];
+    for ((id, _), needle) in poison.iter().zip(expected) {
+        let (status, attempts, error) = env.row_state(*id).await;
+        let error = error.unwrap_or_default();
+        assert_eq!((status.as_str(), attempts), ("dead", 1), "{error}");
+        assert!(
+            error.to_lowercase().contains(needle),
+            "{needle:?} not in {error:?}"
+        );
+    }
+    let committed = committed_rows(&env.client, &env.table).await;
+    let healthy: Vec<(i64, String)> = committed
+        .iter()
+        .filter(|(id, _)| !poison.iter().any(|(p, _)| p == id))
+        .cloned()
+        .collect();
+    let ids: Vec<String> = healthy.iter().map(|(_, e)| e.clone()).collect();
+    let received = consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
+    // Rows of key-7, key-8 and key-9 after the poison arrived, in order.
+    let verdict = verify(&received, &healthy, &healthy);
+    eprintln!("FAULT poison rows (too large, bad topic, bad headers): 3 dead at once; {verdict}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_produce_errors_and_leader_changes_bring_retries_but_no_loss_or_reordering() {
+    let mock = MockCluster::new(3).expect("mock cluster");
+    let topic = common::unique_name("mock");
+    mock.create_topic(&topic, 3, 3).expect("mock topic");
+    let brokers = mock.bootstrap_servers();
+    let env = TestEnv::new().await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 30).await;
+    let mut relay = env.start_relay_with_brokers(&brokers, &[]);
+    relay.wait_ready().await;
+    env.wait_for_status_count_at_least("published", 100).await;
+
+    use RDKafkaRespErr::*;
+    for round in 0..3 {
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            ],
+        );
+        for partition in 0..3 {
+            mock.partition_leader(&topic, partition, Some((partition + round) % 3 + 1))
+                .expect("leader change");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    load.stop().await;
+    let verdict = drain_and_verify(&env, &brokers, &topic).await;
+    eprintln!("FAULT MockCluster produce errors + leader changes: {verdict}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_order() {
+    let env = TestEnv::new().await;
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 40).await;
+    let mut slots: Vec<Option<common::RelayProcess>> = (0..4).map(|_| None).collect();
+    let churn = Duration::from_secs(if long_form() { 60 } else { 15 });
+    let started = Instant::now();
+    let (mut starts, mut stops) = (0, 0);
+    while started.elapsed() < churn {
+        let slot = fastrand::usize(..slots.len());
+        match slots[slot].take() {
+            Some(relay) => {
+                relay.signal(if fastrand::bool() { "KILL" } else { "TERM" });
+                stops += 1;
+            }
+            None => {
+                slots[slot] = Some(env.start_relay(&["--batch-size", "50"]));
+                starts += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..800))).await;
+    }
+    load.stop().await;
+    if slots.iter().all(Option::is_none) {
+        slots[0] = Some(env.start_relay(&[]));
+    }
+    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
+    eprintln!("FAULT 4 relays churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
+}
