@@ -20,7 +20,7 @@ pub enum RequeueSelection {
 
 impl Database {
     /// Move selected dead rows back to pending with attempts reset, calling
-    /// `progress` with the running total after each batch.
+    /// `progress` with the running total after each full batch.
     pub async fn requeue_dead(
         &self,
         selection: &RequeueSelection,
@@ -44,15 +44,16 @@ impl Database {
                 .await
                 .map_err(fail)?;
             total += moved;
-            progress(total);
             if moved < MAINTENANCE_BATCH as u64 {
                 return Ok(total);
             }
+            progress(total);
         }
     }
 
     /// Delete published rows older than `older_than`, at most `max_rows_per_sec`
-    /// (when set), calling `progress` with the running total after each batch.
+    /// (when set), calling `progress` with the running total after each full
+    /// batch.
     pub async fn prune_published(
         &self,
         older_than: Duration,
@@ -74,10 +75,10 @@ impl Database {
                 .await
                 .map_err(fail)?;
             total += deleted;
-            progress(total);
             if deleted < MAINTENANCE_BATCH as u64 {
                 return Ok(total);
             }
+            progress(total);
             if let Some(rate) = max_rows_per_sec.filter(|r| *r > 0) {
                 let budget = Duration::from_secs_f64(deleted as f64 / f64::from(rate));
                 tokio::time::sleep_until(started + budget).await;

@@ -40,11 +40,21 @@ const PARTITIONS: i32 = 6;
 
 /// `run` flags for every relay the benchmark starts.
 fn relay_args(batch: usize, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["--batch-size", &batch.to_string(), "--log-level", "warn"]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
+    // The relay's defaults for timers (the test harness shortens them).
+    let mut args: Vec<String> = [
+        "--batch-size",
+        &batch.to_string(),
+        "--log-level",
+        "warn",
+        "--poll-interval-ms",
+        "500",
+        "--stats-interval-ms",
+        "5000",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
     if let Ok(more) = std::env::var("OUTBOX_BENCH_RELAY_ARGS") {
         args.extend(more.split_whitespace().map(str::to_owned));
     }
@@ -153,6 +163,30 @@ fn round(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
+/// Drop a finished stage's schema, so autovacuum of its churned table does
+/// not compete with the next stage.
+async fn clean_up(env: &TestEnv) {
+    let schema = env
+        .table
+        .split('.')
+        .next()
+        .expect("schema-qualified test table");
+    env.client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+/// A fresh table, with a checkpoint first so none lands mid-measurement.
+async fn fresh_env() -> TestEnv {
+    let env = TestEnv::new().await;
+    env.client
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
+    env
+}
+
 /// Fill a fresh table with `rows` rows of about 200 bytes over `KEYS` keys.
 async fn fill(env: &TestEnv, topic: &str, rows: i64) {
     let sql = format!(
@@ -176,7 +210,7 @@ async fn fill(env: &TestEnv, topic: &str, rows: i64) {
 
 /// The relay's own claim and mark statements, back to back, no Kafka.
 async fn db_ceiling(rows: i64, batch: usize) -> f64 {
-    let env = TestEnv::new().await;
+    let env = fresh_env().await;
     fill(&env, "ceiling", rows).await;
     let table = env.table.parse().expect("table name");
     let database = Database::new(&env.database_url, &table, 2).expect("pool");
@@ -192,7 +226,9 @@ async fn db_ceiling(rows: i64, batch: usize) -> f64 {
         marked += claim.record(&ids, &[], 10).await.expect("mark").published;
     }
     assert_eq!(marked as i64, rows);
-    rows as f64 / started.elapsed().as_secs_f64()
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    clean_up(&env).await;
+    rate
 }
 
 struct Drain {
@@ -202,7 +238,7 @@ struct Drain {
 }
 
 async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
-    let env = TestEnv::new().await;
+    let env = fresh_env().await;
     let topic = env.create_topic(PARTITIONS).await;
     fill(&env, &topic, rows).await;
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
@@ -214,8 +250,19 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
         for process in &processes {
             peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
         }
-        let pending = env.count("pending").await;
-        if pending == 0 {
+        // An existence probe: counting 200k pending rows every poll would
+        // load the database the relay is being measured on.
+        let any_pending = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
+            env.table
+        );
+        let pending: bool = env
+            .client
+            .query_one(&any_pending, &[])
+            .await
+            .expect("probe")
+            .get(0);
+        if !pending {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -235,6 +282,8 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
         .map(|p| cpu_seconds(p.child.id()))
         .sum::<f64>()
         / relays as f64;
+    drop(processes);
+    clean_up(&env).await;
     Drain {
         rows_per_sec: rows as f64 / (end - start),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
@@ -333,14 +382,14 @@ fn now_epoch() -> f64 {
 
 /// Writers insert `rate` rows/s for `seconds`; a consumer measures latency.
 async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
-    let env = TestEnv::new().await;
+    let env = fresh_env().await;
     let output = env
         .command(&["migrate", "--notify-trigger"])
         .output()
         .expect("migrate");
     assert!(output.status.success());
     let topic = env.create_topic(PARTITIONS).await;
-    let args = relay_args(batch, &["--poll-interval-ms", "500"]);
+    let args = relay_args(batch, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut relay = env.start_relay(&args);
     relay.wait_ready().await;
@@ -395,6 +444,7 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     let within_10ms = metric("outbox_delivery_latency_seconds_bucket{le=\"0.01\"}").await;
     drop(relay);
 
+    clean_up(&env).await;
     let mut latencies = samples.lock().unwrap().clone();
     latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| {
