@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::cli::{Command, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
+use crate::cli::{Command, DatabaseArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
 use crate::config::RelayConfig;
 use crate::db::{Database, MigrateOptions, RequeueSelection};
 use crate::error::Result;
@@ -59,13 +59,15 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn print_status(args: StatusArgs) -> Result<()> {
-    let database = Database::new(
-        &args.database.database_url,
-        &args.database.table,
-        TOOL_POOL_SIZE,
-    )?;
+/// Connect for a one-off command and check that the table exists.
+async fn open_table(args: &DatabaseArgs) -> Result<Database> {
+    let database = Database::new(&args.database_url, &args.table, TOOL_POOL_SIZE)?;
     database.check().await?;
+    Ok(database)
+}
+
+async fn print_status(args: StatusArgs) -> Result<()> {
+    let database = open_table(&args.database).await?;
     let backlog = database.backlog().await?;
     let table = database.table().to_string();
     if args.json {
@@ -77,12 +79,7 @@ async fn print_status(args: StatusArgs) -> Result<()> {
 }
 
 async fn requeue(args: RequeueArgs) -> Result<()> {
-    let database = Database::new(
-        &args.database.database_url,
-        &args.database.table,
-        TOOL_POOL_SIZE,
-    )?;
-    database.check().await?;
+    let database = open_table(&args.database).await?;
     let selection = if args.all {
         RequeueSelection::All
     } else if let Some(topic) = args.topic {
@@ -92,9 +89,7 @@ async fn requeue(args: RequeueArgs) -> Result<()> {
     };
     let total = database
         .requeue_dead(&selection, |so_far| {
-            if so_far > 0 {
-                eprintln!("requeued {so_far} rows so far…");
-            }
+            eprintln!("requeued {so_far} rows so far…")
         })
         .await?;
     println!("requeued {total} dead rows to pending");
@@ -102,18 +97,11 @@ async fn requeue(args: RequeueArgs) -> Result<()> {
 }
 
 async fn prune(args: PruneArgs) -> Result<()> {
-    let database = Database::new(
-        &args.database.database_url,
-        &args.database.table,
-        TOOL_POOL_SIZE,
-    )?;
-    database.check().await?;
+    let database = open_table(&args.database).await?;
     let rate = Some(args.max_rows_per_sec).filter(|r| *r > 0);
     let total = database
         .prune_published(args.older_than, rate, |so_far| {
-            if so_far > 0 {
-                eprintln!("deleted {so_far} rows so far…");
-            }
+            eprintln!("deleted {so_far} rows so far…")
         })
         .await?;
     println!("deleted {total} published rows");
