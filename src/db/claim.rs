@@ -9,6 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
@@ -172,6 +173,10 @@ impl ClaimedBatch {
                 .await
                 .map_err(fail)?;
 
+            let key_of: HashMap<i64, Option<&str>> = failures
+                .iter()
+                .map(|f| (f.id, f.message_key.as_deref()))
+                .collect();
             let mut waiting_keys: Vec<&str> = Vec::new();
             let mut waiting_heads: Vec<i64> = Vec::new();
             for row in &rows {
@@ -182,11 +187,7 @@ impl ClaimedBatch {
                     continue;
                 }
                 recorded.retrying += 1;
-                let key = failures
-                    .iter()
-                    .find(|f| f.id == id)
-                    .and_then(|f| f.message_key.as_deref());
-                if let Some(key) = key {
+                if let Some(Some(key)) = key_of.get(&id) {
                     waiting_keys.push(key);
                     waiting_heads.push(id);
                 }

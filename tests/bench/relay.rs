@@ -17,7 +17,8 @@
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000), OUTBOX_BENCH_BATCH
 //! (1000), OUTBOX_BENCH_RATES (1000,10000), OUTBOX_BENCH_SECONDS (10),
 //! OUTBOX_BENCH_RELAY_ARGS (extra `run` flags, space-separated, e.g.
-//! `--kafka-option linger.ms=5`).
+//! `--kafka-option linger.ms=5`), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
+//! consumer's fetch.wait.max.ms, 1).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -476,7 +477,10 @@ fn consume_latencies(
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-latency")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "1")
+        .set(
+            "fetch.wait.max.ms",
+            std::env::var("OUTBOX_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "1".into()),
+        )
         .set("socket.nagle.disable", "true")
         .set("fetch.min.bytes", "1")
         .create()
