@@ -83,7 +83,7 @@ pub struct RunArgs {
     pub kafka_brokers: String,
 
     /// A librdkafka producer setting, KEY=VALUE; repeatable. Overrides the relay's defaults
-    /// (enable.idempotence=true, acks=all, linger.ms=2, message.timeout.ms=30000).
+    /// (enable.idempotence=true, acks=all, linger.ms=0, message.timeout.ms=30000).
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
     pub kafka_options: Vec<KafkaOption>,
 

