@@ -64,6 +64,13 @@ impl RelayConfig {
                 "--poll-interval-ms must be at least 1".to_owned(),
             ));
         }
+        if self.kafka_options.iter().any(|o| {
+            matches!(o.key.as_str(), "acks" | "request.required.acks") && o.value.trim() == "0"
+        }) {
+            return Err(Error::InvalidConfig(
+                "--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1".to_owned(),
+            ));
+        }
         if self.retry_backoff_base > self.retry_backoff_max {
             return Err(Error::InvalidConfig(
                 "--retry-backoff-base-ms must not exceed --retry-backoff-max-secs".to_owned(),

@@ -17,11 +17,12 @@ pub enum FailureReason {
     NotAuthorized,
     BrokerUnavailable,
     Timeout,
+    Unconfirmed,
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 8] = [
+    pub const ALL: [FailureReason; 9] = [
         FailureReason::MessageTooLarge,
         FailureReason::InvalidTopic,
         FailureReason::InvalidHeaders,
@@ -29,6 +30,7 @@ impl FailureReason {
         FailureReason::NotAuthorized,
         FailureReason::BrokerUnavailable,
         FailureReason::Timeout,
+        FailureReason::Unconfirmed,
         FailureReason::Other,
     ];
 
@@ -41,6 +43,7 @@ impl FailureReason {
             FailureReason::NotAuthorized => "not_authorized",
             FailureReason::BrokerUnavailable => "broker_unavailable",
             FailureReason::Timeout => "timeout",
+            FailureReason::Unconfirmed => "unconfirmed",
             FailureReason::Other => "other",
         }
     }

@@ -39,7 +39,12 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 /// The outcome of one message's delivery report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
+    /// Acknowledged, at a known offset.
     Delivered,
+    /// Reported as persisted without an offset: librdkafka's idempotent
+    /// producer infers this for a batch whose fate it never learned once a
+    /// later batch succeeds. Not proof enough to mark the row published.
+    Unconfirmed,
     Failed {
         disposition: Disposition,
         reason: FailureReason,
@@ -70,7 +75,8 @@ impl PendingDelivery {
         match self {
             PendingDelivery::Refused(failed) => failed,
             PendingDelivery::Sent(future) => match future.await {
-                Ok(Ok(_)) => Delivery::Delivered,
+                Ok(Ok((_, offset))) if offset >= 0 => Delivery::Delivered,
+                Ok(Ok(_)) => Delivery::Unconfirmed,
                 Ok(Err((error, _))) => Delivery::from_error(&error),
                 Err(_canceled) => Delivery::Failed {
                     disposition: Disposition::Unavailable,

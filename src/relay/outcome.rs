@@ -48,8 +48,10 @@ pub fn decide(
     let mut held_keys: HashSet<&str> = held_before.iter().map(String::as_str).collect();
     for (index, (row, delivery)) in rows.iter().zip(deliveries).enumerate() {
         let key = row.message_key.as_deref();
-        if let Delivery::Failed { reason, .. } = delivery {
-            decision.failure_reasons.push(*reason);
+        match delivery {
+            Delivery::Failed { reason, .. } => decision.failure_reasons.push(*reason),
+            Delivery::Unconfirmed => decision.failure_reasons.push(FailureReason::Unconfirmed),
+            Delivery::Delivered => {}
         }
         if key.is_some_and(|k| held_keys.contains(k)) {
             decision.left_pending += 1;
@@ -58,6 +60,13 @@ pub fn decide(
         let (disposition, message) = match delivery {
             Delivery::Delivered => {
                 decision.published.push(index);
+                continue;
+            }
+            Delivery::Unconfirmed => {
+                // Sent again later (at least once), with its key held behind
+                // it; no attempt is counted against the row.
+                decision.left_pending += 1;
+                held_keys.extend(key);
                 continue;
             }
             Delivery::Failed {
@@ -256,6 +265,21 @@ mod tests {
             || 0.0,
         );
         assert!(decision.held_keys.contains("a"));
+    }
+
+    #[test]
+    fn an_unconfirmed_delivery_is_sent_again_and_holds_its_key() {
+        let rows = [row(1, Some("a")), row(2, Some("a")), row(3, Some("b"))];
+        let deliveries = [
+            Delivery::Unconfirmed,
+            Delivery::Delivered,
+            Delivery::Delivered,
+        ];
+        let decision = decide(&rows, &deliveries, false, &HashSet::new(), &BACKOFF, || 0.0);
+        assert_eq!(ids(&decision, &rows), vec![3]);
+        assert!(decision.failures.is_empty(), "no attempt is counted");
+        assert_eq!(decision.left_pending, 2);
+        assert_eq!(decision.failure_reasons, vec![FailureReason::Unconfirmed]);
     }
 
     #[test]

@@ -135,11 +135,32 @@ pub fn verify(
     must_arrive: &[(i64, String)],
     committed: &[(i64, String)],
 ) -> Verdict {
+    verify_with(received, must_arrive, committed, Order::FirstArrivals)
+}
+
+/// Which arrivals of each row the per-key order check looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// What a consumer that dedups by `id` (keeping the first copy) sees.
+    FirstArrivals,
+    /// What a consumer that keeps the latest copy of each row sees.
+    LastArrivals,
+}
+
+pub fn verify_with(
+    received: &[Received],
+    must_arrive: &[(i64, String)],
+    committed: &[(i64, String)],
+    order: Order,
+) -> Verdict {
     let expected: HashSet<&str> = must_arrive.iter().map(|(_, e)| e.as_str()).collect();
     let known: HashSet<&str> = committed.iter().map(|(_, e)| e.as_str()).collect();
     let mut seen = HashSet::new();
     let mut sorted: Vec<&Received> = received.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
+    if order == Order::LastArrivals {
+        sorted.reverse();
+    }
     let mut last_seq: HashMap<&str, i64> = HashMap::new();
     for message in sorted {
         let payload = message.payload.as_deref().unwrap_or("null");
@@ -161,9 +182,13 @@ pub fn verify(
             .expect("load payloads carry seq");
         let key = message.key.as_deref().expect("load rows are keyed");
         if let Some(previous) = last_seq.insert(key, seq) {
+            let in_order = match order {
+                Order::FirstArrivals => previous < seq,
+                Order::LastArrivals => previous > seq,
+            };
             assert!(
-                previous < seq,
-                "key {key}: seq {seq} arrived after {previous}"
+                in_order,
+                "key {key}: seq {seq} and {previous} out of order ({order:?})"
             );
         }
     }
