@@ -3,8 +3,9 @@
 //!
 //! Guarantees:
 //! - at least once: a row is marked published only after its delivery report
-//!   succeeded, inside the transaction that holds its lock; anything else
-//!   (crash, lost connection, outage) leaves it pending for a later claim;
+//!   succeeded at a known offset, inside the transaction that holds its lock;
+//!   anything else (crash, lost connection, outage, an ack without an offset)
+//!   leaves it pending for a later claim;
 //! - order per key: see `sql/queries/outbox_claim_due.sql` and [`outcome`];
 //! - outages: while no broker answers, attempts are not counted and the loop
 //!   backs off as a whole; while PostgreSQL is unreachable it retries with
