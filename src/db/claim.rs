@@ -7,10 +7,9 @@
 //! with [`ClaimedBatch::abandon`]. Dropping a batch without either discards
 //! its connection, so an unfinished transaction never returns to the pool.
 
-use std::time::{Duration, SystemTime};
-
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Object;
 
@@ -124,87 +123,31 @@ impl ClaimedBatch {
         let fail = |e: tokio_postgres::Error| Error::database("recording results", &e);
         let sql = Arc::clone(&self.sql);
         let client = self.client();
+        let mark = client
+            .prepare_cached(&sql.mark_published)
+            .await
+            .map_err(fail)?;
         let mut recorded = RecordedBatch::default();
 
         if failures.is_empty() {
             // The common case in one round trip. Should the UPDATE fail, the
             // server turns the COMMIT into a rollback; its error is returned.
-            let statement = client
-                .prepare_cached(&sql.mark_published)
-                .await
-                .map_err(fail)?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&published];
             let (marked, committed) = tokio::join!(
-                client.execute(&statement, &params),
+                client.execute(&mark, &params),
                 client.batch_execute("COMMIT")
             );
             recorded.published = marked.map_err(fail)?;
             committed.map_err(fail)?;
-            self.connection.take();
-            return Ok(recorded);
-        }
-
-        if !published.is_empty() {
-            let statement = client
-                .prepare_cached(&sql.mark_published)
-                .await
-                .map_err(fail)?;
-            recorded.published = client
-                .execute(&statement, &[&published])
-                .await
-                .map_err(fail)?;
-        }
-
-        {
-            let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
-            let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
-            let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();
-            let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
-            let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-            let statement = client
-                .prepare_cached(&sql.record_failures)
-                .await
-                .map_err(fail)?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[&ids, &errors, &finals, &delays, &max_attempts],
-                )
-                .await
-                .map_err(fail)?;
-
-            let key_of: HashMap<i64, Option<&str>> = failures
-                .iter()
-                .map(|f| (f.id, f.message_key.as_deref()))
-                .collect();
-            let mut waiting_keys: Vec<&str> = Vec::new();
-            let mut waiting_heads: Vec<i64> = Vec::new();
-            for row in &rows {
-                let id: i64 = row.get(0);
-                let status: &str = row.get(1);
-                if status == "dead" {
-                    recorded.dead += 1;
-                    continue;
-                }
-                recorded.retrying += 1;
-                if let Some(Some(key)) = key_of.get(&id) {
-                    waiting_keys.push(key);
-                    waiting_heads.push(id);
-                }
+        } else {
+            if !published.is_empty() {
+                recorded.published = client.execute(&mark, &[&published]).await.map_err(fail)?;
             }
-            if !waiting_keys.is_empty() {
-                let statement = client
-                    .prepare_cached(&sql.hold_back_keys)
-                    .await
-                    .map_err(fail)?;
-                client
-                    .execute(&statement, &[&waiting_keys, &waiting_heads])
-                    .await
-                    .map_err(fail)?;
-            }
+            record_failures(client, &sql, failures, max_attempts, &mut recorded)
+                .await
+                .map_err(fail)?;
+            client.batch_execute("COMMIT").await.map_err(fail)?;
         }
-
-        client.batch_execute("COMMIT").await.map_err(fail)?;
         self.connection.take();
         Ok(recorded)
     }
@@ -218,6 +161,56 @@ impl ClaimedBatch {
             }
         }
     }
+}
+
+/// Count failed attempts (dead or retrying) and, for each key whose row will
+/// retry, push its later pending rows back to the same retry time.
+async fn record_failures(
+    client: &Object,
+    sql: &Sql,
+    failures: &[FailureRecord],
+    max_attempts: u32,
+    recorded: &mut RecordedBatch,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();
+    let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
+    let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    let statement = client.prepare_cached(&sql.record_failures).await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&ids, &errors, &finals, &delays, &max_attempts],
+        )
+        .await?;
+
+    let key_of: HashMap<i64, Option<&str>> = failures
+        .iter()
+        .map(|f| (f.id, f.message_key.as_deref()))
+        .collect();
+    let mut waiting_keys: Vec<&str> = Vec::new();
+    let mut waiting_heads: Vec<i64> = Vec::new();
+    for row in &rows {
+        let id: i64 = row.get(0);
+        let status: &str = row.get(1);
+        if status == "dead" {
+            recorded.dead += 1;
+            continue;
+        }
+        recorded.retrying += 1;
+        if let Some(Some(key)) = key_of.get(&id) {
+            waiting_keys.push(key);
+            waiting_heads.push(id);
+        }
+    }
+    if !waiting_keys.is_empty() {
+        let statement = client.prepare_cached(&sql.hold_back_keys).await?;
+        client
+            .execute(&statement, &[&waiting_keys, &waiting_heads])
+            .await?;
+    }
+    Ok(())
 }
 
 impl Drop for ClaimedBatch {

@@ -53,6 +53,17 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// Failed in a way that may mean no broker answers at all.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Delivery::Failed {
+                disposition: Disposition::Unavailable,
+                ..
+            }
+        )
+    }
+
     pub fn from_error(error: &KafkaError) -> Self {
         let (disposition, reason) = classify(error);
         Delivery::Failed {

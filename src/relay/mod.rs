@@ -61,10 +61,6 @@ struct InFlight {
 #[derive(Debug, Default)]
 struct FinishReport {
     cluster_down: bool,
-    /// Rows were left pending behind a failed row: the batch in flight after
-    /// this one inherits the hold, and no new batch may be claimed until it
-    /// is finished (otherwise the hold would pass on for ever).
-    held_back: bool,
     /// Every delivery failed as if the cluster were gone, yet the cluster
     /// answers: the producer itself is suspect (e.g. a broker that lost its
     /// state no longer knows the producer id).
@@ -109,10 +105,13 @@ impl Relay {
         let mut in_flight: Option<InFlight> = None;
         let mut held_keys: HashSet<String> = HashSet::new();
         let mut cluster_down = false;
-        let mut draining = false;
         let mut producer_suspect = false;
         let mut last_replacement: Option<Instant> = None;
         loop {
+            // Keys held back behind a failed row pass to the batch in flight
+            // after it; claiming no more until that one is finished keeps the
+            // hold from passing on for ever. A suspect producer waits too.
+            let draining = !held_keys.is_empty() || producer_suspect;
             let may_claim = !shutdown.is_requested() && !cluster_down && !draining;
             let ours: Vec<i64> = in_flight
                 .as_ref()
@@ -141,7 +140,6 @@ impl Relay {
             match finished {
                 Some(Ok(report)) => {
                     cluster_down |= report.cluster_down;
-                    draining |= report.held_back || report.producer_suspect;
                     producer_suspect |= report.producer_suspect;
                 }
                 Some(Err(error)) => {
@@ -175,7 +173,6 @@ impl Relay {
                 continue;
             }
             held_keys.clear();
-            draining = false;
             let replacement_due =
                 last_replacement.is_none_or(|at| at.elapsed() >= PRODUCER_REPLACEMENT_INTERVAL);
             if producer_suspect && replacement_due {
@@ -358,18 +355,9 @@ impl Relay {
         if let Some(fatal) = self.publisher.replace_if_fatal()? {
             tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
         }
-        let all_unavailable = deliveries.iter().all(|d| {
-            matches!(
-                d,
-                Delivery::Failed {
-                    disposition: Disposition::Unavailable,
-                    ..
-                }
-            )
-        });
+        let all_unavailable = deliveries.iter().all(Delivery::is_unavailable);
         Ok(FinishReport {
             cluster_down,
-            held_back: !decision.held_keys.is_empty(),
             producer_suspect: all_unavailable && !cluster_down,
         })
     }
@@ -377,16 +365,7 @@ impl Relay {
     /// When some deliveries failed in a way that may mean "no broker at all",
     /// ask the cluster. Returns true if no broker answers.
     async fn confirm_outage(&self, deliveries: &[Delivery]) -> bool {
-        let suspicious = deliveries.iter().any(|d| {
-            matches!(
-                d,
-                Delivery::Failed {
-                    disposition: Disposition::Unavailable,
-                    ..
-                }
-            )
-        });
-        if !suspicious {
+        if !deliveries.iter().any(Delivery::is_unavailable) {
             if deliveries.contains(&Delivery::Delivered) {
                 self.health.kafka_ok();
             }
