@@ -6,9 +6,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::TestEnv;
+use common::{assert_success, TestEnv};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,23 +28,13 @@ fn tool(name: &str) -> PathBuf {
     }
 }
 
-fn assert_ok(output: Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn the_dockerfile_passes_hadolint() {
     let output = Command::new(tool("hadolint"))
         .arg(deploy("Dockerfile"))
         .output()
         .expect("hadolint is installed by tests/services.sh install");
-    assert_ok(output, "hadolint");
+    assert_success(&output, "hadolint");
 }
 
 #[test]
@@ -55,7 +45,7 @@ fn the_kubernetes_manifests_pass_schema_validation() {
         .arg(deploy("kubernetes/deployment.yaml"))
         .output()
         .expect("kubernetes-validate is installed by tests/services.sh install");
-    assert_ok(output, "kubernetes-validate");
+    assert_success(&output, "kubernetes-validate");
 }
 
 /// Structure checks no schema can make: probes on the right paths, grace
@@ -87,7 +77,7 @@ for path in sys.argv[1:]:
         .arg(deploy("kubernetes/deployment.yaml"))
         .output()
         .expect("python3");
-    let stdout = assert_ok(output, "manifest structure check");
+    let stdout = assert_success(&output, "manifest structure check");
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
 }
 
@@ -98,13 +88,13 @@ fn the_alert_rules_pass_promtool_check_and_unit_tests() {
         .arg(deploy("prometheus/alerts.yml"))
         .output()
         .expect("promtool");
-    assert_ok(check, "promtool check rules");
+    assert_success(&check, "promtool check rules");
     let test = Command::new("promtool")
         .args(["test", "rules"])
         .arg(deploy("prometheus/alerts.test.yml"))
         .output()
         .expect("promtool");
-    assert_ok(test, "promtool test rules");
+    assert_success(&test, "promtool test rules");
 }
 
 #[test]
@@ -120,7 +110,7 @@ fn the_compose_prometheus_config_is_valid() {
         .arg(&path)
         .output()
         .expect("promtool");
-    assert_ok(output, "promtool check config");
+    assert_success(&output, "promtool check config");
 }
 
 #[test]
@@ -146,7 +136,7 @@ print("ok")
         .arg(deploy("compose/docker-compose.yml"))
         .output()
         .expect("python3");
-    assert_ok(output, "compose structure check");
+    assert_success(&output, "compose structure check");
 }
 
 #[test]
@@ -163,7 +153,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .arg(&path)
         .output()
         .expect("systemd-analyze");
-    assert_ok(output, "systemd-analyze verify");
+    assert_success(&output, "systemd-analyze verify");
 }
 
 /// `outbox_…` metric names used in a file.

@@ -146,11 +146,7 @@ async fn migrate_is_idempotent_even_when_run_concurrently() {
         .collect();
     for output in children.drain(..) {
         let output = output.expect("migrate ran");
-        assert!(
-            output.status.success(),
-            "migrate failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::assert_success(&output, "migrate");
     }
     // And again, in parallel processes.
     let spawned: Vec<_> = (0..3)
@@ -164,11 +160,7 @@ async fn migrate_is_idempotent_even_when_run_concurrently() {
         .collect();
     for child in spawned {
         let output = child.wait_with_output().expect("migrate ran");
-        assert!(
-            output.status.success(),
-            "concurrent migrate failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::assert_success(&output, "concurrent migrate");
     }
 }
 
@@ -190,11 +182,7 @@ async fn status_reports_pending_and_dead_per_topic_as_text_and_json() {
         .expect("make a row dead");
 
     let output = env.command(&["status", "--json"]).output().expect("status");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output, "status --json");
     let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON status");
     assert_eq!(status["pending"], 2);
     assert_eq!(status["dead"], 1);

@@ -90,12 +90,7 @@ async fn metrics_follow_publishing_failures_and_the_backlog() {
         .write_all(body.as_bytes())
         .unwrap();
     let output = promtool.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output, "promtool check metrics");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,7 @@ async fn env_with_trigger() -> TestEnv {
         .command(&["migrate", "--notify-trigger"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output, "migrate --notify-trigger");
     env
 }
 

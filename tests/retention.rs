@@ -33,11 +33,7 @@ async fn prune_deletes_only_old_published_rows_and_shows_progress() {
         .command(&["prune", "--older-than", "24h", "--max-rows-per-sec", "0"])
         .output()
         .expect("prune");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output, "prune");
     assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 2500 published rows"));
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(progress.contains("deleted 1000 rows so far"), "{progress}");

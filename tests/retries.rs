@@ -97,11 +97,7 @@ async fn a_failing_row_backs_off_holds_its_key_goes_dead_and_requeue_brings_it_b
         .command(&["requeue", "--id", &failing.to_string()])
         .output()
         .expect("requeue");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output, "requeue");
     assert!(String::from_utf8_lossy(&output.stdout).contains("requeued 1 dead rows"));
     wait_for(
         "the requeued row to be published",

@@ -533,11 +533,7 @@ impl Services {
             .env("OUTBOX_SERVICES_DIR", "/tmp/outbox-relay-bench")
             .output()
             .expect("start services");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        common::assert_success(&output, "tests/services.sh start");
         for line in String::from_utf8_lossy(&output.stdout).lines() {
             if let Some((name, value)) =
                 line.strip_prefix("export ").and_then(|l| l.split_once('='))

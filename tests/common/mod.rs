@@ -59,6 +59,18 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Assert a finished command succeeded, showing its output if not; returns
+/// its stdout.
+pub fn assert_success(output: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Poll `check` until it returns `Some`, or panic after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -130,11 +142,7 @@ impl TestEnv {
             dir: tempfile::tempdir().expect("temp dir"),
         };
         let output = env.command(&["migrate"]).output().expect("run migrate");
-        assert!(
-            output.status.success(),
-            "migrate failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_success(&output, "migrate");
         env
     }
 

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::free_port;
+use super::{assert_success, free_port};
 
 pub struct PrivatePostgres {
     pub port: u16,
@@ -21,12 +21,7 @@ fn run_as_postgres(program: &str, args: &[&str]) {
         .stdin(Stdio::null())
         .output()
         .expect("runuser");
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, &format!("{program} {args:?}"));
 }
 
 impl PrivatePostgres {
@@ -103,11 +98,7 @@ impl PrivatePostgres {
             ])
             .output()
             .expect("psql");
-        assert!(
-            output.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_success(&output, &format!("psql {sql}"));
     }
 
     /// The relay's login (a non-superuser owning database `app`).
