@@ -1,6 +1,8 @@
 -- Mark rows published after their own delivery report succeeded.
+-- statement_timestamp(), not now(): now() is when the claiming transaction
+-- began, before the rows were even sent; this statement runs after the acks.
 UPDATE {{table}}
 SET status = 'published',
-    published_at = now()
+    published_at = statement_timestamp()
 WHERE id = ANY($1::bigint[])
   AND status = 'pending'

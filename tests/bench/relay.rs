@@ -9,12 +9,14 @@
 //!    drained by one relay process, until the last row is marked published
 //!    and Kafka holds all N; `drain_vs_ceiling`;
 //! 3. the same with three relay processes;
-//! 4. sustained load with NOTIFY wake-ups: writers insert at a fixed rate and
-//!    a consumer measures commit → receipt latency from the timestamp each
-//!    payload carries;
+//! 4. sustained load with NOTIFY wake-ups: a writer inserts at a fixed rate
+//!    and a consumer measures latency from the moment the writer's COMMIT
+//!    returned (the headline) and from the insert timestamp each payload
+//!    carries, to receipt;
 //! 5. relay cost: peak RSS and CPU seconds per 100k rows while draining.
 //!
-//! Knobs (environment): OUTBOX_BENCH_ROWS (200000), OUTBOX_BENCH_BATCH
+//! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
+//! sustained-load stages), OUTBOX_BENCH_BATCH
 //! (1000), OUTBOX_BENCH_RATES (1000,10000), OUTBOX_BENCH_SECONDS (10),
 //! OUTBOX_BENCH_RELAY_ARGS (extra `run` flags, space-separated, e.g.
 //! `--kafka-option linger.ms=5`), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
@@ -25,7 +27,6 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::TestEnv;
@@ -92,6 +93,10 @@ async fn run() -> serde_json::Value {
         .collect();
 
     let repeat = env_number("OUTBOX_BENCH_REPEAT", 3).max(1);
+    if rows == 0 {
+        // Latency only: `OUTBOX_BENCH_ROWS=0` skips the throughput stages.
+        return json!({ "sustained": sustained_stages(&rates, seconds, batch).await });
+    }
     eprintln!("bench: {rows} rows, batch {batch}, {KEYS} keys, throughput stages {repeat} times (medians)");
     // Interleaved, so slow phases of a noisy machine hit both alike.
     let (mut ceilings, mut drains) = (Vec::new(), Vec::new());
@@ -110,25 +115,7 @@ async fn run() -> serde_json::Value {
     let one = drains.swap_remove(drains.len() / 2);
     let three = drain(rows, batch, 3).await;
     eprintln!("bench: drain, 3 relays: {:.0} rows/s", three.rows_per_sec);
-    let mut sustained = Vec::new();
-    for rate in rates {
-        let latency = sustained_latency(rate, seconds, batch).await;
-        eprintln!(
-            "bench: {rate} rows/s offered: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} messages; relay acked {:.0}% within 5 ms)",
-            latency.p50_ms, latency.p99_ms, latency.max_ms, latency.samples, latency.relay_acked_within_5ms * 100.0
-        );
-        sustained.push(json!({
-            "offered_rows_per_sec": rate,
-            "seconds": seconds,
-            "messages": latency.samples,
-            "latency_p50_ms": round(latency.p50_ms),
-            "latency_p99_ms": round(latency.p99_ms),
-            "latency_max_ms": round(latency.max_ms),
-            "relay_acked_within_2_5ms_share": (latency.relay_acked_within_2_5ms * 1000.0).round() / 1000.0,
-            "relay_acked_within_5ms_share": (latency.relay_acked_within_5ms * 1000.0).round() / 1000.0,
-            "relay_acked_within_10ms_share": (latency.relay_acked_within_10ms * 1000.0).round() / 1000.0,
-        }));
-    }
+    let sustained = sustained_stages(&rates, seconds, batch).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -155,6 +142,41 @@ async fn run() -> serde_json::Value {
     })
 }
 
+/// Scenario 4 at each offered rate.
+async fn sustained_stages(rates: &[u64], seconds: u64, batch: usize) -> Vec<serde_json::Value> {
+    let mut sustained = Vec::new();
+    for &rate in rates {
+        let latency = sustained_latency(rate, seconds, batch).await;
+        let (commit, insert, marked) = (
+            &latency.from_commit,
+            &latency.from_insert,
+            &latency.commit_to_marked,
+        );
+        eprintln!(
+            "bench: {rate} rows/s offered: commit → receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+             insert → receipt p50 {:.1} ms; commit → marked published p50 {:.1} ms, p99 {:.1} ms \
+             ({} messages; writer's insert+commit p50 {:.1} ms; relay acked {:.0}% within 5 ms of created_at)",
+            commit.p50_ms, commit.p99_ms, commit.max_ms, insert.p50_ms, marked.p50_ms, marked.p99_ms,
+            latency.samples, latency.writer_commit_p50_ms, latency.relay_acked_within_5ms * 100.0
+        );
+        sustained.push(json!({
+            "offered_rows_per_sec": rate,
+            "seconds": seconds,
+            "messages": latency.samples,
+            "latency_p50_ms": round(commit.p50_ms),
+            "latency_p99_ms": round(commit.p99_ms),
+            "latency_max_ms": round(commit.max_ms),
+            "from_insert": insert.json(),
+            "commit_to_marked_published": marked.json(),
+            "writer_insert_commit_p50_ms": round(latency.writer_commit_p50_ms),
+            "relay_acked_within_2_5ms_share": (latency.relay_acked_within_2_5ms * 1000.0).round() / 1000.0,
+            "relay_acked_within_5ms_share": (latency.relay_acked_within_5ms * 1000.0).round() / 1000.0,
+            "relay_acked_within_10ms_share": (latency.relay_acked_within_10ms * 1000.0).round() / 1000.0,
+        }));
+    }
+    sustained
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -164,9 +186,10 @@ fn round(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-/// Drop a finished stage's schema, so autovacuum of its churned table does
-/// not compete with the next stage.
-async fn clean_up(env: &TestEnv) {
+/// Drop a finished stage's schema and topic, so neither autovacuum of its
+/// churned table nor a broker holding its messages (Tansu's in-memory store
+/// slows down as it fills) weighs on the next stage.
+async fn clean_up(env: &TestEnv, topic: Option<&str>) {
     let schema = env
         .table
         .split('.')
@@ -176,6 +199,9 @@ async fn clean_up(env: &TestEnv) {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .expect("drop schema");
+    if let Some(topic) = topic {
+        common::delete_topic(&env.brokers, topic).await;
+    }
 }
 
 /// A fresh table, with a checkpoint first so none lands mid-measurement.
@@ -228,7 +254,7 @@ async fn db_ceiling(rows: i64, batch: usize) -> f64 {
     }
     assert_eq!(marked as i64, rows);
     let rate = rows as f64 / started.elapsed().as_secs_f64();
-    clean_up(&env).await;
+    clean_up(&env, None).await;
     rate
 }
 
@@ -284,7 +310,7 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
         .sum::<f64>()
         / relays as f64;
     drop(processes);
-    clean_up(&env).await;
+    clean_up(&env, Some(&topic)).await;
     Drain {
         rows_per_sec: rows as f64 / (end - start),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
@@ -369,9 +395,51 @@ struct Latency {
     relay_acked_within_5ms: f64,
     relay_acked_within_10ms: f64,
     samples: usize,
+    /// Writer's COMMIT returned → consumer received, the issue's definition.
+    from_commit: Quantiles,
+    /// Row built inside the INSERT → consumer received: adds the writer's own
+    /// insert and commit (WAL flush) time.
+    from_insert: Quantiles,
+    /// Writer's COMMIT returned → `published_at`, which the relay sets after
+    /// the batch's acks: commit → ack without the consumer's fetch cycle.
+    commit_to_marked: Quantiles,
+    writer_commit_p50_ms: f64,
+}
+
+struct Quantiles {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+impl Quantiles {
+    fn of(mut seconds: Vec<f64>) -> Self {
+        seconds.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            seconds
+                .get(((seconds.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+                * 1000.0
+        };
+        Quantiles {
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"p50_ms": round(self.p50_ms), "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms)})
+    }
+}
+
+/// One message as the latency consumer saw it (times in seconds since the
+/// epoch, all from this machine's clock).
+struct Receipt {
+    tick: usize,
+    inserted: f64,
+    received: f64,
 }
 
 fn now_epoch() -> f64 {
@@ -382,6 +450,11 @@ fn now_epoch() -> f64 {
 }
 
 /// Writers insert `rate` rows/s for `seconds`; a consumer measures latency.
+///
+/// Each row carries the time it was built and the number of the writer's
+/// transaction ("tick"); the writer notes when each COMMIT returned. So the
+/// consumer's receipt time gives both commit → receipt (the delivery latency
+/// as the issue defines it) and insert → receipt.
 async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     let env = fresh_env().await;
     let output = env
@@ -396,12 +469,9 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     relay.wait_ready().await;
 
     let expected = (rate * seconds) as usize;
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(expected)));
     let consumer = {
-        let (brokers, topic, samples) = (env.brokers.clone(), topic.clone(), Arc::clone(&samples));
-        std::thread::spawn(move || {
-            consume_latencies(&brokers, &topic, expected, seconds + 30, &samples)
-        })
+        let (brokers, topic) = (env.brokers.clone(), topic.clone());
+        std::thread::spawn(move || consume_receipts(&brokers, &topic, expected, seconds + 30))
     };
     // Let the consumer join before the first row.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -410,29 +480,28 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     let per_tick = (rate / ticks_per_sec) as i64;
     let insert = format!(
         "INSERT INTO {} (topic, message_key, payload)
-         SELECT $1, 'key-' || (i % 1000), jsonb_build_object('ts', extract(epoch FROM clock_timestamp()), 'seq', i)
+         SELECT $1, 'key-' || (i % 1000), jsonb_build_object(
+             'ts', extract(epoch FROM clock_timestamp()), 'tick', $3::bigint, 'seq', i)
          FROM generate_series(1, $2::bigint) AS i",
         env.table
     );
     let writer = common::connect(&env.database_url).await;
     let statement = writer.prepare(&insert).await.expect("prepare insert");
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_sec as u32);
-    let mut commit_ms = Vec::new();
-    for _ in 0..(ticks_per_sec * seconds) {
+    let ticks = (ticks_per_sec * seconds) as usize;
+    let mut committed_at = Vec::with_capacity(ticks);
+    let mut commit_seconds = Vec::with_capacity(ticks);
+    for tick in 0..ticks {
         ticker.tick().await;
         let started = Instant::now();
         writer
-            .execute(&statement, &[&topic, &per_tick])
+            .execute(&statement, &[&topic, &per_tick, &(tick as i64)])
             .await
             .expect("insert");
-        commit_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        committed_at.push(now_epoch());
+        commit_seconds.push(started.elapsed().as_secs_f64());
     }
-    commit_ms.sort_by(f64::total_cmp);
-    eprintln!(
-        "bench: writer insert+commit p50 {:.2} ms",
-        commit_ms[commit_ms.len() / 2]
-    );
-    consumer.join().expect("consumer thread");
+    let receipts = consumer.join().expect("consumer thread");
     // The relay's own view (created_at → ack), to tell relay from consumer time.
     let metric = |name: &str| {
         let relay = &relay;
@@ -444,35 +513,53 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     let within_5ms = metric("outbox_delivery_latency_seconds_bucket{le=\"0.005\"}").await;
     let within_10ms = metric("outbox_delivery_latency_seconds_bucket{le=\"0.01\"}").await;
     drop(relay);
+    let marked = format!(
+        "SELECT (payload->>'tick')::bigint, extract(epoch FROM published_at)::float8
+         FROM {} WHERE status = 'published'",
+        env.table
+    );
+    let commit_to_marked = env
+        .client
+        .query(&marked, &[])
+        .await
+        .expect("published rows")
+        .iter()
+        .map(|row| {
+            let tick: i64 = row.get(0);
+            let published: f64 = row.get(1);
+            (published - committed_at[tick as usize]).max(0.0)
+        })
+        .collect();
+    clean_up(&env, Some(&topic)).await;
 
-    clean_up(&env).await;
-    let mut latencies = samples.lock().unwrap().clone();
-    latencies.sort_by(f64::total_cmp);
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-            * 1000.0
-    };
+    let from_commit = receipts
+        .iter()
+        .map(|r| (r.received - committed_at[r.tick]).max(0.0))
+        .collect();
+    let from_insert = receipts
+        .iter()
+        .map(|r| (r.received - r.inserted).max(0.0))
+        .collect();
     Latency {
         relay_acked_within_2_5ms: within_2_5ms / acked.max(1.0),
         relay_acked_within_5ms: within_5ms / acked.max(1.0),
         relay_acked_within_10ms: within_10ms / acked.max(1.0),
-        samples: latencies.len(),
-        p50_ms: quantile(0.5),
-        p99_ms: quantile(0.99),
-        max_ms: quantile(1.0),
+        samples: receipts.len(),
+        from_commit: Quantiles::of(from_commit),
+        from_insert: Quantiles::of(from_insert),
+        commit_to_marked: Quantiles::of(commit_to_marked),
+        writer_commit_p50_ms: Quantiles::of(commit_seconds).p50_ms,
     }
 }
 
-fn consume_latencies(
+/// Read `expected` benchmark messages (or until the timeout) and note when
+/// each arrived.
+fn consume_receipts(
     brokers: &str,
     topic: &str,
     expected: usize,
     timeout_secs: u64,
-    samples: &Mutex<Vec<f64>>,
-) {
+) -> Vec<Receipt> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-latency")
@@ -493,21 +580,23 @@ fn consume_latencies(
     }
     consumer.assign(&assignment).expect("assign");
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-    let mut received = 0;
-    while received < expected && Instant::now() < deadline {
+    let mut receipts = Vec::with_capacity(expected);
+    while receipts.len() < expected && Instant::now() < deadline {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
             continue;
         };
-        let now = now_epoch();
-        let ts = message
+        let received = now_epoch();
+        let payload = message
             .payload()
             .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .and_then(|v| v["ts"].as_f64());
-        if let Some(ts) = ts {
-            samples.lock().unwrap().push((now - ts).max(0.0));
-        }
-        received += 1;
+            .expect("benchmark payload");
+        receipts.push(Receipt {
+            tick: payload["tick"].as_u64().expect("tick") as usize,
+            inserted: payload["ts"].as_f64().expect("ts"),
+            received,
+        });
     }
+    receipts
 }
 
 /// PostgreSQL and Tansu for the benchmark: the ones the caller started, or

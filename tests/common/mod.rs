@@ -296,6 +296,23 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+pub async fn delete_topic(brokers: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("delete topic");
+    for result in results {
+        result.expect("topic deleted");
+    }
+}
+
 /// A relay child process; killed on drop. Its log is printed if the test fails.
 pub struct RelayProcess {
     pub child: Child,
