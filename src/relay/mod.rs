@@ -214,10 +214,15 @@ impl Relay {
 
     /// Sleep until notified, the poll interval passes, or shutdown.
     async fn wait_for_work(&self, shutdown: &mut Shutdown) {
+        // ±10 %, so replicas started together do not poll in step.
+        let poll = self
+            .config
+            .poll_interval
+            .mul_f64(0.9 + 0.2 * fastrand::f64());
         tokio::select! {
             () = shutdown.requested() => {}
             () = self.wakeup.notified() => {}
-            () = tokio::time::sleep(self.config.poll_interval) => {}
+            () = tokio::time::sleep(poll) => {}
         }
     }
 
