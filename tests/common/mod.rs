@@ -280,14 +280,10 @@ pub async fn connect(database_url: &str) -> tokio_postgres::Client {
 }
 
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
+    let results = admin_client(brokers)
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            &admin_options(),
         )
         .await
         .expect("create topic");
@@ -297,20 +293,24 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 }
 
 pub async fn delete_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .delete_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+    let results = admin_client(brokers)
+        .delete_topics(&[topic], &admin_options())
         .await
         .expect("delete topic");
     for result in results {
         result.expect("topic deleted");
     }
+}
+
+fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client")
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
 }
 
 /// A relay child process; killed on drop. Its log is printed if the test fails.
