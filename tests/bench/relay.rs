@@ -25,11 +25,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::TestEnv;
+use common::{load, TestEnv};
 use outbox_relay::db::Database;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -301,9 +300,13 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
     .await;
     // Read the topic back: "in Kafka" means a consumer sees every row.
     // (Tansu's reported high watermarks can lag what it serves.)
-    let (in_kafka, order_violations) = read_back(&env.brokers, &topic, rows).await;
-    assert_eq!(in_kafka, rows, "a consumer saw {in_kafka} of {rows} rows");
-    assert_eq!(order_violations, 0, "rows of a key arrived out of order");
+    let committed = load::committed_rows(&env.client, &env.table).await;
+    assert_eq!(committed.len() as i64, rows);
+    let event_ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        common::consume_event_ids(&env.brokers, &topic, &event_ids, Duration::from_secs(60)).await;
+    // Every row arrived, and the first arrivals of each key are in order.
+    load::verify(&received, &committed, &committed);
     let cpu_seconds = processes
         .iter()
         .map(|p| cpu_seconds(p.child.id()))
@@ -349,45 +352,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(100.0);
     ticks / ticks_per_sec
-}
-
-/// Read `topic` back until `expected` distinct rows were seen: returns the
-/// distinct count and how many first arrivals broke per-key `seq` order.
-async fn read_back(brokers: &str, topic: &str, expected: i64) -> (i64, usize) {
-    let mut seen = HashSet::new();
-    let mut checked = 0;
-    let mut received =
-        common::consume_until(brokers, topic, Duration::from_secs(60), move |received| {
-            for message in &received[checked..] {
-                seen.insert(message.event_id().to_owned());
-            }
-            checked = received.len();
-            seen.len() as i64 >= expected
-        })
-        .await;
-    received.sort_by_key(|r| (r.partition, r.offset));
-    let mut first_seen = HashSet::new();
-    let mut last_seq: HashMap<String, i64> = HashMap::new();
-    let mut violations = 0;
-    for message in &received {
-        if !first_seen.insert(message.event_id().to_owned()) {
-            continue;
-        }
-        let seq = message
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|v| v["seq"].as_i64())
-            .unwrap_or_default();
-        let key = message.key.clone().unwrap_or_default();
-        if last_seq
-            .insert(key, seq)
-            .is_some_and(|previous| previous > seq)
-        {
-            violations += 1;
-        }
-    }
-    (first_seen.len() as i64, violations)
 }
 
 struct Latency {
@@ -461,7 +425,7 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
         .command(&["migrate", "--notify-trigger"])
         .output()
         .expect("migrate");
-    assert!(output.status.success());
+    common::assert_success(&output, "migrate --notify-trigger");
     let topic = env.create_topic(PARTITIONS).await;
     let args = relay_args(batch, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
