@@ -1,53 +1,112 @@
-//! Validated settings for the relay, and the parsers for flag values that
-//! need more than a type check.
+//! The relay's one configuration type, parsed by clap straight from flags and
+//! environment, and the parsers for values that need more than a type check.
 //!
 //! Guarantees: a `RelayConfig` that passed `validate` has a non-empty,
 //! well-formed broker list, sane batch and timing bounds, and Kafka options
-//! that are at least `key=value` shaped (librdkafka checks the keys).
+//! that are at least `key=value` shaped (librdkafka checks the keys). No
+//! password reaches `Debug` or `Display` output: the database URL and secret
+//! Kafka options are redacted.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
+use clap::Args;
+
 use crate::error::{Error, Result};
+use crate::kafka::producer_defaults_help;
 use crate::table::TableName;
 
-/// Everything `outbox-relay run` needs.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    pub database_url: String,
+/// Where the outbox table lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL, e.g. postgres://relay:secret@localhost:5432/app.
+    #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// The outbox table, optionally schema-qualified (`schema.table`). Names are case-sensitive.
+    #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox")]
     pub table: TableName,
-    /// Comma-separated `host:port` list, checked by [`validate_brokers`].
+}
+
+/// Everything `outbox-relay run` needs: the command line is this type, so
+/// each setting is described once, here. Precedence is flag, then
+/// environment variable, then default; [`RelayConfig::validate`] holds every
+/// check clap cannot express.
+#[derive(Debug, Clone, Args)]
+pub struct RelayConfig {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Kafka bootstrap brokers, comma-separated host:port.
+    #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
     pub kafka_brokers: String,
-    /// Raw librdkafka settings, applied after (and so over) the relay's defaults.
+
+    /// A librdkafka producer setting, KEY=VALUE; repeatable. Overrides the relay's defaults.
+    #[arg(
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        value_parser = parse_kafka_option,
+        long_help = producer_defaults_help()
+    )]
     pub kafka_options: Vec<KafkaOption>,
+
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "OUTBOX_METRICS_ADDR", default_value = "0.0.0.0:9874")]
     pub metrics_addr: SocketAddr,
-    /// Rows claimed per transaction. Larger batches amortise round trips;
-    /// every row of a batch is held locked until the batch is recorded.
+
+    /// Rows claimed per transaction (1 to 50000). Larger batches amortise
+    /// round trips; every row of a batch stays locked until it is recorded.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
-    /// Backstop poll when idle. NOTIFY wake-ups (when the trigger is
-    /// installed) make new rows go out sooner than this.
+
+    /// Backstop poll interval when idle, in milliseconds; NOTIFY wake-ups (if the trigger is installed) come sooner.
+    #[arg(long = "poll-interval-ms", env = "OUTBOX_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = parse_millis)]
     pub poll_interval: Duration,
-    /// Attempts, the first included, before a row that keeps failing is dead.
+
+    /// Attempts (the first included) before a row that keeps failing becomes dead.
     /// Broker outages do not count.
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
+
+    /// First retry delay in milliseconds; it doubles per failed attempt, with jitter.
+    #[arg(long = "retry-backoff-base-ms", env = "OUTBOX_RETRY_BACKOFF_BASE_MS", value_name = "MS", default_value = "1000", value_parser = parse_millis)]
     pub retry_backoff_base: Duration,
+
+    /// Longest retry delay, in seconds.
+    #[arg(long = "retry-backoff-max-secs", env = "OUTBOX_RETRY_BACKOFF_MAX_SECS", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
     pub retry_backoff_max: Duration,
-    /// Bound on a graceful stop: finish in-flight work, flush, record.
+
+    /// Upper bound on a graceful stop (finish the batch in flight, flush, record), in seconds.
+    #[arg(long = "shutdown-timeout-secs", env = "OUTBOX_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
-    /// How long start-up waits for a first answer from the brokers.
+
+    /// How long start-up waits for a Kafka broker to answer before giving up, in seconds.
+    #[arg(long = "kafka-startup-timeout-secs", env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "SECS", default_value = "15", value_parser = parse_secs)]
     pub kafka_startup_timeout: Duration,
-    /// How often the backlog gauges (pending, oldest age, dead) are refreshed.
+
+    /// How often the backlog gauges are refreshed from the table, in milliseconds (at least 100).
+    #[arg(long = "stats-interval-ms", env = "OUTBOX_STATS_INTERVAL_MS", value_name = "MS", default_value = "5000", value_parser = parse_stats_interval)]
     pub stats_interval: Duration,
-    /// Listen for the optional NOTIFY trigger's wake-ups.
-    pub listen: bool,
-    /// Delete published rows older than this; `None` keeps them.
+
+    /// Do not LISTEN for the NOTIFY trigger; rely on polling alone (e.g. behind PgBouncer in transaction mode).
+    #[arg(long, env = "OUTBOX_NO_LISTEN")]
+    pub no_listen: bool,
+
+    /// Delete published rows older than this (e.g. 24h, 7d). Off unless set. Dead rows are never deleted.
+    #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
 }
+
+/// Shortest backlog refresh interval: the refresh scans the pending rows.
+const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 
 impl RelayConfig {
     /// Cross-field and range checks that clap cannot express.
     pub fn validate(&self) -> Result<()> {
         validate_brokers(&self.kafka_brokers)?;
+        let invalid = |message: &str| Err(Error::InvalidConfig(message.to_owned()));
         if !(1..=50_000).contains(&self.batch_size) {
             return Err(Error::InvalidConfig(format!(
                 "--batch-size {} is out of range; use 1 to 50000",
@@ -55,36 +114,121 @@ impl RelayConfig {
             )));
         }
         if self.max_attempts == 0 {
-            return Err(Error::InvalidConfig(
-                "--max-attempts must be at least 1".to_owned(),
-            ));
+            return invalid("--max-attempts must be at least 1");
         }
         if self.poll_interval.is_zero() {
-            return Err(Error::InvalidConfig(
-                "--poll-interval-ms must be at least 1".to_owned(),
-            ));
+            return invalid("--poll-interval-ms must be at least 1");
         }
         if self.kafka_options.iter().any(|o| {
             matches!(o.key.as_str(), "acks" | "request.required.acks") && o.value.trim() == "0"
         }) {
-            return Err(Error::InvalidConfig(
-                "--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1".to_owned(),
-            ));
+            return invalid("--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1");
         }
         if self.retry_backoff_base > self.retry_backoff_max {
-            return Err(Error::InvalidConfig(
-                "--retry-backoff-base-ms must not exceed --retry-backoff-max-secs".to_owned(),
-            ));
+            return invalid("--retry-backoff-base-ms must not exceed --retry-backoff-max-secs");
         }
         Ok(())
     }
+
+    pub fn listen(&self) -> bool {
+        !self.no_listen
+    }
 }
 
-/// One `--kafka-option key=value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A PostgreSQL connection string. It usually holds a password, so its
+/// `Debug` and `Display` show it with the password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The string itself, with its password: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    /// Any string: the driver parses it when connecting, with an error that
+    /// names the flag.
+    fn from_str(value: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(DatabaseUrl(value.to_owned()))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_password(&self.0))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", redact_password(&self.0))
+    }
+}
+
+/// Replace the password in a `postgres://user:password@host` URL or a
+/// `password=…` key-value pair with `***`.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let Some(at) = authority.rfind('@') else {
+            return url.to_owned();
+        };
+        let (userinfo, host) = authority.split_at(at);
+        let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+        let redacted_query = redact_key_values(tail, '&');
+        let password = if userinfo.contains(':') { ":***" } else { "" };
+        return format!("{scheme}://{user}{password}{host}{redacted_query}");
+    }
+    redact_key_values(url, ' ')
+}
+
+/// `password=…` becomes `password=***` in `a=b<sep>password=c` text.
+fn redact_key_values(text: &str, separator: char) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (index, part) in text.split(separator).enumerate() {
+        if index > 0 {
+            out.push(separator);
+        }
+        let key = part.split('=').next().unwrap_or("");
+        let bare_key = key.trim_start_matches('?').trim();
+        if bare_key == "password" && part.contains('=') {
+            out.push_str(key);
+            out.push_str("=***");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// One `--kafka-option key=value`. Its `Debug` hides the values of
+/// passwords and secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaOption {
     pub key: String,
     pub value: String,
+}
+
+impl KafkaOption {
+    /// librdkafka options whose values are secrets.
+    pub fn is_secret(&self) -> bool {
+        let key = self.key.to_ascii_lowercase();
+        ["password", "secret", "sasl.jaas.config", "key.pem", "token"]
+            .iter()
+            .any(|marker| key.contains(marker))
+    }
+}
+
+impl fmt::Debug for KafkaOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.is_secret() { "***" } else { &self.value };
+        write!(f, "{}={value:?}", self.key)
+    }
 }
 
 /// Parser for `--kafka-option`: `key=value`, key non-empty, value may be empty
@@ -125,6 +269,26 @@ pub fn validate_brokers(value: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parser for the `_ms` flags: whole milliseconds.
+pub fn parse_millis(raw: &str) -> std::result::Result<Duration, String> {
+    raw.trim()
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("expected whole milliseconds, e.g. 500; got {raw:?}"))
+}
+
+/// Parser for the `_secs` flags: whole seconds.
+pub fn parse_secs(raw: &str) -> std::result::Result<Duration, String> {
+    raw.trim()
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("expected whole seconds, e.g. 30; got {raw:?}"))
+}
+
+fn parse_stats_interval(raw: &str) -> std::result::Result<Duration, String> {
+    parse_millis(raw).map(|interval| interval.max(MIN_STATS_INTERVAL))
 }
 
 /// Parse a duration such as `24h`, `90m`, `30s` or `7d`.
@@ -180,6 +344,43 @@ mod tests {
         ] {
             assert!(validate_brokers(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn no_password_reaches_debug_or_display() {
+        for (url, shown) in [
+            (
+                "postgres://relay:s3cret@db:5432/app?sslmode=require",
+                "postgres://relay:***@db:5432/app?sslmode=require",
+            ),
+            ("postgresql://relay@db/app", "postgresql://relay@db/app"),
+            (
+                "postgres://db/app?user=relay&password=s3cret",
+                "postgres://db/app?user=relay&password=***",
+            ),
+            (
+                "host=db user=relay password=s3cret dbname=app",
+                "host=db user=relay password=*** dbname=app",
+            ),
+            ("postgres://relay:p@ss@w0rd@db/app", "postgres://relay:***@db/app"),
+        ] {
+            let url: DatabaseUrl = url.parse().unwrap();
+            assert_eq!(url.to_string(), shown);
+            assert!(!format!("{url:?}").contains("s3cret"));
+            assert!(!format!("{url:?}").contains("w0rd"));
+        }
+        let option = parse_kafka_option("sasl.password=s3cret").unwrap();
+        assert_eq!(format!("{option:?}"), "sasl.password=\"***\"");
+        let option = parse_kafka_option("linger.ms=5").unwrap();
+        assert_eq!(format!("{option:?}"), "linger.ms=\"5\"");
+    }
+
+    #[test]
+    fn millisecond_and_second_flags_become_durations() {
+        assert_eq!(parse_millis("250").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_secs("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_stats_interval("5").unwrap(), MIN_STATS_INTERVAL);
+        assert!(parse_millis("1s").is_err());
     }
 
     #[test]

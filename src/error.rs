@@ -1,7 +1,10 @@
 //! The library's error type.
 //!
 //! Every variant that a user can cause renders as one line that names what is
-//! wrong and how to fix it; `main` prints exactly that line.
+//! wrong and how to fix it; `main` prints exactly that line. [`Error::path`]
+//! sorts errors by what the relay loop does about them: database, Kafka and
+//! internal failures each take their own path, with their own log line and
+//! health effect.
 
 use std::time::Duration;
 
@@ -31,8 +34,25 @@ pub enum Error {
     #[error("table {table} does not exist; run `outbox-relay migrate` with the same --database-url and --table first")]
     MissingTable { table: String },
 
+    #[error("table {table} does not match this relay version: statement {statement} fails: {reason}; run `outbox-relay migrate` with the same --database-url and --table")]
+    SchemaDrift {
+        table: String,
+        statement: &'static str,
+        reason: String,
+    },
+
+    /// The connection failed mid-way (closed, reset, server shutting down).
     #[error("PostgreSQL failed while {action}: {reason}")]
     Database {
+        action: &'static str,
+        reason: String,
+    },
+
+    /// The server answered, but refused the statement (a constraint, a
+    /// permission, a changed table): retrying as if it were an outage would
+    /// not help, and calling it "unreachable" would mislead.
+    #[error("PostgreSQL rejected a statement while {action}: {reason}")]
+    DatabaseRejected {
         action: &'static str,
         reason: String,
     },
@@ -54,15 +74,60 @@ pub enum Error {
 
     #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address, e.g. 127.0.0.1:9874")]
     MetricsBind { addr: String, reason: String },
+
+    /// A bug: a task panicked or an invariant broke.
+    #[error("internal error (a bug; please report it): {0}")]
+    Internal(String),
+}
+
+/// Which path an error takes through the relay loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPath {
+    /// No connection, or it broke: PostgreSQL is down for us.
+    DatabaseUnreachable,
+    /// The server answered with an error for the statement.
+    DatabaseRejected,
+    /// The producer could not be used or replaced.
+    Kafka,
+    /// Configuration or a bug: retrying cannot help.
+    Internal,
+}
+
+/// SQLSTATE classes and codes that mean the connection, not the statement,
+/// failed: connection exceptions, operator intervention (shutdown, crash
+/// recovery), too many connections.
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "53300"
 }
 
 impl Error {
     /// Wrap a PostgreSQL error met while doing `action`, keeping the server's
     /// own message (and SQLSTATE) rather than the driver's generic text.
     pub fn database(action: &'static str, error: &tokio_postgres::Error) -> Self {
-        Error::Database {
-            action,
-            reason: describe_pg_error(error),
+        let reason = describe_pg_error(error);
+        match error.as_db_error() {
+            Some(db) if !is_connection_sqlstate(db.code().code()) => {
+                Error::DatabaseRejected { action, reason }
+            }
+            _ => Error::Database { action, reason },
+        }
+    }
+
+    pub fn path(&self) -> ErrorPath {
+        match self {
+            Error::DatabaseUnreachable { .. }
+            | Error::DatabaseLoginRefused { .. }
+            | Error::Database { .. } => ErrorPath::DatabaseUnreachable,
+            Error::DatabaseRejected { .. } | Error::MissingTable { .. } | Error::SchemaDrift { .. } => {
+                ErrorPath::DatabaseRejected
+            }
+            Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
+            Error::InvalidTable(_)
+            | Error::InvalidConfig(_)
+            | Error::InvalidDatabaseUrl(_)
+            | Error::InvalidBrokers { .. }
+            | Error::MetricsBind { .. }
+            | Error::Internal(_) => ErrorPath::Internal,
         }
     }
 }
@@ -76,5 +141,44 @@ pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
     match std::error::Error::source(error) {
         Some(cause) => format!("{error}: {cause}"),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_and_rejected_statements_are_told_apart() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300"] {
+            assert!(is_connection_sqlstate(code), "{code}");
+        }
+        // unique_violation, check_violation, undefined_column, insufficient_privilege
+        for code in ["23505", "23514", "42703", "42501"] {
+            assert!(!is_connection_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn each_error_takes_its_own_path() {
+        let rejected = Error::DatabaseRejected {
+            action: "recording results",
+            reason: "new row violates check constraint (SQLSTATE 23514)".into(),
+        };
+        assert_eq!(rejected.path(), ErrorPath::DatabaseRejected);
+        assert!(!rejected.to_string().contains("unreachable"));
+        assert_eq!(
+            Error::KafkaConfig("boom".into()).path(),
+            ErrorPath::Kafka
+        );
+        assert_eq!(
+            Error::Database {
+                action: "claiming rows",
+                reason: "connection closed".into()
+            }
+            .path(),
+            ErrorPath::DatabaseUnreachable
+        );
+        assert_eq!(Error::Internal("panic".into()).path(), ErrorPath::Internal);
     }
 }

@@ -9,6 +9,8 @@ use crate::metrics::Metrics;
 
 pub struct Health {
     database: AtomicBool,
+    /// The server answers but refuses the relay's statements.
+    database_rejecting: AtomicBool,
     kafka: AtomicBool,
     stopping: AtomicBool,
     metrics: Arc<Metrics>,
@@ -21,6 +23,7 @@ impl Health {
         metrics.kafka_up.set(1);
         Health {
             database: AtomicBool::new(true),
+            database_rejecting: AtomicBool::new(false),
             kafka: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             metrics,
@@ -31,7 +34,20 @@ impl Health {
         if !self.database.swap(true, Ordering::SeqCst) {
             tracing::info!("PostgreSQL is reachable again");
         }
+        if self.database_rejecting.swap(false, Ordering::SeqCst) {
+            tracing::info!("PostgreSQL accepts the relay's statements again");
+        }
         self.metrics.database_up.set(1);
+    }
+
+    /// The server answered with an error for a statement: it is reachable,
+    /// so `outbox_database_up` stays 1, but the relay cannot make progress.
+    pub fn database_rejected(&self, error: &dyn std::fmt::Display) {
+        if !self.database_rejecting.swap(true, Ordering::SeqCst) {
+            tracing::error!(%error, "PostgreSQL rejects the relay's statement; rows stay pending; retrying with backoff");
+        } else {
+            tracing::debug!(%error, "PostgreSQL still rejects the relay's statement");
+        }
     }
 
     pub fn database_failed(&self, error: &dyn std::fmt::Display) {
@@ -69,6 +85,8 @@ impl Health {
             Some("shutting down")
         } else if !self.database.load(Ordering::SeqCst) {
             Some("database unreachable")
+        } else if self.database_rejecting.load(Ordering::SeqCst) {
+            Some("PostgreSQL rejects the relay's statements")
         } else if !self.kafka.load(Ordering::SeqCst) {
             Some("kafka unreachable")
         } else {

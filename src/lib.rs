@@ -1,24 +1,42 @@
 //! outbox-relay: moves committed rows of a PostgreSQL outbox table to Kafka,
 //! at least once and in order per key.
 //!
-//! The binary is a thin shell over [`commands::execute`]; everything else is
-//! here so tests can drive it.
+//! # Layout
+//!
+//! The data path is claim → publish → record, each batch in one transaction:
+//!
+//! - [`db`] claims due rows (`FOR UPDATE SKIP LOCKED`, per-key rule in the
+//!   SQL) and records results; [`db::queries`] is the typed query layer, one
+//!   function per file in `sql/queries/`, rendered for the table by `sql`;
+//! - `kafka` turns rows into messages, produces them and classifies
+//!   failures; its producer defaults are defined once, in `kafka::defaults`;
+//! - `relay` is the loop: `relay::step` decides (claim, drain, wait, back
+//!   off, stop), `relay::outcome` decides each row's fate from its delivery
+//!   report, `relay::telemetry` reports (metrics, logs, health);
+//! - [`config`] is the one configuration type, parsed by clap ([`cli`]);
+//!   [`commands`] runs each subcommand; `listener` wakes the loop on NOTIFY;
+//!   `monitor` keeps the backlog gauges, probes and retention; `http`,
+//!   `health` and `metrics` serve `/metrics`, `/healthz` and `/readyz`.
+//!
+//! The binary is a thin shell over [`commands::execute`]; [`db`] is public so
+//! the query-level tests and the benchmark can drive the database layer
+//! directly.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod health;
-pub mod http;
-pub mod kafka;
-pub mod listener;
-pub mod metrics;
-pub mod monitor;
-pub mod relay;
-pub mod shutdown;
-pub mod sql;
-pub mod status;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod kafka;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
+pub(crate) mod relay;
+pub(crate) mod shutdown;
+pub(crate) mod sql;
+pub(crate) mod status;
 pub mod table;
 
 pub use error::{Error, Result};

@@ -3,7 +3,8 @@
 //! The files hold `{{table}}`-style placeholders for identifiers only; every
 //! value is a bind parameter. Rendering happens at start-up, so a statement's
 //! text is fixed for the life of the process and can be prepared once per
-//! connection.
+//! connection. The typed functions that run these statements live in
+//! [`crate::db::queries`].
 
 use crate::table::TableName;
 
@@ -16,22 +17,39 @@ const MIGRATIONS: &[(&str, &str)] = &[(
 /// Optional trigger that sends NOTIFY on commit of an insert.
 const NOTIFY_TRIGGER: &str = include_str!("../sql/optional/notify_trigger.sql");
 
+/// One statement from `sql/queries/`, named after its file.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub name: &'static str,
+    pub text: String,
+}
+
 /// Every statement the relay runs, rendered for one table.
 #[derive(Debug, Clone)]
 pub struct Sql {
     pub migrations: Vec<(&'static str, String)>,
     pub notify_trigger: String,
-    pub migration_lock: String,
-    pub table_exists: String,
-    pub claim_due: String,
-    pub mark_published: String,
-    pub record_failures: String,
-    pub hold_back_keys: String,
-    pub stats_by_topic: String,
-    pub requeue_dead: String,
-    pub prune_published: String,
     pub listen_for_inserts: String,
-    pub table_size: String,
+    pub migration_lock: Statement,
+    pub outbox_table_exists: Statement,
+    pub outbox_claim_due: Statement,
+    pub outbox_mark_published: Statement,
+    pub outbox_record_failures: Statement,
+    pub outbox_hold_back_keys: Statement,
+    pub outbox_stats_by_topic: Statement,
+    pub outbox_requeue_dead: Statement,
+    pub outbox_prune_published: Statement,
+    pub outbox_table_size: Statement,
+}
+
+/// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
+macro_rules! statement {
+    ($render:expr, $name:literal) => {
+        Statement {
+            name: $name,
+            text: $render(include_str!(concat!("../sql/queries/", $name, ".sql"))),
+        }
+    };
 }
 
 impl Sql {
@@ -43,18 +61,47 @@ impl Sql {
                 .map(|(name, text)| (*name, render(text)))
                 .collect(),
             notify_trigger: render(NOTIFY_TRIGGER),
-            migration_lock: render(include_str!("../sql/queries/migration_lock.sql")),
-            table_exists: render(include_str!("../sql/queries/outbox_table_exists.sql")),
-            claim_due: render(include_str!("../sql/queries/outbox_claim_due.sql")),
-            mark_published: render(include_str!("../sql/queries/outbox_mark_published.sql")),
-            record_failures: render(include_str!("../sql/queries/outbox_record_failures.sql")),
-            hold_back_keys: render(include_str!("../sql/queries/outbox_hold_back_keys.sql")),
-            stats_by_topic: render(include_str!("../sql/queries/outbox_stats_by_topic.sql")),
-            requeue_dead: render(include_str!("../sql/queries/outbox_requeue_dead.sql")),
-            prune_published: render(include_str!("../sql/queries/outbox_prune_published.sql")),
             listen_for_inserts: render(include_str!("../sql/queries/listen_for_inserts.sql")),
-            table_size: render(include_str!("../sql/queries/outbox_table_size.sql")),
+            migration_lock: statement!(render, "migration_lock"),
+            outbox_table_exists: statement!(render, "outbox_table_exists"),
+            outbox_claim_due: statement!(render, "outbox_claim_due"),
+            outbox_mark_published: statement!(render, "outbox_mark_published"),
+            outbox_record_failures: statement!(render, "outbox_record_failures"),
+            outbox_hold_back_keys: statement!(render, "outbox_hold_back_keys"),
+            outbox_stats_by_topic: statement!(render, "outbox_stats_by_topic"),
+            outbox_requeue_dead: statement!(render, "outbox_requeue_dead"),
+            outbox_prune_published: statement!(render, "outbox_prune_published"),
+            outbox_table_size: statement!(render, "outbox_table_size"),
         }
+    }
+
+    /// The statements that read or write the outbox table: prepared at
+    /// start-up, so a table that drifted from this version fails at once.
+    pub fn table_statements(&self) -> [&Statement; 8] {
+        [
+            &self.outbox_claim_due,
+            &self.outbox_mark_published,
+            &self.outbox_record_failures,
+            &self.outbox_hold_back_keys,
+            &self.outbox_stats_by_topic,
+            &self.outbox_requeue_dead,
+            &self.outbox_prune_published,
+            &self.outbox_table_size,
+        ]
+    }
+
+    /// Every rendered text, for the placeholder check.
+    #[cfg(test)]
+    fn all_texts(&self) -> Vec<&str> {
+        let mut texts: Vec<&str> = self.table_statements().map(|s| s.text.as_str()).into();
+        texts.extend([
+            self.migration_lock.text.as_str(),
+            self.outbox_table_exists.text.as_str(),
+            self.notify_trigger.as_str(),
+            self.listen_for_inserts.as_str(),
+        ]);
+        texts.extend(self.migrations.iter().map(|(_, text)| text.as_str()));
+        texts
     }
 }
 
@@ -72,22 +119,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_placeholder_is_rendered() {
+    fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap());
-        let all = [
-            &sql.notify_trigger,
-            &sql.claim_due,
-            &sql.mark_published,
-            &sql.record_failures,
-            &sql.hold_back_keys,
-            &sql.stats_by_topic,
-            &sql.requeue_dead,
-            &sql.prune_published,
-            &sql.listen_for_inserts,
-        ];
-        for text in all.into_iter().chain(sql.migrations.iter().map(|(_, t)| t)) {
+        let texts = sql.all_texts();
+        // 10 queries, LISTEN, the trigger and each migration.
+        assert_eq!(texts.len(), 12 + MIGRATIONS.len());
+        for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
-        assert!(sql.claim_due.contains("\"app\".\"events\""));
+        assert!(sql.outbox_claim_due.text.contains("\"app\".\"events\""));
+    }
+
+    #[test]
+    fn every_query_file_is_a_statement() {
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .count();
+        // The 10 named statements and LISTEN.
+        assert_eq!(files, 11, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -9,47 +9,24 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Object;
 
+use super::queries::{
+    self, FailureRecord, OutboxClaimDueParams, OutboxHoldBackKeysParams,
+    OutboxMarkPublishedParams, OutboxRecordFailuresParams, OutboxRow,
+};
 use super::Database;
 use crate::error::{Error, Result};
 use crate::sql::Sql;
-
-/// One claimed row, as the publisher needs it.
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: String,
-    pub topic: String,
-    pub message_key: Option<String>,
-    /// The payload as PostgreSQL renders jsonb; `None` means a tombstone.
-    pub payload: Option<String>,
-    pub headers: serde_json::Value,
-    /// Failed attempts so far.
-    pub attempts: i32,
-    pub created_at: SystemTime,
-}
-
-/// A failed attempt to record for one row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailureRecord {
-    pub id: i64,
-    pub message_key: Option<String>,
-    pub error: String,
-    /// No retry can fix it: the row goes dead now.
-    pub is_final: bool,
-    /// Wait before the next attempt, if the row stays pending.
-    pub retry_in: Duration,
-}
 
 /// What [`ClaimedBatch::record`] wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecordedBatch {
     pub published: u64,
     pub retrying: u64,
-    pub dead: u64,
+    /// Ids of rows that went dead: final errors and used-up attempts.
+    pub dead: Vec<i64>,
 }
 
 /// Rows claimed inside an open transaction.
@@ -67,39 +44,24 @@ impl Database {
     pub async fn claim(&self, limit: usize, in_flight: &[i64]) -> Result<ClaimedBatch> {
         let connection = self.connection().await?;
         let fail = |e: tokio_postgres::Error| Error::database("claiming rows", &e);
-        let statement = connection
-            .prepare_cached(&self.sql().claim_due)
-            .await
-            .map_err(fail)?;
         let mut batch = ClaimedBatch {
             connection: Some(connection),
             sql: Arc::clone(self.sql()),
             rows: Vec::new(),
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params = OutboxClaimDueParams {
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            in_flight,
+        };
         // Both go out in one round trip: tokio-postgres pipelines requests
         // issued together, in order.
         let client = batch.client();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&limit, &in_flight];
         let (begun, rows) = tokio::join!(
             client.batch_execute("BEGIN"),
-            client.query(&statement, &params)
+            queries::outbox_claim_due(client, self.sql(), params)
         );
         begun.map_err(fail)?;
-        let rows = rows.map_err(fail)?;
-        batch.rows = rows
-            .iter()
-            .map(|row| OutboxRow {
-                id: row.get("id"),
-                event_id: row.get("event_id"),
-                topic: row.get("topic"),
-                message_key: row.get("message_key"),
-                payload: row.get("payload"),
-                headers: row.get("headers"),
-                attempts: row.get("attempts"),
-                created_at: row.get("created_at"),
-            })
-            .collect();
+        batch.rows = rows.map_err(fail)?;
         Ok(batch)
     }
 }
@@ -123,25 +85,23 @@ impl ClaimedBatch {
         let fail = |e: tokio_postgres::Error| Error::database("recording results", &e);
         let sql = Arc::clone(&self.sql);
         let client = self.client();
-        let mark = client
-            .prepare_cached(&sql.mark_published)
-            .await
-            .map_err(fail)?;
+        let mark = OutboxMarkPublishedParams { ids: published };
         let mut recorded = RecordedBatch::default();
 
         if failures.is_empty() {
             // The common case in one round trip. Should the UPDATE fail, the
             // server turns the COMMIT into a rollback; its error is returned.
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&published];
             let (marked, committed) = tokio::join!(
-                client.execute(&mark, &params),
+                queries::outbox_mark_published(client, &sql, mark),
                 client.batch_execute("COMMIT")
             );
             recorded.published = marked.map_err(fail)?;
             committed.map_err(fail)?;
         } else {
             if !published.is_empty() {
-                recorded.published = client.execute(&mark, &[&published]).await.map_err(fail)?;
+                recorded.published = queries::outbox_mark_published(client, &sql, mark)
+                    .await
+                    .map_err(fail)?;
             }
             record_failures(client, &sql, failures, max_attempts, &mut recorded)
                 .await
@@ -172,43 +132,34 @@ async fn record_failures(
     max_attempts: u32,
     recorded: &mut RecordedBatch,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
-    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
-    let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();
-    let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
-    let max_attempts = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-    let statement = client.prepare_cached(&sql.record_failures).await?;
-    let rows = client
-        .query(
-            &statement,
-            &[&ids, &errors, &finals, &delays, &max_attempts],
-        )
-        .await?;
-
+    let params = OutboxRecordFailuresParams {
+        failures,
+        max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
+    };
+    let outcomes = queries::outbox_record_failures(client, sql, params).await?;
     let key_of: HashMap<i64, Option<&str>> = failures
         .iter()
         .map(|f| (f.id, f.message_key.as_deref()))
         .collect();
-    let mut waiting_keys: Vec<&str> = Vec::new();
-    let mut waiting_heads: Vec<i64> = Vec::new();
-    for row in &rows {
-        let id: i64 = row.get(0);
-        let status: &str = row.get(1);
-        if status == "dead" {
-            recorded.dead += 1;
+    let mut keys: Vec<&str> = Vec::new();
+    let mut head_ids: Vec<i64> = Vec::new();
+    for outcome in outcomes {
+        if outcome.dead {
+            recorded.dead.push(outcome.id);
             continue;
         }
         recorded.retrying += 1;
-        if let Some(Some(key)) = key_of.get(&id) {
-            waiting_keys.push(key);
-            waiting_heads.push(id);
+        if let Some(Some(key)) = key_of.get(&outcome.id) {
+            keys.push(key);
+            head_ids.push(outcome.id);
         }
     }
-    if !waiting_keys.is_empty() {
-        let statement = client.prepare_cached(&sql.hold_back_keys).await?;
-        client
-            .execute(&statement, &[&waiting_keys, &waiting_heads])
-            .await?;
+    if !keys.is_empty() {
+        let params = OutboxHoldBackKeysParams {
+            keys: &keys,
+            head_ids: &head_ids,
+        };
+        queries::outbox_hold_back_keys(client, sql, params).await?;
     }
     Ok(())
 }

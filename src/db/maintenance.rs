@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
 use super::Database;
 use crate::error::{Error, Result};
 
@@ -27,20 +28,21 @@ impl Database {
         mut progress: impl FnMut(u64),
     ) -> Result<u64> {
         let fail = |e: tokio_postgres::Error| Error::database("requeueing dead rows", &e);
-        let (ids, topic): (Option<Vec<i64>>, Option<&str>) = match selection {
-            RequeueSelection::Ids(ids) => (Some(ids.clone()), None),
-            RequeueSelection::Topic(topic) => (None, Some(topic)),
-            RequeueSelection::All => (None, None),
-        };
         let connection = self.connection().await?;
-        let statement = connection
-            .prepare_cached(&self.sql().requeue_dead)
-            .await
-            .map_err(fail)?;
         let mut total = 0;
         loop {
-            let moved = connection
-                .execute(&statement, &[&ids, &topic, &MAINTENANCE_BATCH])
+            let params = OutboxRequeueDeadParams {
+                ids: match selection {
+                    RequeueSelection::Ids(ids) => Some(ids),
+                    _ => None,
+                },
+                topic: match selection {
+                    RequeueSelection::Topic(topic) => Some(topic),
+                    _ => None,
+                },
+                limit: MAINTENANCE_BATCH,
+            };
+            let moved = queries::outbox_requeue_dead(&connection, self.sql(), params)
                 .await
                 .map_err(fail)?;
             total += moved;
@@ -62,16 +64,14 @@ impl Database {
     ) -> Result<u64> {
         let fail = |e: tokio_postgres::Error| Error::database("pruning published rows", &e);
         let connection = self.connection().await?;
-        let statement = connection
-            .prepare_cached(&self.sql().prune_published)
-            .await
-            .map_err(fail)?;
-        let age_secs = older_than.as_secs_f64();
         let mut total = 0;
         loop {
             let started = tokio::time::Instant::now();
-            let deleted = connection
-                .execute(&statement, &[&age_secs, &MAINTENANCE_BATCH])
+            let params = OutboxPrunePublishedParams {
+                older_than,
+                limit: MAINTENANCE_BATCH,
+            };
+            let deleted = queries::outbox_prune_published(&connection, self.sql(), params)
                 .await
                 .map_err(fail)?;
             total += deleted;

@@ -1,12 +1,13 @@
 //! PostgreSQL access: the connection pool and the outbox queries.
 //!
 //! Guarantees: every statement comes from `sql/` (rendered for the configured
-//! table) and takes its values as bind parameters; connection failures are
-//! turned into errors that say how to fix them.
+//! table) and runs through the typed functions of [`queries`]; connection
+//! failures are turned into errors that say how to fix them.
 
 mod claim;
 mod maintenance;
 mod migrate;
+pub mod queries;
 mod stats;
 
 use std::str::FromStr;
@@ -16,10 +17,11 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-pub use claim::{ClaimedBatch, FailureRecord, OutboxRow, RecordedBatch};
+pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
 pub use migrate::MigrateOptions;
-pub use stats::{Backlog, TopicBacklog};
+pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
+pub use stats::Backlog;
 
 use crate::error::{describe_pg_error, Error, Result};
 use crate::sql::Sql;
@@ -86,12 +88,13 @@ impl Database {
         &self.target
     }
 
-    pub(crate) fn sql(&self) -> &Arc<Sql> {
+    /// The statements rendered for this table, for [`queries`].
+    pub fn sql(&self) -> &Arc<Sql> {
         &self.sql
     }
 
     /// Take a connection, turning pool failures into actionable errors.
-    pub(crate) async fn connection(&self) -> Result<Object> {
+    pub async fn connection(&self) -> Result<Object> {
         self.pool.get().await.map_err(|e| self.connect_error(e))
     }
 
@@ -112,31 +115,37 @@ impl Database {
     /// Connect and confirm that the outbox table exists.
     pub async fn check(&self) -> Result<()> {
         let client = self.connection().await?;
-        let statement = client
-            .prepare_cached(&self.sql.table_exists)
-            .await
-            .map_err(|e| Error::database("checking the outbox table", &e))?;
-        let row = client
-            .query_one(&statement, &[&self.table.quoted()])
-            .await
-            .map_err(|e| Error::database("checking the outbox table", &e))?;
-        let regclass: Option<String> = row.get(0);
-        match regclass {
-            Some(_) => Ok(()),
-            None => Err(Error::MissingTable {
+        let exists = queries::outbox_table_exists(
+            &client,
+            &self.sql,
+            queries::OutboxTableExistsParams {
+                quoted_table: &self.table.quoted(),
+            },
+        )
+        .await
+        .map_err(|e| Error::database("checking the outbox table", &e))?;
+        if exists {
+            Ok(())
+        } else {
+            Err(Error::MissingTable {
                 table: self.table.to_string(),
-            }),
+            })
         }
     }
 
-    /// A cheap round trip, for readiness.
-    pub async fn ping(&self) -> Result<()> {
+    /// [`check`](Self::check), then prepare every statement the relay runs,
+    /// so a table that drifted from this version fails now, naming the
+    /// statement, instead of looping later.
+    pub async fn check_statements(&self) -> Result<()> {
+        self.check().await?;
         let client = self.connection().await?;
-        client
-            .simple_query("SELECT 1")
+        queries::prepare_all(&client, &self.sql)
             .await
-            .map_err(|e| Error::database("pinging", &e))?;
-        Ok(())
+            .map_err(|drift| Error::SchemaDrift {
+                table: self.table.to_string(),
+                statement: drift.statement,
+                reason: drift.reason,
+            })
     }
 
     fn connect_error(&self, error: PoolError) -> Error {

@@ -1,20 +1,10 @@
 //! The backlog: how many rows wait, how old the oldest is, how many are dead.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
+use super::queries::{self, OutboxTableSizeParams, TopicBacklog};
 use super::Database;
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TopicBacklog {
-    pub topic: String,
-    pub pending: i64,
-    /// `None` when nothing is pending.
-    pub oldest_pending_age_seconds: Option<f64>,
-    pub dead: i64,
-}
 
 /// The backlog overall and per topic (topics with nothing pending or dead
 /// are absent).
@@ -38,47 +28,25 @@ impl Backlog {
             topics,
         }
     }
-
-    pub fn oldest_pending_age(&self) -> Duration {
-        Duration::from_secs_f64(self.oldest_pending_age_seconds.unwrap_or(0.0).max(0.0))
-    }
 }
 
 impl Database {
     pub async fn backlog(&self) -> Result<Backlog> {
-        let fail = |e: tokio_postgres::Error| Error::database("reading the backlog", &e);
         let connection = self.connection().await?;
-        let statement = connection
-            .prepare_cached(&self.sql().stats_by_topic)
+        let topics = queries::outbox_stats_by_topic(&connection, self.sql())
             .await
-            .map_err(fail)?;
-        let rows = connection.query(&statement, &[]).await.map_err(fail)?;
-        let topics = rows
-            .iter()
-            .map(|row| TopicBacklog {
-                topic: row.get("topic"),
-                pending: row.get("pending"),
-                oldest_pending_age_seconds: row
-                    .get::<_, Option<f64>>("oldest_pending_age_seconds")
-                    .map(|age| age.max(0.0)),
-                dead: row.get("dead"),
-            })
-            .collect();
+            .map_err(|e| Error::database("reading the backlog", &e))?;
         Ok(Backlog::from_topics(topics))
     }
 
     pub async fn table_size_bytes(&self) -> Result<i64> {
-        let fail = |e: tokio_postgres::Error| Error::database("reading the table size", &e);
         let connection = self.connection().await?;
-        let statement = connection
-            .prepare_cached(&self.sql().table_size)
+        let params = OutboxTableSizeParams {
+            quoted_table: &self.table().quoted(),
+        };
+        queries::outbox_table_size(&connection, self.sql(), params)
             .await
-            .map_err(fail)?;
-        let row = connection
-            .query_one(&statement, &[&self.table().quoted()])
-            .await
-            .map_err(fail)?;
-        Ok(row.get(0))
+            .map_err(|e| Error::database("reading the table size", &e))
     }
 }
 
@@ -117,6 +85,6 @@ mod tests {
     fn an_empty_backlog_has_no_age() {
         let backlog = Backlog::from_topics(Vec::new());
         assert_eq!(backlog.oldest_pending_age_seconds, None);
-        assert_eq!(backlog.oldest_pending_age(), Duration::ZERO);
+        assert_eq!(backlog.pending, 0);
     }
 }

@@ -1,10 +1,12 @@
 //! Kafka: turning outbox rows into messages, producing them, and deciding
 //! what a failure means.
 
+mod defaults;
 mod failure;
 mod message;
 mod publisher;
 
-pub use failure::{classify, Disposition, FailureReason};
-pub use message::{compact_json, prepare, PreparedMessage, Rejected, EVENT_ID_HEADER};
+pub use defaults::producer_defaults_help;
+pub use failure::{Disposition, FailureReason};
+pub use message::prepare;
 pub use publisher::{Delivery, PendingDelivery, Publisher};

@@ -14,24 +14,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
+use super::defaults::PRODUCER_DEFAULTS;
 use super::failure::{classify, Disposition, FailureReason};
 use super::message::PreparedMessage;
 use crate::config::KafkaOption;
 use crate::error::{Error, Result};
-
-/// The relay's producer defaults; any `--kafka-option` overrides them.
-const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
-    ("client.id", "outbox-relay"),
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("linger.ms", "0"),
-    ("socket.nagle.disable", "true"),
-    ("message.timeout.ms", "30000"),
-    ("queue.buffering.max.messages", "200000"),
-    // librdkafka logs straight to stderr; below "critical" its lines only
-    // repeat what the relay reports itself, once.
-    ("log_level", "2"),
-];
 
 /// Pause between attempts to enqueue while librdkafka's queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);

@@ -6,34 +6,40 @@
 //!   succeeded at a known offset, inside the transaction that holds its lock;
 //!   anything else (crash, lost connection, outage, an ack without an offset)
 //!   leaves it pending for a later claim;
-//! - order per key: see `sql/queries/outbox_claim_due.sql` and [`outcome`];
+//! - order per key: see `sql/queries/outbox_claim_due.sql`, [`outcome`] and
+//!   [`step`];
 //! - outages: while no broker answers, attempts are not counted and the loop
 //!   backs off as a whole; while PostgreSQL is unreachable it retries with
-//!   backoff. Readiness follows both;
+//!   backoff. Database, Kafka and internal failures each take their own path
+//!   ([`telemetry`]);
 //! - shutdown: once requested, no new batch is claimed; the batches in
 //!   flight are finished and recorded, then the producer is flushed.
+//!
+//! The loop itself only moves data: [`step`] decides, [`telemetry`] reports.
 
+mod batch;
 pub mod backoff;
 mod outcome;
+mod step;
+mod telemetry;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::config::RelayConfig;
-use crate::db::{ClaimedBatch, Database, OutboxRow};
-use crate::error::Result;
+use crate::db::Database;
+use crate::error::{ErrorPath, Result};
 use crate::health::Health;
-use crate::kafka::{prepare, Delivery, Disposition, PendingDelivery, Publisher};
+use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use backoff::{OutageBackoff, RetryBackoff};
-use outcome::decide;
+use batch::{InFlight, PROBE_TIMEOUT};
+use step::{LoopState, Next, Turn};
+use telemetry::Telemetry;
 
-/// How long one metadata request may take when checking for an outage.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const OUTAGE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -41,34 +47,10 @@ pub struct Relay {
     config: RelayConfig,
     database: Database,
     publisher: Arc<Publisher>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    telemetry: Telemetry,
     wakeup: Arc<Notify>,
     retry_backoff: RetryBackoff,
 }
-
-/// A batch handed to the producer whose results are not yet recorded. Its
-/// transaction stays open (and its rows locked) until it is finished.
-struct InFlight {
-    started: Instant,
-    claim_time: Duration,
-    batch: ClaimedBatch,
-    rows: Vec<OutboxRow>,
-    deliveries: Vec<PendingDelivery>,
-}
-
-/// What finishing a batch found.
-#[derive(Debug, Default)]
-struct FinishReport {
-    cluster_down: bool,
-    /// Every delivery failed as if the cluster were gone, yet the cluster
-    /// answers: the producer itself is suspect (e.g. a broker that lost its
-    /// state no longer knows the producer id).
-    producer_suspect: bool,
-}
-
-/// Least time between two replacements of a suspect producer.
-const PRODUCER_REPLACEMENT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Relay {
     pub fn new(
@@ -87,8 +69,7 @@ impl Relay {
             config,
             database,
             publisher,
-            metrics,
-            health,
+            telemetry: Telemetry::new(metrics, health),
             wakeup,
             retry_backoff,
         }
@@ -101,101 +82,35 @@ impl Relay {
     /// the previous one is recorded. Batches are recorded in the order they
     /// were sent, and keys the earlier batch held back stay held in the later.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<()> {
-        let mut database_backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
+        let mut state = LoopState::default();
         let mut in_flight: Option<InFlight> = None;
-        let mut held_keys: HashSet<String> = HashSet::new();
-        let mut cluster_down = false;
-        let mut producer_suspect = false;
-        let mut last_replacement: Option<Instant> = None;
+        let mut backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
         loop {
-            // Keys held back behind a failed row pass to the batch in flight
-            // after it; claiming no more until that one is finished keeps the
-            // hold from passing on for ever. A suspect producer waits too.
-            let draining = !held_keys.is_empty() || producer_suspect;
-            let may_claim = !shutdown.is_requested() && !cluster_down && !draining;
-            let ours: Vec<i64> = in_flight
-                .as_ref()
-                .map(|f| f.rows.iter().map(|r| r.id).collect())
-                .unwrap_or_default();
-            let previous = in_flight.take();
-            // The next claim (one connection) runs while the previous batch
-            // waits for its reports and is recorded (another connection).
-            let (claimed, finished) = tokio::join!(
-                async {
-                    if may_claim {
-                        Some(self.claim_and_send(&ours).await)
-                    } else {
-                        None
-                    }
-                },
-                async {
-                    match previous {
-                        Some(previous) => Some(self.finish(previous, &mut held_keys).await),
-                        None => None,
-                    }
-                }
-            );
-
-            let mut failed = false;
-            match finished {
-                Some(Ok(report)) => {
-                    cluster_down |= report.cluster_down;
-                    producer_suspect |= report.producer_suspect;
-                }
-                Some(Err(error)) => {
-                    failed = true;
-                    self.health.database_failed(&error);
-                }
-                None => {}
+            let turn = self
+                .turn(&mut state, &mut in_flight, shutdown.is_requested())
+                .await;
+            if turn.failure.is_none() {
+                backoff.reset();
             }
-            let mut claimed_nothing = true;
-            match claimed {
-                Some(Ok(Some(next))) if failed => {
-                    // Its rows were sent after rows that are now pending again:
-                    // record nothing, so all of them go out again in order.
-                    next.batch.abandon().await;
-                }
-                Some(Ok(Some(next))) => {
-                    claimed_nothing = false;
-                    in_flight = Some(next);
-                }
-                Some(Ok(None)) | None => {}
-                Some(Err(error)) => {
-                    failed = true;
-                    self.health.database_failed(&error);
-                }
-            }
-            if !failed {
-                self.health.database_ok();
-                database_backoff.reset();
-            }
-            if in_flight.is_some() {
-                continue;
-            }
-            held_keys.clear();
-            let replacement_due =
-                last_replacement.is_none_or(|at| at.elapsed() >= PRODUCER_REPLACEMENT_INTERVAL);
-            if producer_suspect && replacement_due {
+            let decision = state.step(turn, Instant::now());
+            if decision.replace_producer {
                 self.replace_producer("every delivery of a batch failed while the cluster answers");
-                last_replacement = Some(Instant::now());
             }
-            producer_suspect = false;
-            if shutdown.is_requested() {
-                break;
-            }
-            if failed {
-                tokio::select! {
-                    () = shutdown.requested() => {}
-                    () = tokio::time::sleep(database_backoff.next_delay()) => {}
+            match decision.next {
+                Next::Continue | Next::ClaimAgain => {}
+                Next::Stop => break,
+                Next::AwaitWork => self.wait_for_work(&mut shutdown).await,
+                Next::BackOff(_) => {
+                    tokio::select! {
+                        () = shutdown.requested() => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
                 }
-            } else if cluster_down {
-                self.wait_for_brokers(&mut shutdown).await;
-                cluster_down = false;
-                // A broker that was gone may have lost its producer state.
-                self.replace_producer("the cluster is back after an outage");
-                last_replacement = Some(Instant::now());
-            } else if claimed_nothing {
-                self.wait_for_work(&mut shutdown).await;
+                Next::AwaitBrokers => {
+                    self.wait_for_brokers(&mut shutdown).await;
+                    state.brokers_back(Instant::now());
+                    self.replace_producer("the cluster is back after an outage");
+                }
             }
         }
         tracing::info!("stopped claiming; flushing the producer");
@@ -205,10 +120,96 @@ impl Relay {
         Ok(())
     }
 
+    /// One turn: finish the batch in flight while the next one is claimed
+    /// and sent (each on its own connection), then check the producer.
+    async fn turn(
+        &self,
+        state: &mut LoopState,
+        in_flight: &mut Option<InFlight>,
+        shutdown_requested: bool,
+    ) -> Turn {
+        let may_claim = state.may_claim(shutdown_requested);
+        let previous = in_flight.take();
+        let ours = previous.as_ref().map(InFlight::ids).unwrap_or_default();
+        let held_before = std::mem::take(&mut state.held_keys);
+        let (claimed, finished) = tokio::join!(
+            async {
+                if may_claim {
+                    Some(self.claim_and_send(&ours).await)
+                } else {
+                    None
+                }
+            },
+            async {
+                match previous {
+                    Some(previous) => Some(self.finish(previous, &held_before).await),
+                    None => None,
+                }
+            }
+        );
+        let mut failure = None;
+        match finished {
+            Some(Ok(finished)) => {
+                self.telemetry.batch_recorded(&finished.report);
+                state.held_keys = finished.held_keys;
+                state.cluster_down |= finished.cluster_down;
+                state.producer_suspect |= finished.producer_suspect;
+            }
+            Some(Err(error)) => failure = Some(error),
+            None => {}
+        }
+        // A producer that hit a fatal error refuses every later message.
+        if let Err(error) = self.replace_if_fatal() {
+            failure.get_or_insert(error);
+        }
+        let database_failed = failure
+            .as_ref()
+            .is_some_and(|e| e.path() != ErrorPath::Kafka);
+        let claimed_nothing = match claimed {
+            // Its rows were sent after rows that are now pending again:
+            // record nothing, so all of them go out again in order.
+            Some(Ok(Some(next))) if database_failed => {
+                next.abandon().await;
+                true
+            }
+            Some(Ok(Some(next))) => {
+                *in_flight = Some(next);
+                false
+            }
+            Some(Ok(None)) | None => true,
+            Some(Err(error)) => {
+                failure.get_or_insert(error);
+                true
+            }
+        };
+        let database_failed = failure
+            .as_ref()
+            .is_some_and(|e| e.path() != ErrorPath::Kafka);
+        if !database_failed {
+            self.telemetry.health().database_ok();
+        }
+        if let Some(error) = &failure {
+            self.telemetry.failure(error);
+        }
+        Turn {
+            in_flight: in_flight.is_some(),
+            claimed_nothing,
+            failure: failure.as_ref().map(|e| e.path()),
+            shutdown_requested,
+        }
+    }
+
+    fn replace_if_fatal(&self) -> Result<()> {
+        if let Some(fatal) = self.publisher.replace_if_fatal()? {
+            tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
+        }
+        Ok(())
+    }
+
     fn replace_producer(&self, reason: &str) {
         match self.publisher.replace() {
-            Ok(()) => tracing::info!(reason, "started a new Kafka producer"),
-            Err(error) => tracing::warn!(%error, "could not start a new Kafka producer"),
+            Ok(()) => self.telemetry.producer_replaced(reason),
+            Err(error) => self.telemetry.failure(&error),
         }
     }
 
@@ -228,6 +229,7 @@ impl Relay {
 
     /// Back off until a broker answers a metadata request again.
     async fn wait_for_brokers(&self, shutdown: &mut Shutdown) {
+        let health = self.telemetry.health();
         let mut backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
         loop {
             tokio::select! {
@@ -236,154 +238,10 @@ impl Relay {
             }
             match self.publisher.probe(PROBE_TIMEOUT).await {
                 Ok(()) => {
-                    self.health.kafka_ok();
+                    health.kafka_ok();
                     return;
                 }
-                Err(error) => self.health.kafka_failed(&error),
-            }
-        }
-    }
-
-    /// Claim a batch and hand every row to the producer. `None` when nothing
-    /// could be claimed.
-    async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
-        let started = Instant::now();
-        let mut batch = self.database.claim(self.config.batch_size, ours).await?;
-        let claim_time = started.elapsed();
-        let rows = std::mem::take(&mut batch.rows);
-        if rows.is_empty() {
-            batch.abandon().await;
-            return Ok(None);
-        }
-        let queue_wait = self.config.shutdown_timeout;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            deliveries.push(match prepare(row) {
-                Ok(message) => {
-                    self.publisher
-                        .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
-                        .await
-                }
-                Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
-                    disposition: Disposition::Final,
-                    reason: rejected.reason,
-                    message: rejected.message,
-                }),
-            });
-        }
-        Ok(Some(InFlight {
-            started,
-            claim_time,
-            batch,
-            rows,
-            deliveries,
-        }))
-    }
-
-    /// Wait for every delivery report of a batch, then record the results
-    /// and commit. `held_keys` comes in as the keys the previous batch held
-    /// back and goes out as this batch's.
-    async fn finish(
-        &self,
-        flight: InFlight,
-        held_keys: &mut HashSet<String>,
-    ) -> Result<FinishReport> {
-        let InFlight {
-            started,
-            claim_time,
-            batch,
-            rows,
-            deliveries: pending,
-        } = flight;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for (row, pending) in rows.iter().zip(pending) {
-            let delivery = pending.outcome().await;
-            if delivery == Delivery::Delivered {
-                let latency = SystemTime::now()
-                    .duration_since(row.created_at)
-                    .unwrap_or_default();
-                self.metrics.delivery_latency.observe(latency.as_secs_f64());
-            }
-            deliveries.push(delivery);
-        }
-        let delivered_after = started.elapsed();
-
-        let cluster_down = self.confirm_outage(&deliveries).await;
-        let decision = decide(
-            &rows,
-            &deliveries,
-            cluster_down,
-            held_keys,
-            &self.retry_backoff,
-            fastrand::f64,
-        );
-        let published_ids: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
-        let recorded = batch
-            .record(&published_ids, &decision.failures, self.config.max_attempts)
-            .await?;
-        held_keys.clone_from(&decision.held_keys);
-
-        let mut per_topic: HashMap<&str, u64> = HashMap::new();
-        for &index in &decision.published {
-            *per_topic.entry(rows[index].topic.as_str()).or_default() += 1;
-        }
-        for (topic, count) in per_topic {
-            self.metrics
-                .published
-                .with_label_values(&[topic])
-                .inc_by(count);
-        }
-        for reason in &decision.failure_reasons {
-            self.metrics.record_failure(*reason);
-        }
-        self.metrics.dead_lettered.inc_by(recorded.dead);
-        self.metrics.retries_scheduled.inc_by(recorded.retrying);
-        self.metrics.batch_rows.observe(rows.len() as f64);
-        self.metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            claimed = rows.len(),
-            published = recorded.published,
-            retrying = recorded.retrying,
-            dead = recorded.dead,
-            left_pending = decision.left_pending,
-            claim_ms = claim_time.as_millis() as u64,
-            delivered_ms = delivered_after.as_millis() as u64,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch recorded"
-        );
-        for failure in decision.failures.iter().filter(|f| f.is_final) {
-            tracing::warn!(id = failure.id, error = %failure.error, "row is dead");
-        }
-
-        if let Some(fatal) = self.publisher.replace_if_fatal()? {
-            tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
-        }
-        let all_unavailable = deliveries.iter().all(Delivery::is_unavailable);
-        Ok(FinishReport {
-            cluster_down,
-            producer_suspect: all_unavailable && !cluster_down,
-        })
-    }
-
-    /// When some deliveries failed in a way that may mean "no broker at all",
-    /// ask the cluster. Returns true if no broker answers.
-    async fn confirm_outage(&self, deliveries: &[Delivery]) -> bool {
-        if !deliveries.iter().any(Delivery::is_unavailable) {
-            if deliveries.contains(&Delivery::Delivered) {
-                self.health.kafka_ok();
-            }
-            return false;
-        }
-        match self.publisher.probe(PROBE_TIMEOUT).await {
-            Ok(()) => {
-                self.health.kafka_ok();
-                false
-            }
-            Err(error) => {
-                self.health.kafka_failed(&error);
-                true
+                Err(error) => health.kafka_failed(&error),
             }
         }
     }

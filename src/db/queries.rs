@@ -1,0 +1,341 @@
+//! The typed query layer: one function per statement in `sql/queries/`,
+//! named after its file (entity first), taking a parameters struct with named
+//! fields and returning typed rows.
+//!
+//! Guarantees: this is the only module that binds parameters or reads
+//! columns, so the SQL contract lives in two places that sit side by side:
+//! the `.sql` file and the function here. Statements are prepared once per
+//! connection (and all of them at start-up by [`prepare_all`], which also
+//! checks the columns each statement returns), so a table that drifted from
+//! this version fails at once with the statement's name.
+
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::ClientWrapper;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::sql::{Sql, Statement};
+
+/// A pooled connection: it caches prepared statements.
+pub type Client = ClientWrapper;
+type PgResult<T> = Result<T, tokio_postgres::Error>;
+type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
+
+async fn prepared(client: &Client, statement: &Statement) -> PgResult<tokio_postgres::Statement> {
+    client.prepare_cached(&statement.text).await
+}
+
+/// A statement that did not prepare against the table, or returned other
+/// columns than this version reads.
+#[derive(Debug)]
+pub struct Drift {
+    pub statement: &'static str,
+    pub reason: String,
+}
+
+/// Prepare every statement that touches the table on `client` and check the
+/// columns of those that return rows.
+pub async fn prepare_all(client: &Client, sql: &Sql) -> Result<(), Drift> {
+    for statement in sql.table_statements() {
+        let prepared = prepared(client, statement).await.map_err(|e| Drift {
+            statement: statement.name,
+            reason: crate::error::describe_pg_error(&e),
+        })?;
+        let columns: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+        let expected = expected_columns(statement.name);
+        if !expected.is_empty() && columns != expected {
+            return Err(Drift {
+                statement: statement.name,
+                reason: format!("it returns columns {columns:?}, expected {expected:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn expected_columns(statement: &str) -> &'static [&'static str] {
+    match statement {
+        "outbox_claim_due" => OutboxRow::COLUMNS,
+        "outbox_record_failures" => &["id", "status"],
+        "outbox_stats_by_topic" => TopicBacklog::COLUMNS,
+        "outbox_requeue_dead" => &["id"],
+        _ => &[],
+    }
+}
+
+// --- migration_lock -------------------------------------------------------
+
+pub struct MigrationLockParams {
+    pub key: i64,
+}
+
+/// Take the transaction-scoped advisory lock that serialises `migrate` runs.
+pub async fn migration_lock(client: &Client, sql: &Sql, params: MigrationLockParams) -> PgResult<()> {
+    let statement = prepared(client, &sql.migration_lock).await?;
+    client.execute(&statement, &[&params.key]).await.map(drop)
+}
+
+// --- outbox_table_exists --------------------------------------------------
+
+pub struct OutboxTableExistsParams<'a> {
+    /// The quoted, possibly schema-qualified name.
+    pub quoted_table: &'a str,
+}
+
+pub async fn outbox_table_exists(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxTableExistsParams<'_>,
+) -> PgResult<bool> {
+    let statement = prepared(client, &sql.outbox_table_exists).await?;
+    let row = client.query_one(&statement, &[&params.quoted_table]).await?;
+    Ok(row.try_get::<_, Option<String>>(0)?.is_some())
+}
+
+// --- outbox_claim_due -----------------------------------------------------
+
+/// One claimed row, as the publisher needs it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub topic: String,
+    pub message_key: Option<String>,
+    /// The payload as PostgreSQL renders jsonb; `None` means a tombstone.
+    pub payload: Option<String>,
+    pub headers: serde_json::Value,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    pub created_at: SystemTime,
+}
+
+impl OutboxRow {
+    /// The claim's select list, in order.
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "event_id",
+        "topic",
+        "message_key",
+        "payload",
+        "headers",
+        "attempts",
+        "created_at",
+    ];
+
+    fn decode(row: &Row) -> PgResult<Self> {
+        Ok(OutboxRow {
+            id: row.try_get(0)?,
+            event_id: row.try_get(1)?,
+            topic: row.try_get(2)?,
+            message_key: row.try_get(3)?,
+            payload: row.try_get(4)?,
+            headers: row.try_get(5)?,
+            attempts: row.try_get(6)?,
+            created_at: row.try_get(7)?,
+        })
+    }
+}
+
+pub struct OutboxClaimDueParams<'a> {
+    /// Most rows to lock.
+    pub limit: i64,
+    /// Ids this relay has handed to the producer and not yet recorded.
+    pub in_flight: &'a [i64],
+}
+
+/// Lock due rows and return those that may be published now (see the file).
+/// Must run inside a transaction: the locks are the claim.
+pub async fn outbox_claim_due(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxClaimDueParams<'_>,
+) -> PgResult<Vec<OutboxRow>> {
+    let statement = prepared(client, &sql.outbox_claim_due).await?;
+    let bound: Params<2> = [&params.limit, &params.in_flight];
+    let rows = client.query(&statement, &bound).await?;
+    rows.iter().map(OutboxRow::decode).collect()
+}
+
+// --- outbox_mark_published ------------------------------------------------
+
+pub struct OutboxMarkPublishedParams<'a> {
+    pub ids: &'a [i64],
+}
+
+/// Mark pending rows published; returns how many were.
+pub async fn outbox_mark_published(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxMarkPublishedParams<'_>,
+) -> PgResult<u64> {
+    let statement = prepared(client, &sql.outbox_mark_published).await?;
+    client.execute(&statement, &[&params.ids]).await
+}
+
+// --- outbox_record_failures -----------------------------------------------
+
+/// A failed attempt to record for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureRecord {
+    pub id: i64,
+    pub message_key: Option<String>,
+    pub error: String,
+    /// No retry can fix it: the row goes dead now.
+    pub is_final: bool,
+    /// Wait before the next attempt, if the row stays pending.
+    pub retry_in: Duration,
+}
+
+pub struct OutboxRecordFailuresParams<'a> {
+    pub failures: &'a [FailureRecord],
+    /// Attempts after which a row that keeps failing is dead.
+    pub max_attempts: i32,
+}
+
+/// What recording one failure did to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedFailure {
+    pub id: i64,
+    pub dead: bool,
+}
+
+pub async fn outbox_record_failures(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxRecordFailuresParams<'_>,
+) -> PgResult<Vec<RecordedFailure>> {
+    let failures = params.failures;
+    let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
+    let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+    let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();
+    let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
+    let statement = prepared(client, &sql.outbox_record_failures).await?;
+    let bound: Params<5> = [&ids, &errors, &finals, &delays, &params.max_attempts];
+    let rows = client.query(&statement, &bound).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RecordedFailure {
+                id: row.try_get(0)?,
+                dead: row.try_get::<_, &str>(1)? == "dead",
+            })
+        })
+        .collect()
+}
+
+// --- outbox_hold_back_keys ------------------------------------------------
+
+pub struct OutboxHoldBackKeysParams<'a> {
+    /// Keys whose head row waits for a retry.
+    pub keys: &'a [&'a str],
+    /// The id of that head row, per key.
+    pub head_ids: &'a [i64],
+}
+
+/// Give the later pending rows of each key their head's retry time; returns
+/// how many rows were pushed back.
+pub async fn outbox_hold_back_keys(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxHoldBackKeysParams<'_>,
+) -> PgResult<u64> {
+    let statement = prepared(client, &sql.outbox_hold_back_keys).await?;
+    client
+        .execute(&statement, &[&params.keys, &params.head_ids])
+        .await
+}
+
+// --- outbox_stats_by_topic ------------------------------------------------
+
+/// Backlog of one topic.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TopicBacklog {
+    pub topic: String,
+    pub pending: i64,
+    /// `None` when nothing is pending.
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub dead: i64,
+}
+
+impl TopicBacklog {
+    const COLUMNS: &'static [&'static str] =
+        &["topic", "pending", "oldest_pending_age_seconds", "dead"];
+
+    fn decode(row: &Row) -> PgResult<Self> {
+        Ok(TopicBacklog {
+            topic: row.try_get(0)?,
+            pending: row.try_get(1)?,
+            oldest_pending_age_seconds: row
+                .try_get::<_, Option<f64>>(2)?
+                .map(|age| age.max(0.0)),
+            dead: row.try_get(3)?,
+        })
+    }
+}
+
+pub async fn outbox_stats_by_topic(client: &Client, sql: &Sql) -> PgResult<Vec<TopicBacklog>> {
+    let statement = prepared(client, &sql.outbox_stats_by_topic).await?;
+    let rows = client.query(&statement, &[]).await?;
+    rows.iter().map(TopicBacklog::decode).collect()
+}
+
+// --- outbox_requeue_dead --------------------------------------------------
+
+pub struct OutboxRequeueDeadParams<'a> {
+    /// Only these ids (`None`: any).
+    pub ids: Option<&'a [i64]>,
+    /// Only this topic (`None`: any).
+    pub topic: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// Move up to `limit` selected dead rows back to pending; returns how many.
+pub async fn outbox_requeue_dead(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxRequeueDeadParams<'_>,
+) -> PgResult<u64> {
+    let statement = prepared(client, &sql.outbox_requeue_dead).await?;
+    let bound: Params<3> = [&params.ids, &params.topic, &params.limit];
+    client.execute(&statement, &bound).await
+}
+
+// --- outbox_prune_published -----------------------------------------------
+
+pub struct OutboxPrunePublishedParams {
+    /// Only rows published longer ago than this.
+    pub older_than: Duration,
+    pub limit: i64,
+}
+
+/// Delete up to `limit` old published rows; returns how many.
+pub async fn outbox_prune_published(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxPrunePublishedParams,
+) -> PgResult<u64> {
+    let statement = prepared(client, &sql.outbox_prune_published).await?;
+    let age_secs = params.older_than.as_secs_f64();
+    client
+        .execute(&statement, &[&age_secs, &params.limit])
+        .await
+}
+
+// --- outbox_table_size ----------------------------------------------------
+
+pub struct OutboxTableSizeParams<'a> {
+    pub quoted_table: &'a str,
+}
+
+/// Bytes on disk: table, indexes and TOAST.
+pub async fn outbox_table_size(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxTableSizeParams<'_>,
+) -> PgResult<i64> {
+    let statement = prepared(client, &sql.outbox_table_size).await?;
+    client
+        .query_one(&statement, &[&params.quoted_table])
+        .await?
+        .try_get(0)
+}

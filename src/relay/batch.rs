@@ -1,0 +1,217 @@
+//! One batch's life: claim it and hand every row to the producer; later,
+//! await each row's own delivery report, decide, record and commit.
+//!
+//! Guarantees: a batch's transaction (and so its row locks) stays open from
+//! the claim until [`Relay::finish`] records it; a row is marked published
+//! only on its own successful delivery report (see [`super::outcome`]).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::outcome::{decide, BatchDecision};
+use super::telemetry::{BatchReport, DeadRow};
+use super::Relay;
+use crate::db::{ClaimedBatch, OutboxRow};
+use crate::error::Result;
+use crate::kafka::{prepare, Delivery, Disposition, FailureReason, PendingDelivery};
+
+/// How long one metadata request may take when checking for an outage.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A batch handed to the producer whose results are not yet recorded. Its
+/// transaction stays open (and its rows locked) until it is finished.
+pub struct InFlight {
+    started: Instant,
+    claim_time: Duration,
+    batch: ClaimedBatch,
+    rows: Vec<OutboxRow>,
+    deliveries: Vec<PendingDelivery>,
+}
+
+impl InFlight {
+    pub fn ids(&self) -> Vec<i64> {
+        self.rows.iter().map(|r| r.id).collect()
+    }
+
+    /// Roll back: its rows stay pending and go out again, in order.
+    pub async fn abandon(self) {
+        self.batch.abandon().await;
+    }
+}
+
+/// What finishing a batch found, beyond what telemetry reports.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub report: BatchReport,
+    /// Keys this batch held back: the batch after it must hold them too.
+    pub held_keys: HashSet<String>,
+    pub cluster_down: bool,
+    pub producer_suspect: bool,
+}
+
+impl Relay {
+    /// Claim a batch and hand every row to the producer. `None` when nothing
+    /// could be claimed. `ours` are the ids still in flight here.
+    pub(super) async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
+        let started = Instant::now();
+        let mut batch = self.database.claim(self.config.batch_size, ours).await?;
+        let claim_time = started.elapsed();
+        let rows = std::mem::take(&mut batch.rows);
+        if rows.is_empty() {
+            batch.abandon().await;
+            return Ok(None);
+        }
+        let queue_wait = self.config.shutdown_timeout;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            deliveries.push(match prepare(row) {
+                Ok(message) => {
+                    self.publisher
+                        .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
+                        .await
+                }
+                Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
+                    disposition: Disposition::Final,
+                    reason: rejected.reason,
+                    message: rejected.message,
+                }),
+            });
+        }
+        Ok(Some(InFlight {
+            started,
+            claim_time,
+            batch,
+            rows,
+            deliveries,
+        }))
+    }
+
+    /// Wait for every delivery report of a batch, then record the results
+    /// and commit. `held_before` are the keys the previous batch held back.
+    pub(super) async fn finish(
+        &self,
+        flight: InFlight,
+        held_before: &HashSet<String>,
+    ) -> Result<Finished> {
+        let InFlight {
+            started,
+            claim_time,
+            batch,
+            rows,
+            deliveries: pending,
+        } = flight;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut delivery_latencies = Vec::with_capacity(rows.len());
+        for (row, pending) in rows.iter().zip(pending) {
+            let delivery = pending.outcome().await;
+            if delivery == Delivery::Delivered {
+                let latency = SystemTime::now().duration_since(row.created_at);
+                delivery_latencies.push(latency.unwrap_or_default());
+            }
+            deliveries.push(delivery);
+        }
+        let delivered_after = started.elapsed();
+
+        let cluster_down = self.confirm_outage(&deliveries).await;
+        let decision = decide(
+            &rows,
+            &deliveries,
+            cluster_down,
+            held_before,
+            &self.retry_backoff,
+            fastrand::f64,
+        );
+        let published_ids: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
+        let recorded = batch
+            .record(&published_ids, &decision.failures, self.config.max_attempts)
+            .await?;
+        let dead = dead_rows(&rows, &deliveries, &decision, &recorded.dead);
+        let report = BatchReport {
+            claimed: rows.len(),
+            published_per_topic: published_per_topic(&rows, &decision),
+            failure_reasons: decision.failure_reasons,
+            recorded,
+            dead,
+            left_pending: decision.left_pending,
+            delivery_latencies,
+            claim_time,
+            delivered_after,
+            elapsed: started.elapsed(),
+        };
+        let all_unavailable = deliveries.iter().all(Delivery::is_unavailable);
+        Ok(Finished {
+            report,
+            held_keys: decision.held_keys,
+            cluster_down,
+            producer_suspect: all_unavailable && !cluster_down,
+        })
+    }
+
+    /// When some deliveries failed in a way that may mean "no broker at all",
+    /// ask the cluster. Returns true if no broker answers.
+    async fn confirm_outage(&self, deliveries: &[Delivery]) -> bool {
+        let health = self.telemetry.health();
+        if !deliveries.iter().any(Delivery::is_unavailable) {
+            if deliveries.contains(&Delivery::Delivered) {
+                health.kafka_ok();
+            }
+            return false;
+        }
+        match self.publisher.probe(PROBE_TIMEOUT).await {
+            Ok(()) => {
+                health.kafka_ok();
+                false
+            }
+            Err(error) => {
+                health.kafka_failed(&error);
+                true
+            }
+        }
+    }
+}
+
+fn published_per_topic(rows: &[OutboxRow], decision: &BatchDecision) -> HashMap<String, u64> {
+    let mut per_topic: HashMap<String, u64> = HashMap::new();
+    for &index in &decision.published {
+        *per_topic.entry(rows[index].topic.clone()).or_default() += 1;
+    }
+    per_topic
+}
+
+/// The rows that went dead (final errors and used-up attempts), with what
+/// the warning about them says.
+fn dead_rows(
+    rows: &[OutboxRow],
+    deliveries: &[Delivery],
+    decision: &BatchDecision,
+    dead_ids: &[i64],
+) -> Vec<DeadRow> {
+    if dead_ids.is_empty() {
+        return Vec::new();
+    }
+    let index_of: HashMap<i64, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let error_of: HashMap<i64, &str> = decision
+        .failures
+        .iter()
+        .map(|f| (f.id, f.error.as_str()))
+        .collect();
+    dead_ids
+        .iter()
+        .filter_map(|id| {
+            let index = *index_of.get(id)?;
+            let row = &rows[index];
+            let reason = match &deliveries[index] {
+                Delivery::Failed { reason, .. } => *reason,
+                _ => FailureReason::Other,
+            };
+            Some(DeadRow {
+                id: *id,
+                topic: row.topic.clone(),
+                key: row.message_key.clone(),
+                attempts: row.attempts.saturating_add(1),
+                reason,
+                error: error_of.get(id).copied().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,231 @@
+//! Everything the relay loop reports, in one place: metrics and log lines for
+//! each recorded batch, the rate-limited warning for rows that went dead, and
+//! the health effect of each kind of failure.
+//!
+//! Guarantees: the loop decides, this module reports; each failure path has
+//! its own log line and its own health effect (a Kafka failure never touches
+//! `outbox_database_up`, a rejected statement is never called "unreachable");
+//! a flood of dead rows of one topic and reason is a few lines with counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::db::RecordedBatch;
+use crate::error::{Error, ErrorPath};
+use crate::health::Health;
+use crate::kafka::FailureReason;
+use crate::metrics::Metrics;
+
+/// At most one "row is dead" line per topic and reason in this window.
+const DEAD_WARNING_WINDOW: Duration = Duration::from_secs(10);
+
+/// A row that went dead in a recorded batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadRow {
+    pub id: i64,
+    pub topic: String,
+    pub key: Option<String>,
+    /// Attempts including the one that just failed.
+    pub attempts: i32,
+    pub reason: FailureReason,
+    pub error: String,
+}
+
+/// What one recorded batch did, for metrics and logs.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    pub claimed: usize,
+    pub published_per_topic: HashMap<String, u64>,
+    pub failure_reasons: Vec<FailureReason>,
+    pub recorded: RecordedBatch,
+    pub dead: Vec<DeadRow>,
+    pub left_pending: usize,
+    /// `created_at` → ack, per delivered row.
+    pub delivery_latencies: Vec<Duration>,
+    pub claim_time: Duration,
+    pub delivered_after: Duration,
+    pub elapsed: Duration,
+}
+
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    dead_warnings: Mutex<DeadRowWarnings>,
+}
+
+impl Telemetry {
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+        Telemetry {
+            metrics,
+            health,
+            dead_warnings: Mutex::new(DeadRowWarnings::new(DEAD_WARNING_WINDOW)),
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn batch_recorded(&self, report: &BatchReport) {
+        let metrics = &self.metrics;
+        for latency in &report.delivery_latencies {
+            metrics.delivery_latency.observe(latency.as_secs_f64());
+        }
+        for (topic, count) in &report.published_per_topic {
+            metrics.published.with_label_values(&[topic]).inc_by(*count);
+        }
+        for reason in &report.failure_reasons {
+            metrics.record_failure(*reason);
+        }
+        let recorded = &report.recorded;
+        metrics.dead_lettered.inc_by(recorded.dead.len() as u64);
+        metrics.retries_scheduled.inc_by(recorded.retrying);
+        metrics.batch_rows.observe(report.claimed as f64);
+        metrics.batch_duration.observe(report.elapsed.as_secs_f64());
+        tracing::debug!(
+            claimed = report.claimed,
+            published = recorded.published,
+            retrying = recorded.retrying,
+            dead = recorded.dead.len(),
+            left_pending = report.left_pending,
+            claim_ms = report.claim_time.as_millis() as u64,
+            delivered_ms = report.delivered_after.as_millis() as u64,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "batch recorded"
+        );
+        let mut warnings = self
+            .dead_warnings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        for row in &report.dead {
+            if let Some(suppressed) = warnings.admit(&row.topic, row.reason, now) {
+                tracing::warn!(
+                    id = row.id,
+                    topic = %row.topic,
+                    key = row.key.as_deref().unwrap_or(""),
+                    attempts = row.attempts,
+                    reason = row.reason.as_str(),
+                    error = %row.error,
+                    more_since_last_line = suppressed,
+                    "row is dead; fix the cause, then `outbox-relay requeue`"
+                );
+            }
+        }
+    }
+
+    /// Report a failure of a turn along its own path.
+    pub fn failure(&self, error: &Error) {
+        match error.path() {
+            ErrorPath::DatabaseUnreachable => self.health.database_failed(error),
+            ErrorPath::DatabaseRejected => self.health.database_rejected(error),
+            ErrorPath::Kafka => self.health.kafka_failed(error),
+            ErrorPath::Internal => {
+                tracing::error!(%error, "internal error in the relay loop; retrying with backoff")
+            }
+        }
+    }
+
+    pub fn producer_replaced(&self, reason: &str) {
+        tracing::info!(reason, "started a new Kafka producer");
+    }
+}
+
+/// Rate limit for "row is dead" lines: per topic and reason, the first row in
+/// each window is logged, with how many were left unlogged before it.
+#[derive(Debug)]
+pub struct DeadRowWarnings {
+    window: Duration,
+    last: HashMap<(String, FailureReason), (Instant, u64)>,
+}
+
+impl DeadRowWarnings {
+    pub fn new(window: Duration) -> Self {
+        DeadRowWarnings {
+            window,
+            last: HashMap::new(),
+        }
+    }
+
+    /// `Some(rows left unlogged since the last line)` if this row is to be
+    /// logged now, `None` if it is only counted.
+    pub fn admit(&mut self, topic: &str, reason: FailureReason, now: Instant) -> Option<u64> {
+        match self.last.get_mut(&(topic.to_owned(), reason)) {
+            Some((logged_at, suppressed)) if now.duration_since(*logged_at) < self.window => {
+                *suppressed += 1;
+                None
+            }
+            Some((logged_at, suppressed)) => {
+                *logged_at = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                self.last.insert((topic.to_owned(), reason), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_dead_rows_is_one_line_per_window_with_a_count() {
+        let mut warnings = DeadRowWarnings::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let reason = FailureReason::MessageTooLarge;
+        assert_eq!(warnings.admit("orders", reason, start), Some(0));
+        for i in 1..=99 {
+            let at = start + Duration::from_millis(i * 10);
+            assert_eq!(warnings.admit("orders", reason, at), None);
+        }
+        let later = start + Duration::from_secs(11);
+        assert_eq!(warnings.admit("orders", reason, later), Some(99));
+        assert_eq!(warnings.admit("orders", reason, later), None);
+    }
+
+    #[test]
+    fn topics_and_reasons_are_limited_separately() {
+        let mut warnings = DeadRowWarnings::new(Duration::from_secs(10));
+        let now = Instant::now();
+        assert!(warnings
+            .admit("orders", FailureReason::InvalidHeaders, now)
+            .is_some());
+        assert!(warnings
+            .admit("orders", FailureReason::MessageTooLarge, now)
+            .is_some());
+        assert!(warnings
+            .admit("payments", FailureReason::InvalidHeaders, now)
+            .is_some());
+    }
+
+    #[test]
+    fn a_kafka_failure_does_not_touch_the_database_gauge() {
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Telemetry::new(Arc::clone(&metrics), Arc::new(Health::new(Arc::clone(&metrics))));
+        telemetry.failure(&Error::KafkaConfig("fatal idempotence error".into()));
+        assert_eq!(metrics.database_up.get(), 1);
+        assert_eq!(metrics.kafka_up.get(), 0);
+    }
+
+    #[test]
+    fn a_rejected_statement_keeps_the_database_up_but_not_ready() {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(Arc::clone(&metrics)));
+        let telemetry = Telemetry::new(Arc::clone(&metrics), Arc::clone(&health));
+        telemetry.failure(&Error::DatabaseRejected {
+            action: "recording results",
+            reason: "violates check constraint (SQLSTATE 23514)".into(),
+        });
+        assert_eq!(metrics.database_up.get(), 1);
+        assert_eq!(
+            health.not_ready_reason(),
+            Some("PostgreSQL rejects the relay's statements")
+        );
+        health.database_ok();
+        assert_eq!(health.not_ready_reason(), None);
+    }
+}
