@@ -175,14 +175,14 @@ fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
+        let query = redact_key_values(tail, '&');
         let Some(at) = authority.rfind('@') else {
-            return url.to_owned();
+            return format!("{scheme}://{authority}{query}");
         };
         let (userinfo, host) = authority.split_at(at);
         let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-        let redacted_query = redact_key_values(tail, '&');
         let password = if userinfo.contains(':') { ":***" } else { "" };
-        return format!("{scheme}://{user}{password}{host}{redacted_query}");
+        return format!("{scheme}://{user}{password}{host}{query}");
     }
     redact_key_values(url, ' ')
 }

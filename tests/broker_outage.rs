@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{consume_event_ids, wait_for, NewRow, TestEnv};
+use common::{Count, consume_event_ids, wait_for, NewRow, TestEnv};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 
@@ -34,7 +34,7 @@ async fn a_broker_outage_kills_no_row_and_everything_arrives_after_recovery() {
         ],
     );
     relay.wait_ready().await;
-    env.wait_for_status_count("published", 100, Duration::from_secs(30))
+    env.wait_for_status("published", Count::Exactly(100), Duration::from_secs(30))
         .await;
 
     mock.broker_down(1).expect("broker down");
@@ -56,7 +56,7 @@ async fn a_broker_outage_kills_no_row_and_everything_arrives_after_recovery() {
     assert_eq!(env.count("pending").await, 300);
 
     mock.broker_up(1).expect("broker up");
-    env.wait_for_status_count("published", 400, Duration::from_secs(60))
+    env.wait_for_status("published", Count::Exactly(400), Duration::from_secs(60))
         .await;
     wait_for("/readyz to recover", Duration::from_secs(30), || async {
         (relay.get("/readyz").await?.0 == 200).then_some(())

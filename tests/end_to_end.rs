@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{consume_event_ids, consume_until, NewRow, TestEnv};
+use common::{Count, consume_event_ids, consume_until, NewRow, TestEnv};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +69,7 @@ async fn committed_rows_arrive_with_key_value_and_headers_and_rolled_back_rows_n
     let expected: Vec<String> = inserted.iter().map(|(_, e)| e.clone()).collect();
     let received =
         consume_event_ids(&env.brokers, &topic, &expected, Duration::from_secs(30)).await;
-    env.wait_for_status_count("published", 4, Duration::from_secs(10))
+    env.wait_for_status("published", Count::Exactly(4), Duration::from_secs(10))
         .await;
 
     let by_event: HashMap<&str, &common::Received> =

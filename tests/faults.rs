@@ -11,10 +11,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::load::{committed_rows, verify, verify_with, Load, Order, Verdict};
+use common::load::{committed_rows, verify, verify_with, Load, Verdict};
 use common::private_broker::PrivateBroker;
 use common::private_pg::PrivatePostgres;
-use common::{consume_event_ids, create_topic, wait_for, NewRow, TestEnv};
+use common::{Count, Order, consume_event_ids, create_topic, wait_for, NewRow, TestEnv};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
@@ -30,7 +30,7 @@ fn outage() -> Duration {
 
 /// Wait for the backlog to drain, read the topic back and check it.
 async fn drain_and_verify(env: &TestEnv, brokers: &str, topic: &str) -> Verdict {
-    env.wait_for_status_count("pending", 0, Duration::from_secs(120))
+    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(120))
         .await;
     assert_eq!(env.count("dead").await, 0, "a fault burned rows into dead");
     let committed = committed_rows(&env.client, &env.table).await;
@@ -91,7 +91,7 @@ async fn relay_killed_mid_batch_then_restarted_loses_nothing() {
     let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
     let mut relay = env.start_relay(&["--batch-size", "100"]);
     relay.wait_ready().await;
-    env.wait_for_status_count_at_least("published", 500).await;
+    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60)).await;
 
     relay.signal("KILL");
     relay.wait_exit(Duration::from_secs(10)).await;
@@ -111,7 +111,7 @@ async fn relay_killed_mid_batch_then_restarted_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
-    let mut broker = PrivateBroker::start();
+    let mut broker = PrivateBroker::start().await;
     let topic = common::unique_name("outage");
     create_topic(&broker.address(), &topic, 3).await;
     let env = TestEnv::new().await;
@@ -126,7 +126,7 @@ async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
         ],
     );
     relay.wait_ready().await;
-    env.wait_for_status_count_at_least("published", 200).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
 
     broker.kill();
     let killed_at: f64 = db_now(&env).await;
@@ -146,7 +146,7 @@ async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
     let waiting = env.count("pending").await;
     assert!(waiting > 0, "rows kept coming in during the outage");
 
-    broker.restart();
+    broker.restart().await;
     create_topic(&broker.address(), &topic, 3).await;
     let restarted = Instant::now();
     wait_for("/readyz to recover", Duration::from_secs(60), || async {
@@ -156,7 +156,7 @@ async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
     let recovery = time_to_progress(&env, restarted).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     load.stop().await;
-    env.wait_for_status_count("pending", 0, Duration::from_secs(120))
+    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(120))
         .await;
     assert_eq!(env.count("dead").await, 0);
 
@@ -200,7 +200,7 @@ async fn postgres_crash_restart_is_survived_and_unmarked_rows_are_resent() {
     let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
     let mut relay = env.start_relay(&["--batch-size", "200"]);
     relay.wait_ready().await;
-    env.wait_for_status_count_at_least("published", 500).await;
+    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60)).await;
 
     pg.restart_immediate();
     let restarted = Instant::now();
@@ -225,7 +225,7 @@ async fn postgres_refusing_new_connections_is_survived() {
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 50).await;
     let mut relay = env.start_relay(&[]);
     relay.wait_ready().await;
-    env.wait_for_status_count_at_least("published", 200).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
 
     // Take every free slot, then cut the relay's own connections: it cannot
     // get new ones until the hog lets go.
@@ -255,8 +255,7 @@ async fn postgres_refusing_new_connections_is_survived() {
 
 /// Open connections until the server refuses one.
 async fn grab_free_slots(url: &str, hog: &mut Vec<tokio_postgres::Client>) {
-    while let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
-        tokio::spawn(connection);
+    while let Some(client) = common::try_connect(url).await {
         hog.push(client);
     }
 }
@@ -267,7 +266,7 @@ async fn poison_rows_go_dead_alone_and_everything_around_them_flows() {
     let topic = env.create_topic(3).await;
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 20).await;
     let _relay = env.start_relay(&["--max-attempts", "3"]);
-    env.wait_for_status_count_at_least("published", 200).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
 
     let huge = json!({ "blob": "x".repeat(1_200_000) });
     let mut bad_headers = NewRow::new(&topic, Some("key-9"), json!({}));
@@ -281,7 +280,7 @@ async fn poison_rows_go_dead_alone_and_everything_around_them_flows() {
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop().await;
-    env.wait_for_status_count("pending", 0, Duration::from_secs(60))
+    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(60))
         .await;
 
     let expected = ["too large", "invalid topic name", "invalid headers"];
@@ -316,7 +315,7 @@ async fn mock_cluster_produce_errors_and_leader_changes_bring_retries_but_no_los
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 30).await;
     let mut relay = env.start_relay_with_brokers(&brokers, &[]);
     relay.wait_ready().await;
-    env.wait_for_status_count_at_least("published", 100).await;
+    env.wait_for_status("published", Count::AtLeast(100), Duration::from_secs(60)).await;
 
     // librdkafka's idempotent producer relies on the broker to reject a
     // batch that follows a gap; MockCluster checks sequences only for
@@ -344,7 +343,7 @@ async fn mock_cluster_produce_errors_and_leader_changes_bring_retries_but_no_los
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     load.stop().await;
-    env.wait_for_status_count("pending", 0, Duration::from_secs(120))
+    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(120))
         .await;
     assert_eq!(
         env.count("dead").await,

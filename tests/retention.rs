@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, NewRow, TestEnv};
+use common::{Count, wait_for, NewRow, TestEnv};
 use serde_json::json;
 
 /// 2,500 old published rows, 100 recent published, 10 old dead, 10 pending.
@@ -54,7 +54,7 @@ async fn the_relay_enforces_retention_and_reports_it() {
         "message.timeout.ms=60000",
     ]);
     relay.wait_ready().await;
-    env.wait_for_status_count("published", 100, Duration::from_secs(60))
+    env.wait_for_status("published", Count::Exactly(100), Duration::from_secs(60))
         .await;
     assert_eq!(env.count("dead").await, 10, "dead rows are never deleted");
     wait_for(

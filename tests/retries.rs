@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{consume_event_ids, create_topic, unique_name, wait_for, NewRow, TestEnv};
+use common::{Count, consume_event_ids, create_topic, unique_name, wait_for, NewRow, TestEnv};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +129,7 @@ async fn rows_no_retry_can_fix_go_dead_at_once_and_do_not_block_their_key() {
         ])
         .await;
     let _relay = env.start_relay(&["--max-attempts", "5"]);
-    env.wait_for_status_count("published", 1, Duration::from_secs(30))
+    env.wait_for_status("published", Count::Exactly(1), Duration::from_secs(30))
         .await;
 
     let (status, attempts, error) = env.row_state(inserted[0].0).await;
@@ -149,7 +149,7 @@ async fn rows_no_retry_can_fix_go_dead_at_once_and_do_not_block_their_key() {
     let output = env.command(&["requeue", "--all"]).output().unwrap();
     assert!(output.status.success());
     // Both are poison, so both end up dead again, attempts counted afresh.
-    env.wait_for_status_count("dead", 2, Duration::from_secs(30))
+    env.wait_for_status("dead", Count::Exactly(2), Duration::from_secs(30))
         .await;
     assert_eq!(env.row_state(inserted[0].0).await.1, 1);
 }

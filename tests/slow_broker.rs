@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NewRow, TestEnv};
+use common::{Count, NewRow, TestEnv};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 
@@ -27,7 +27,7 @@ async fn published_at_is_after_the_ack_of_a_slow_broker() {
     // the round trip; only the ack can be that late.
     env.insert(&[NewRow::new(&topic, Some("k"), json!({ "n": 1 }))])
         .await;
-    env.wait_for_status_count("published", 1, Duration::from_secs(30))
+    env.wait_for_status("published", Count::Exactly(1), Duration::from_secs(30))
         .await;
     let seconds: f64 = env
         .client

@@ -54,7 +54,8 @@ impl Database {
             in_flight,
         };
         // Both go out in one round trip: tokio-postgres pipelines requests
-        // issued together, in order.
+        // issued together, in order (BEGIN first, so even a first Parse of
+        // the claim runs inside the transaction).
         let client = batch.client();
         let (begun, rows) = tokio::join!(
             client.batch_execute("BEGIN"),
@@ -91,6 +92,9 @@ impl ClaimedBatch {
         if failures.is_empty() {
             // The common case in one round trip. Should the UPDATE fail, the
             // server turns the COMMIT into a rollback; its error is returned.
+            queries::prepare(client, &sql.outbox_mark_published)
+                .await
+                .map_err(fail)?;
             let (marked, committed) = tokio::join!(
                 queries::outbox_mark_published(client, &sql, mark),
                 client.batch_execute("COMMIT")

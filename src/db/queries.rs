@@ -26,6 +26,14 @@ async fn prepared(client: &Client, statement: &Statement) -> PgResult<tokio_post
     client.prepare_cached(&statement.text).await
 }
 
+/// Prepare `statement` on `client` now. A query function pipelined with
+/// another request (`BEGIN`, `COMMIT`) must find its statement prepared:
+/// otherwise its Parse goes out first and the other request overtakes it
+/// (an UPDATE meant for the transaction would run after its COMMIT).
+pub async fn prepare(client: &Client, statement: &Statement) -> PgResult<()> {
+    prepared(client, statement).await.map(drop)
+}
+
 /// A statement that did not prepare against the table, or returned other
 /// columns than this version reads.
 #[derive(Debug)]

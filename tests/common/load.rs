@@ -2,7 +2,7 @@
 //! reached Kafka: every committed row, no rolled-back row, per-key order,
 //! duplicates counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +10,20 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::Received;
+use super::{assert_key_order, try_connect, Order, Received};
 
 /// Marker in the payload of rows whose transaction rolls back.
 pub const ROLLED_BACK: &str = "rolled_back";
+
+/// The `seq` the load wrote into a row's payload: its place in its key.
+fn seq_of(message: &Received) -> i64 {
+    message
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|v| v["seq"].as_i64())
+        .expect("load payloads carry seq")
+}
 
 /// What a [`Load`] did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,18 +91,19 @@ impl Load {
         Load { stop, task }
     }
 
+    /// Stop writing. Asserts that the load did what the checks rely on:
+    /// transactions committed, and rolled-back ones (whose rows
+    /// [`verify`] asserts never arrive) happened.
     pub async fn stop(self) -> LoadReport {
         self.stop.store(true, Ordering::SeqCst);
-        self.task.await.expect("load task")
+        let report = self.task.await.expect("load task");
+        assert!(report.committed_transactions > 0, "{report:?}");
+        assert!(
+            report.rolled_back_transactions > 0,
+            "no rolled-back transaction ran, so none was checked: {report:?}"
+        );
+        report
     }
-}
-
-async fn try_connect(url: &str) -> Option<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    Some(client)
 }
 
 /// Every row in the table: (id, event_id). Only committed rows are there.
@@ -138,15 +149,6 @@ pub fn verify(
     verify_with(received, must_arrive, committed, Order::FirstArrivals)
 }
 
-/// Which arrivals of each row the per-key order check looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// What a consumer that dedups by `id` (keeping the first copy) sees.
-    FirstArrivals,
-    /// What a consumer that keeps the latest copy of each row sees.
-    LastArrivals,
-}
-
 pub fn verify_with(
     received: &[Received],
     must_arrive: &[(i64, String)],
@@ -156,13 +158,7 @@ pub fn verify_with(
     let expected: HashSet<&str> = must_arrive.iter().map(|(_, e)| e.as_str()).collect();
     let known: HashSet<&str> = committed.iter().map(|(_, e)| e.as_str()).collect();
     let mut seen = HashSet::new();
-    let mut sorted: Vec<&Received> = received.iter().collect();
-    sorted.sort_by_key(|r| (r.partition, r.offset));
-    if order == Order::LastArrivals {
-        sorted.reverse();
-    }
-    let mut last_seq: HashMap<&str, i64> = HashMap::new();
-    for message in sorted {
+    for message in received {
         let payload = message.payload.as_deref().unwrap_or("null");
         assert!(
             !payload.contains(ROLLED_BACK),
@@ -173,25 +169,10 @@ pub fn verify_with(
             known.contains(id),
             "a message no committed row explains: {message:?}"
         );
-        if !seen.insert(id.to_owned()) {
-            continue;
-        }
-        let seq = serde_json::from_str::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v["seq"].as_i64())
-            .expect("load payloads carry seq");
-        let key = message.key.as_deref().expect("load rows are keyed");
-        if let Some(previous) = last_seq.insert(key, seq) {
-            let in_order = match order {
-                Order::FirstArrivals => previous < seq,
-                Order::LastArrivals => previous > seq,
-            };
-            assert!(
-                in_order,
-                "key {key}: seq {seq} and {previous} out of order ({order:?})"
-            );
-        }
+        assert!(message.key.is_some(), "load rows are keyed: {message:?}");
+        seen.insert(id.to_owned());
     }
+    assert_key_order(received, order, seq_of);
     let missing: Vec<&&str> = expected
         .iter()
         .filter(|id| !seen.contains(**id))

@@ -2,9 +2,9 @@
 //! test. Tansu's memory storage forgets everything on restart (topics too).
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::free_port;
+use super::{free_port, wait_for};
 
 pub struct PrivateBroker {
     pub port: u16,
@@ -12,12 +12,12 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    pub fn start() -> Self {
+    pub async fn start() -> Self {
         let mut broker = PrivateBroker {
             port: free_port(),
             child: None,
         };
-        broker.launch();
+        broker.launch().await;
         broker
     }
 
@@ -25,7 +25,7 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    async fn launch(&mut self) {
         let tansu = std::env::var("OUTBOX_TEST_TANSU")
             .expect("OUTBOX_TEST_TANSU (set by tests/services.sh start)");
         let url = format!("tcp://127.0.0.1:{}", self.port);
@@ -43,11 +43,11 @@ impl PrivateBroker {
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not open its port");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let address = self.address();
+        wait_for("Tansu to open its port", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(&address).await.ok().map(drop)
+        })
+        .await;
     }
 
     /// SIGKILL the broker.
@@ -59,9 +59,9 @@ impl PrivateBroker {
     }
 
     /// Start it again on the same port (empty: memory storage).
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().await;
     }
 }
 

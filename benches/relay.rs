@@ -22,18 +22,14 @@
 //! `--kafka-option linger.ms=5`), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
 //! consumer's fetch.wait.max.ms, 1).
 
-#[path = "../common/mod.rs"]
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{load, TestEnv};
+use common::{load, TestEnv, TopicReader};
 use outbox_relay::db::Database;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 const KEYS: i64 = 1_000;
@@ -185,22 +181,15 @@ fn round(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
 }
 
-/// Drop a finished stage's schema and topic, so neither autovacuum of its
-/// churned table nor a broker holding its messages (Tansu's in-memory store
-/// slows down as it fills) weighs on the next stage.
-async fn clean_up(env: &TestEnv, topic: Option<&str>) {
-    let schema = env
-        .table
-        .split('.')
-        .next()
-        .expect("schema-qualified test table");
-    env.client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .expect("drop schema");
+/// Drop a finished stage's schema (the test kit does so when `env` drops)
+/// and topic, so neither autovacuum of its churned table nor a broker
+/// holding its messages (Tansu's in-memory store slows down as it fills)
+/// weighs on the next stage.
+async fn clean_up(env: TestEnv, topic: Option<&str>) {
     if let Some(topic) = topic {
         common::delete_topic(&env.brokers, topic).await;
     }
+    drop(env);
 }
 
 /// A fresh table, with a checkpoint first so none lands mid-measurement.
@@ -253,7 +242,7 @@ async fn db_ceiling(rows: i64, batch: usize) -> f64 {
     }
     assert_eq!(marked as i64, rows);
     let rate = rows as f64 / started.elapsed().as_secs_f64();
-    clean_up(&env, None).await;
+    clean_up(env, None).await;
     rate
 }
 
@@ -272,27 +261,28 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let processes: Vec<_> = (0..relays).map(|_| env.start_relay(&args)).collect();
     let mut peak_rss_kib = 0;
-    loop {
-        for process in &processes {
-            peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
-        }
-        // An existence probe: counting 200k pending rows every poll would
-        // load the database the relay is being measured on.
-        let any_pending = format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
-            env.table
-        );
-        let pending: bool = env
-            .client
-            .query_one(&any_pending, &[])
-            .await
-            .expect("probe")
-            .get(0);
-        if !pending {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // An existence probe: counting 200k pending rows every poll would load
+    // the database the relay is being measured on.
+    let any_pending = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
+        env.table
+    );
+    common::wait_for_every(
+        "the drain to finish",
+        Duration::from_secs(600),
+        Duration::from_millis(250),
+        || {
+            for process in &processes {
+                peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
+            }
+            let (client, any_pending) = (&env.client, &any_pending);
+            async move {
+                let row = client.query_one(any_pending, &[]).await.expect("probe");
+                (!row.get::<_, bool>(0)).then_some(())
+            }
+        },
+    )
+    .await;
     let end = db_epoch(
         &env,
         &format!("(SELECT max(published_at) FROM {})", env.table),
@@ -313,7 +303,7 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
         .sum::<f64>()
         / relays as f64;
     drop(processes);
-    clean_up(&env, Some(&topic)).await;
+    clean_up(env, Some(&topic)).await;
     Drain {
         rows_per_sec: rows as f64 / (end - start),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
@@ -406,11 +396,12 @@ struct Receipt {
     received: f64,
 }
 
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
 fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    epoch_seconds(SystemTime::now())
 }
 
 /// Writers insert `rate` rows/s for `seconds`; a consumer measures latency.
@@ -494,7 +485,7 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
             (published - committed_at[tick as usize]).max(0.0)
         })
         .collect();
-    clean_up(&env, Some(&topic)).await;
+    clean_up(env, Some(&topic)).await;
 
     let from_commit = receipts
         .iter()
@@ -524,40 +515,28 @@ fn consume_receipts(
     expected: usize,
     timeout_secs: u64,
 ) -> Vec<Receipt> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "bench-latency")
-        .set("enable.auto.commit", "false")
-        .set(
-            "fetch.wait.max.ms",
-            std::env::var("OUTBOX_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "1".into()),
-        )
-        .set("socket.nagle.disable", "true")
-        .set("fetch.min.bytes", "1")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let fetch_wait = std::env::var("OUTBOX_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "1".into());
+    let settings = [
+        ("fetch.wait.max.ms", fetch_wait.as_str()),
+        ("socket.nagle.disable", "true"),
+        ("fetch.min.bytes", "1"),
+    ];
+    let reader = TopicReader::open(brokers, topic, &settings).expect("consumer");
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut receipts = Vec::with_capacity(expected);
     while receipts.len() < expected && Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+        let Ok(Some(message)) = reader.next(Duration::from_millis(50)) else {
             continue;
         };
-        let received = now_epoch();
         let payload = message
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
             .expect("benchmark payload");
         receipts.push(Receipt {
             tick: payload["tick"].as_u64().expect("tick") as usize,
             inserted: payload["ts"].as_f64().expect("ts"),
-            received,
+            received: epoch_seconds(message.received_at),
         });
     }
     receipts
