@@ -34,10 +34,14 @@ impl Health {
         if !self.database.swap(true, Ordering::SeqCst) {
             tracing::info!("PostgreSQL is reachable again");
         }
+        self.metrics.database_up.set(1);
+    }
+
+    /// The relay's statements ran through a whole turn of the loop.
+    pub fn database_accepts(&self) {
         if self.database_rejecting.swap(false, Ordering::SeqCst) {
             tracing::info!("PostgreSQL accepts the relay's statements again");
         }
-        self.metrics.database_up.set(1);
     }
 
     /// The server answered with an error for a statement: it is reachable,

@@ -40,90 +40,86 @@ pub struct Metrics {
     pub table_size: IntGauge,
 }
 
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("valid metric")
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric")
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
         let metrics = Metrics {
-            pending: IntGauge::new("outbox_pending_messages", "Rows waiting to be published.")
-                .expect("valid metric"),
+            registry: Registry::new(),
+            pending: int_gauge("outbox_pending_messages", "Rows waiting to be published."),
             oldest_pending_age: Gauge::new(
                 "outbox_oldest_pending_age_seconds",
                 "Age of the oldest pending row (0 when nothing is pending).",
             )
             .expect("valid metric"),
-            dead: IntGauge::new(
+            dead: int_gauge(
                 "outbox_dead_messages",
                 "Rows in the dead state, waiting for an operator (`requeue`).",
-            )
-            .expect("valid metric"),
-            published: IntCounterVec::new(
-                Opts::new(
-                    "outbox_published_messages_total",
-                    "Rows published to Kafka and marked published.",
-                ),
-                &["topic"],
-            )
-            .expect("valid metric"),
-            failures: IntCounterVec::new(
-                Opts::new(
-                    "outbox_publish_failures_total",
-                    "Failed publish attempts, by reason.",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            dead_lettered: IntCounter::new(
+            ),
+            published: counter_vec(
+                "outbox_published_messages_total",
+                "Rows published to Kafka and marked published.",
+                "topic",
+            ),
+            failures: counter_vec(
+                "outbox_publish_failures_total",
+                "Failed publish attempts, by reason.",
+                "reason",
+            ),
+            dead_lettered: counter(
                 "outbox_dead_lettered_messages_total",
                 "Rows this relay moved to the dead state.",
-            )
-            .expect("valid metric"),
-            retries_scheduled: IntCounter::new(
+            ),
+            retries_scheduled: counter(
                 "outbox_retries_scheduled_total",
                 "Failed rows scheduled for another attempt.",
-            )
-            .expect("valid metric"),
-            delivery_latency: Histogram::with_opts(
-                HistogramOpts::new(
-                    "outbox_delivery_latency_seconds",
-                    "Time from a row's created_at to Kafka's acknowledgement.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            batch_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "outbox_batch_duration_seconds",
-                    "Time to claim, publish and record one batch.",
-                )
-                .buckets(BATCH_DURATION_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            batch_rows: Histogram::with_opts(
-                HistogramOpts::new("outbox_batch_rows", "Rows claimed per non-empty batch.")
-                    .buckets(BATCH_SIZE_BUCKETS.to_vec()),
-            )
-            .expect("valid metric"),
-            database_up: IntGauge::new(
+            ),
+            delivery_latency: histogram(
+                "outbox_delivery_latency_seconds",
+                "Time from a row's created_at to Kafka's acknowledgement.",
+                LATENCY_BUCKETS,
+            ),
+            batch_duration: histogram(
+                "outbox_batch_duration_seconds",
+                "Time to claim, publish and record one batch.",
+                BATCH_DURATION_BUCKETS,
+            ),
+            batch_rows: histogram(
+                "outbox_batch_rows",
+                "Rows claimed per non-empty batch.",
+                BATCH_SIZE_BUCKETS,
+            ),
+            database_up: int_gauge(
                 "outbox_database_up",
                 "1 when the last PostgreSQL round trip succeeded.",
-            )
-            .expect("valid metric"),
-            kafka_up: IntGauge::new(
+            ),
+            kafka_up: int_gauge(
                 "outbox_kafka_up",
                 "1 when a Kafka broker answered the last probe or delivery.",
-            )
-            .expect("valid metric"),
-            pruned: IntCounter::new(
+            ),
+            pruned: counter(
                 "outbox_pruned_messages_total",
                 "Published rows deleted by retention.",
-            )
-            .expect("valid metric"),
-            table_size: IntGauge::new(
+            ),
+            table_size: int_gauge(
                 "outbox_table_size_bytes",
                 "Total size of the outbox table with its indexes and TOAST.",
-            )
-            .expect("valid metric"),
-            registry,
+            ),
         };
         metrics.register_all();
         for reason in FailureReason::ALL {

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use crate::config::RelayConfig;
 use crate::db::Database;
-use crate::error::{ErrorPath, Result};
+use crate::error::{Error, ErrorPath, Result};
 use crate::health::Health;
 use crate::kafka::Publisher;
 use crate::metrics::Metrics;
@@ -39,6 +39,10 @@ use backoff::{OutageBackoff, RetryBackoff};
 use batch::{InFlight, PROBE_TIMEOUT};
 use step::{LoopState, Next, Turn};
 use telemetry::Telemetry;
+
+fn is_database_failure(error: &Error) -> bool {
+    error.path() != ErrorPath::Kafka
+}
 
 const OUTAGE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -147,25 +151,42 @@ impl Relay {
                 }
             }
         );
-        let mut failure = None;
-        match finished {
+        let recorded = matches!(finished, Some(Ok(_)));
+        let mut failure = match finished {
             Some(Ok(finished)) => {
                 self.telemetry.batch_recorded(&finished.report);
-                state.held_keys = finished.held_keys;
-                state.cluster_down |= finished.cluster_down;
-                state.producer_suspect |= finished.producer_suspect;
+                state.absorb(finished);
+                None
             }
-            Some(Err(error)) => failure = Some(error),
-            None => {}
-        }
+            Some(Err(error)) => Some(error),
+            None => None,
+        };
         // A producer that hit a fatal error refuses every later message.
         if let Err(error) = self.replace_if_fatal() {
             failure.get_or_insert(error);
         }
-        let database_failed = failure
-            .as_ref()
-            .is_some_and(|e| e.path() != ErrorPath::Kafka);
-        let claimed_nothing = match claimed {
+        let claimed_nothing = self.keep_claimed(claimed, &mut failure, in_flight).await;
+        // A claim alone proves little: the statement that failed may be the
+        // record that follows it.
+        self.report(failure.as_ref(), recorded || claimed_nothing);
+        Turn {
+            in_flight: in_flight.is_some(),
+            claimed_nothing,
+            failure: failure.as_ref().map(Error::path),
+            shutdown_requested,
+        }
+    }
+
+    /// Keep a newly claimed batch in flight, unless the database failed this
+    /// turn. Returns whether the claim came back empty (or was dropped).
+    async fn keep_claimed(
+        &self,
+        claimed: Option<Result<Option<InFlight>>>,
+        failure: &mut Option<Error>,
+        in_flight: &mut Option<InFlight>,
+    ) -> bool {
+        let database_failed = failure.as_ref().is_some_and(is_database_failure);
+        match claimed {
             // Its rows were sent after rows that are now pending again:
             // record nothing, so all of them go out again in order.
             Some(Ok(Some(next))) if database_failed => {
@@ -181,21 +202,18 @@ impl Relay {
                 failure.get_or_insert(error);
                 true
             }
-        };
-        let database_failed = failure
-            .as_ref()
-            .is_some_and(|e| e.path() != ErrorPath::Kafka);
-        if !database_failed {
-            self.telemetry.health().database_ok();
         }
-        if let Some(error) = &failure {
-            self.telemetry.failure(error);
+    }
+
+    fn report(&self, failure: Option<&Error>, statements_done: bool) {
+        let health = self.telemetry.health();
+        if !failure.is_some_and(is_database_failure) {
+            health.database_ok();
         }
-        Turn {
-            in_flight: in_flight.is_some(),
-            claimed_nothing,
-            failure: failure.as_ref().map(|e| e.path()),
-            shutdown_requested,
+        match failure {
+            Some(error) => self.telemetry.failure(error),
+            None if statements_done => health.database_accepts(),
+            None => {}
         }
     }
 

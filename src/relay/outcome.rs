@@ -87,21 +87,35 @@ pub fn decide(
         if !is_final {
             held_keys.extend(key);
         }
-        let failed_attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
-        decision.failures.push(FailureRecord {
-            id: row.id,
-            message_key: row.message_key.clone(),
-            error: truncate(message, MAX_ERROR_LEN),
-            is_final,
-            retry_in: if is_final {
-                Duration::ZERO
-            } else {
-                backoff.delay(failed_attempts, jitter())
-            },
-        });
+        decision
+            .failures
+            .push(failure_record(row, message, is_final, backoff, &mut jitter));
     }
     decision.held_keys = held_keys.into_iter().map(str::to_owned).collect();
     decision
+}
+
+/// The failed attempt to record for `row`: its error, and when it may be
+/// tried again (never, if the failure is final).
+fn failure_record(
+    row: &OutboxRow,
+    message: &str,
+    is_final: bool,
+    backoff: &RetryBackoff,
+    jitter: &mut impl FnMut() -> f64,
+) -> FailureRecord {
+    let failed_attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
+    FailureRecord {
+        id: row.id,
+        message_key: row.message_key.clone(),
+        error: truncate(message, MAX_ERROR_LEN),
+        is_final,
+        retry_in: if is_final {
+            Duration::ZERO
+        } else {
+            backoff.delay(failed_attempts, jitter())
+        },
+    }
 }
 
 fn truncate(text: &str, max: usize) -> String {

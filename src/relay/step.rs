@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::batch::Finished;
 use crate::error::ErrorPath;
 
 /// Least time between two replacements of a suspect producer.
@@ -111,6 +112,13 @@ impl LoopState {
             next,
             replace_producer,
         }
+    }
+
+    /// Take in what finishing a batch found.
+    pub fn absorb(&mut self, finished: Finished) {
+        self.held_keys = finished.held_keys;
+        self.cluster_down |= finished.cluster_down;
+        self.producer_suspect |= finished.producer_suspect;
     }
 
     /// The brokers answer again after an outage. The caller replaces the

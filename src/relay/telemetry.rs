@@ -226,6 +226,8 @@ mod tests {
             Some("PostgreSQL rejects the relay's statements")
         );
         health.database_ok();
+        assert!(health.not_ready_reason().is_some(), "reachable is not enough");
+        health.database_accepts();
         assert_eq!(health.not_ready_reason(), None);
     }
 }
