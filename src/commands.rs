@@ -44,11 +44,7 @@ pub async fn execute(command: Command) -> Result<()> {
 }
 
 async fn migrate(args: MigrateArgs) -> Result<()> {
-    let database = Database::new(
-        args.database.database_url.expose(),
-        &args.database.table,
-        TOOL_POOL_SIZE,
-    )?;
+    let database = args.database.open(TOOL_POOL_SIZE)?;
     let applied = database
         .migrate(MigrateOptions {
             notify_trigger: args.notify_trigger,
@@ -64,7 +60,7 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
 
 /// Connect for a one-off command and check that the table exists.
 async fn open_table(args: &DatabaseArgs) -> Result<Database> {
-    let database = Database::new(args.database_url.expose(), &args.table, TOOL_POOL_SIZE)?;
+    let database = args.open(TOOL_POOL_SIZE)?;
     database.check().await?;
     Ok(database)
 }
@@ -116,15 +112,11 @@ async fn prune(args: PruneArgs) -> Result<()> {
 /// `shutdown_timeout`.
 pub async fn run_relay(config: RelayConfig, stop: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
-    let database = Database::new(
-        config.database.database_url.expose(),
-        &config.database.table,
-        RELAY_POOL_SIZE,
-    )?;
+    let database = config.database.open(RELAY_POOL_SIZE)?;
     database.check_statements().await?;
     let publisher = Arc::new(Publisher::new(
         &config.kafka_brokers,
-        &config.kafka_options,
+        &config.kafka_settings()?,
     )?);
     publisher
         .check_reachable(config.kafka_startup_timeout)

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,13 +22,32 @@ use crate::table::TableName;
 /// Where the outbox table lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection URL, e.g. postgres://relay:secret@localhost:5432/app.
+    /// PostgreSQL connection string: a URL (postgres://relay@db:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem)
+    /// or libpq key=value pairs, with libpq's sslmode, sslrootcert, sslcert, sslkey,
+    /// connect_timeout, application_name and target_session_attrs.
     #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
     pub database_url: DatabaseUrl,
+
+    /// File holding the database password, used when the connection string has none. It is
+    /// read again for every new connection, so a rotated secret is picked up without a restart.
+    #[arg(long, env = "OUTBOX_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
 
     /// The outbox table, optionally schema-qualified (`schema.table`). Names are case-sensitive.
     #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox")]
     pub table: TableName,
+}
+
+impl DatabaseArgs {
+    /// A pool of `pool_size` connections to the outbox table's database.
+    pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
+        crate::db::Database::open(
+            self.database_url.expose(),
+            self.database_password_file.as_deref(),
+            &self.table,
+            pool_size,
+        )
+    }
 }
 
 /// Everything `outbox-relay run` needs: the command line is this type, so
@@ -42,6 +62,11 @@ pub struct RelayConfig {
     /// Kafka bootstrap brokers, comma-separated host:port.
     #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
     pub kafka_brokers: String,
+
+    /// A librdkafka client.properties file: key=value lines, # comments. Its settings override
+    /// the relay's defaults; --kafka-option overrides both.
+    #[arg(long, env = "OUTBOX_KAFKA_CONFIG", value_name = "FILE")]
+    pub kafka_config: Option<PathBuf>,
 
     /// A librdkafka producer setting, KEY=VALUE; repeatable. Overrides the relay's defaults.
     #[arg(
@@ -103,9 +128,22 @@ pub struct RelayConfig {
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
 
 impl RelayConfig {
+    /// The librdkafka options in force over the defaults: the
+    /// `--kafka-config` file's, then the flags'. References (`${file:…}`,
+    /// `${env:…}`) are left for the producer to resolve.
+    pub fn kafka_settings(&self) -> Result<Vec<KafkaOption>> {
+        let mut options = match &self.kafka_config {
+            Some(path) => crate::kafka::read_properties(path)?,
+            None => Vec::new(),
+        };
+        options.extend(self.kafka_options.iter().cloned());
+        Ok(options)
+    }
+
     /// Cross-field and range checks that clap cannot express.
     pub fn validate(&self) -> Result<()> {
         validate_brokers(&self.kafka_brokers)?;
+        let kafka_options = self.kafka_settings()?;
         let invalid = |message: &str| Err(Error::InvalidConfig(message.to_owned()));
         if !(1..=50_000).contains(&self.batch_size) {
             return Err(Error::InvalidConfig(format!(
@@ -119,9 +157,11 @@ impl RelayConfig {
         if self.poll_interval.is_zero() {
             return invalid("--poll-interval-ms must be at least 1");
         }
-        if self.kafka_options.iter().any(|o| {
-            matches!(o.key.as_str(), "acks" | "request.required.acks") && o.value.trim() == "0"
-        }) {
+        let acks = kafka_options
+            .iter()
+            .rev()
+            .find(|o| matches!(o.key.as_str(), "acks" | "request.required.acks"));
+        if acks.is_some_and(|o| o.value.trim() == "0") {
             return invalid("--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1");
         }
         if self.retry_backoff_base > self.retry_backoff_max {

@@ -28,7 +28,10 @@ pub enum Error {
     #[error("cannot connect to PostgreSQL at {target}: {reason}; check --database-url (OUTBOX_DATABASE_URL) and that the server is running")]
     DatabaseUnreachable { target: String, reason: String },
 
-    #[error("PostgreSQL at {target} refused the login: {reason}; check the user, password and database name in --database-url")]
+    #[error("TLS to PostgreSQL at {target} failed: {reason}")]
+    DatabaseTls { target: String, reason: String },
+
+    #[error("PostgreSQL at {target} refused the login: {reason}; check the user, password and database name in --database-url (and --database-password-file)")]
     DatabaseLoginRefused { target: String, reason: String },
 
     #[error("table {table} does not exist; run `outbox-relay migrate` with the same --database-url and --table first")]
@@ -116,6 +119,7 @@ impl Error {
     pub fn path(&self) -> ErrorPath {
         match self {
             Error::DatabaseUnreachable { .. }
+            | Error::DatabaseTls { .. }
             | Error::DatabaseLoginRefused { .. }
             | Error::Database { .. } => ErrorPath::DatabaseUnreachable,
             Error::DatabaseRejected { .. } | Error::MissingTable { .. } | Error::SchemaDrift { .. } => {

@@ -127,8 +127,10 @@ impl ConnectSettings {
         if tls.verifies_ca() && tls.root_cert.is_none() {
             tls.root_cert = default_root_cert();
         }
-        let mut config =
-            Config::from_str(&rest).map_err(|e| Error::InvalidDatabaseUrl(e.to_string()))?;
+        let mut config = Config::from_str(&rest).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}"));
+            Error::InvalidDatabaseUrl(format!("{e}{}", cause.unwrap_or_default()))
+        })?;
         config.ssl_mode(match tls.mode {
             SslMode::Disable | SslMode::Allow => DriverSslMode::Disable,
             SslMode::Prefer => DriverSslMode::Prefer,
@@ -258,8 +260,8 @@ pub struct Connector {
     last_verify_error: Arc<Mutex<Option<(i32, String)>>>,
 }
 
-/// OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH.
-const HOSTNAME_MISMATCH: i32 = 62;
+/// OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+const HOST_MISMATCH: [i32; 2] = [62, 64];
 
 impl Connector {
     pub fn new(settings: ConnectSettings, password_file: Option<PathBuf>) -> Result<Self> {
@@ -307,12 +309,14 @@ impl Connector {
         }
     }
 
-    /// One line for a failed connection attempt, naming the fix.
-    pub fn describe_error(&self, error: &tokio_postgres::Error) -> String {
+    /// What a failed connection attempt means, in one line naming the fix.
+    pub fn explain(&self, error: &tokio_postgres::Error) -> ConnectFailure {
         let reason = describe_pg_error(error);
         let tls = &self.settings.tls;
         if requires_tls(error) {
-            return format!("{reason}; the server requires TLS: use sslmode=require or sslmode=verify-full");
+            return ConnectFailure::Tls(format!(
+                "{reason}; the server requires TLS: use sslmode=require or sslmode=verify-full"
+            ));
         }
         let verify = self
             .last_verify_error
@@ -320,18 +324,24 @@ impl Connector {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         match verify {
-            Some((HOSTNAME_MISMATCH, _)) => format!(
+            Some((code, _)) if HOST_MISMATCH.contains(&code) => ConnectFailure::Tls(format!(
                 "{reason}; the server's certificate does not name the host {}: connect by the name on the certificate, or use sslmode=verify-ca",
                 self.host()
-            ),
-            Some((_, detail)) => format!(
+            )),
+            Some((_, detail)) => ConnectFailure::Tls(format!(
                 "{reason}; the server's certificate is not trusted ({detail}) by {}: set sslrootcert to the CA that issued it",
                 tls.root_cert.as_ref().map_or("no CA".to_owned(), RootCert::describe)
-            ),
-            None if tls.client_cert.is_some() && mentions_certificate(&reason) => format!(
-                "{reason}; the server rejected the client certificate (sslcert/sslkey)"
-            ),
-            None => reason,
+            )),
+            None if tls.client_cert.is_some() && mentions_certificate(&reason) => {
+                ConnectFailure::Tls(format!(
+                    "{reason}; the server rejected the client certificate (sslcert/sslkey)"
+                ))
+            }
+            None if reason.contains("does not support TLS") => ConnectFailure::Tls(format!(
+                "{reason}; the server has TLS off: ask for ssl=on, or use sslmode=prefer"
+            )),
+            None if is_login_refused(error) => ConnectFailure::Login(reason),
+            None => ConnectFailure::Unreachable(reason),
         }
     }
 
@@ -361,6 +371,22 @@ impl Connect for Connector {
             Ok((client, driver))
         })
     }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Tls(String),
+    /// The server refused the user, password or database.
+    Login(String),
+    Unreachable(String),
+}
+
+/// SQLSTATEs that mean "the login itself was refused".
+fn is_login_refused(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| ["28000", "28P01", "3D000"].contains(&db.code().code()))
 }
 
 /// The server turned down a connection without TLS (`hostnossl … reject`, or

@@ -5,17 +5,17 @@
 //! failures are turned into errors that say how to fix them.
 
 mod claim;
+pub mod connect;
 mod maintenance;
 mod migrate;
 pub mod queries;
 mod stats;
 
-use std::str::FromStr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
-use tokio_postgres::NoTls;
+use postgres_openssl::TlsStream;
 
 pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
@@ -23,18 +23,16 @@ pub use migrate::MigrateOptions;
 pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
-use crate::error::{describe_pg_error, Error, Result};
+use crate::error::{Error, Result};
+use connect::{ConnectFailure, ConnectSettings, Connector};
 use crate::sql::Sql;
 use crate::table::TableName;
-
-/// SQLSTATE classes and codes that mean "the login itself was refused".
-const LOGIN_REFUSED_CODES: &[&str] = &["28000", "28P01", "3D000"];
 
 /// A pool of connections to the database that holds the outbox table.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
-    config: tokio_postgres::Config,
+    connector: Connector,
     sql: Arc<Sql>,
     table: TableName,
     target: String,
@@ -44,24 +42,31 @@ impl Database {
     /// Build the pool. No connection is made until [`Database::check`] or
     /// the first query.
     pub fn new(url: &str, table: &TableName, pool_size: usize) -> Result<Self> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| Error::InvalidDatabaseUrl(e.to_string()))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("outbox-relay");
-        }
+        Self::open(url, None, table, pool_size)
+    }
+
+    /// [`Database::new`], with the password read from `password_file` for
+    /// each new connection when `url` has none.
+    pub fn open(
+        url: &str,
+        password_file: Option<&Path>,
+        table: &TableName,
+        pool_size: usize,
+    ) -> Result<Self> {
+        let mut settings = ConnectSettings::parse(url)?;
+        let config = &mut settings.config;
         if config.get_options().is_none() {
             // Losing a commit in a server crash only un-marks rows that Kafka
             // already has: they are sent again (a duplicate), never lost. So
             // the relay need not wait for each commit's WAL flush.
             config.options("-c synchronous_commit=off");
         }
+        let config = settings.config.clone();
+        let connector = Connector::new(settings, password_file.map(Path::to_path_buf))?;
         let target = describe_target(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+        let manager = Manager::from_connect(
+            config,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -72,7 +77,7 @@ impl Database {
             .map_err(|e| Error::InvalidConfig(format!("cannot build the connection pool: {e}")))?;
         Ok(Database {
             pool,
-            config,
+            connector,
             sql: Arc::new(Sql::for_table(table)),
             table: table.clone(),
             target,
@@ -104,10 +109,10 @@ impl Database {
         &self,
     ) -> Result<(
         tokio_postgres::Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        tokio_postgres::Connection<tokio_postgres::Socket, TlsStream<tokio_postgres::Socket>>,
     )> {
-        self.config
-            .connect(NoTls)
+        self.connector
+            .connect()
             .await
             .map_err(|e| self.connect_error(PoolError::Backend(e)))
     }
@@ -151,17 +156,13 @@ impl Database {
     fn connect_error(&self, error: PoolError) -> Error {
         let target = self.target.clone();
         match error {
-            PoolError::Backend(e) => {
-                let refused = e
-                    .as_db_error()
-                    .is_some_and(|db| LOGIN_REFUSED_CODES.contains(&db.code().code()));
-                let reason = describe_pg_error(&e);
-                if refused {
-                    Error::DatabaseLoginRefused { target, reason }
-                } else {
+            PoolError::Backend(e) => match self.connector.explain(&e) {
+                ConnectFailure::Tls(reason) => Error::DatabaseTls { target, reason },
+                ConnectFailure::Login(reason) => Error::DatabaseLoginRefused { target, reason },
+                ConnectFailure::Unreachable(reason) => {
                     Error::DatabaseUnreachable { target, reason }
                 }
-            }
+            },
             other => Error::DatabaseUnreachable {
                 target,
                 reason: other.to_string(),

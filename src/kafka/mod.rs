@@ -4,9 +4,11 @@
 mod defaults;
 mod failure;
 mod message;
+mod options;
 mod publisher;
 
 pub use defaults::producer_defaults_help;
 pub use failure::{Disposition, FailureReason};
 pub use message::prepare;
+pub use options::read_properties;
 pub use publisher::{Delivery, PendingDelivery, Publisher};

@@ -6,7 +6,7 @@
 //! `flush` waits for every queued message before the producer is dropped
 //! (dropping it would purge them).
 
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -15,6 +15,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
 use super::defaults::PRODUCER_DEFAULTS;
+use super::options::resolve;
 use super::failure::{classify, Disposition, FailureReason};
 use super::message::PreparedMessage;
 use crate::config::KafkaOption;
@@ -73,7 +74,7 @@ impl PendingDelivery {
         match self {
             PendingDelivery::Refused(failed) => failed,
             PendingDelivery::Sent(future) => match future.await {
-                Ok(Ok((_, offset))) if offset >= 0 => Delivery::Delivered,
+                Ok(Ok(delivery)) if delivery.offset >= 0 => Delivery::Delivered,
                 Ok(Ok(_)) => Delivery::Unconfirmed,
                 Ok(Err((error, _))) => Delivery::from_error(&error),
                 Err(_canceled) => Delivery::Failed {
@@ -86,8 +87,15 @@ impl PendingDelivery {
     }
 }
 
-/// Routes librdkafka's logs and error events into `tracing`.
-pub struct LoggingContext;
+/// Routes librdkafka's logs and error events into `tracing`, and keeps the
+/// last error event: a failed metadata request only says "transport
+/// failure", the event says why (refused, TLS handshake, authentication).
+pub struct LoggingContext {
+    last_error: LastError,
+}
+
+/// The last error event, shared by the producer's context and the publisher.
+type LastError = Arc<Mutex<Option<String>>>;
 
 impl ClientContext for LoggingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -105,6 +113,7 @@ impl ClientContext for LoggingContext {
         // Connection errors repeat for as long as a broker is down; the relay
         // reports the outage itself, once, so these stay at debug.
         tracing::debug!(%error, "librdkafka error: {reason}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
     }
 }
 
@@ -115,17 +124,21 @@ pub struct Publisher {
     /// Behind a lock only so a producer that hit a fatal error can be replaced.
     producer: RwLock<RelayProducer>,
     brokers: String,
+    /// As the user gave them: references are resolved for each new producer.
     options: Vec<KafkaOption>,
+    last_error: LastError,
 }
 
 impl Publisher {
     /// Create the producer. Fails on options librdkafka rejects; makes no
     /// connection yet.
     pub fn new(brokers: &str, options: &[KafkaOption]) -> Result<Self> {
+        let last_error = LastError::default();
         Ok(Publisher {
-            producer: RwLock::new(create_producer(brokers, options)?),
+            producer: RwLock::new(create_producer(brokers, options, &last_error)?),
             brokers: brokers.to_owned(),
             options: options.to_vec(),
+            last_error,
         })
     }
 
@@ -164,12 +177,15 @@ impl Publisher {
     /// Ask the cluster for metadata: succeeds only if a broker answers.
     pub async fn probe(&self, timeout: Duration) -> std::result::Result<(), String> {
         let producer = self.current();
+        let asked = producer.clone();
         let answer =
-            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
-                .await;
+            tokio::task::spawn_blocking(move || asked.client().fetch_metadata(None, timeout)).await;
         match answer {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(match self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(cause) => format!("{error}; last broker error: {cause}"),
+                None => error.to_string(),
+            }),
             Err(join_error) => Err(join_error.to_string()),
         }
     }
@@ -208,7 +224,7 @@ impl Publisher {
     /// Start afresh with a new producer (and so a new producer id). Call it
     /// with nothing in flight: the old producer's queue is dropped.
     pub fn replace(&self) -> Result<()> {
-        let replacement = create_producer(&self.brokers, &self.options)?;
+        let replacement = create_producer(&self.brokers, &self.options, &self.last_error)?;
         *self.producer.write().unwrap_or_else(|p| p.into_inner()) = replacement;
         Ok(())
     }
@@ -221,13 +237,18 @@ impl Publisher {
     }
 }
 
-fn create_producer(brokers: &str, options: &[KafkaOption]) -> Result<RelayProducer> {
+fn create_producer(
+    brokers: &str,
+    options: &[KafkaOption],
+    last_error: &LastError,
+) -> Result<RelayProducer> {
+    let options = resolve(options)?;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in PRODUCER_DEFAULTS {
         config.set(*key, *value);
     }
-    for option in options {
+    for option in &options {
         config.set(&option.key, &option.value);
     }
     // rust-rdkafka applies its own log level after creation; keep the
@@ -239,7 +260,9 @@ fn create_producer(brokers: &str, options: &[KafkaOption]) -> Result<RelayProduc
         .map_or(RDKafkaLogLevel::Critical, |o| syslog_level(&o.value));
     config
         .set_log_level(level)
-        .create_with_context(LoggingContext)
+        .create_with_context(LoggingContext {
+            last_error: Arc::clone(last_error),
+        })
         .map_err(|e| Error::KafkaConfig(e.to_string()))
 }
 

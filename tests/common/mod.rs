@@ -6,6 +6,7 @@
 // Each test binary uses a part of the kit.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod env;
 pub mod kafka;
 pub mod load;

@@ -6,7 +6,31 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::certs::Certificates;
 use super::{assert_success, free_port};
+
+/// Copy the server key pair into the data directory (owned by postgres,
+/// mode 0600, as the server insists), write pg_hba.conf, and return the
+/// postgresql.conf lines.
+fn enable_tls(data: &std::path::Path, certs: &Certificates) -> String {
+    for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key"), ("ca.pem", "ca.crt")] {
+        std::fs::copy(certs.file(from), data.join(to)).expect("copy certificate");
+        let status = Command::new("chown")
+            .args(["postgres", data.join(to).to_str().unwrap()])
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod key");
+    let hba = "local all all trust\n\
+               hostnossl all all 0.0.0.0/0 reject\n\
+               hostssl all certuser 127.0.0.1/32 cert\n\
+               hostssl all all 127.0.0.1/32 scram-sha-256\n";
+    std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n".to_owned()
+}
 
 pub struct PrivatePostgres {
     pub port: u16,
@@ -24,8 +48,19 @@ fn run_as_postgres(program: &str, args: &[&str]) {
     assert_success(&output, &format!("{program} {args:?}"));
 }
 
+/// TLS for a private PostgreSQL: TLS only (`hostnossl … reject`),
+/// passwords (scram-sha-256) for everyone but `certuser`, who logs in with a
+/// client certificate (`cert`).
+pub struct TlsOnly<'a> {
+    pub certs: &'a Certificates,
+}
+
 impl PrivatePostgres {
     pub fn start(max_connections: u32) -> Self {
+        Self::start_with(max_connections, None)
+    }
+
+    pub fn start_with(max_connections: u32, tls: Option<TlsOnly<'_>>) -> Self {
         let bin = std::env::var("OUTBOX_TEST_PG_BIN")
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
         let dir = std::env::temp_dir().join(super::unique_name("outbox-pg"));
@@ -60,11 +95,19 @@ impl PrivatePostgres {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
         text.push_str(&config);
+        if let Some(tls) = &tls {
+            text.push_str(&enable_tls(&data, tls.certs));
+        }
         std::fs::write(&conf, text).expect("write postgresql.conf");
         let pg = PrivatePostgres { port, dir, bin };
         pg.pg_ctl(&["start"]);
         pg.psql("CREATE ROLE relay LOGIN PASSWORD 'relay'");
         pg.psql("CREATE DATABASE app OWNER relay");
+        if tls.is_some() {
+            pg.psql("CREATE ROLE certuser LOGIN");
+            pg.psql("GRANT ALL ON DATABASE app TO certuser");
+            pg.query("app", "GRANT ALL ON SCHEMA public TO certuser");
+        }
         pg
     }
 
@@ -80,6 +123,17 @@ impl PrivatePostgres {
         ];
         args.extend(action);
         run_as_postgres(&format!("{}/pg_ctl", self.bin), &args);
+    }
+
+    /// Run `sql` in database `db` as the superuser; returns the rows as
+    /// unaligned text.
+    pub fn query(&self, db: &str, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args(["-h", self.dir.to_str().unwrap(), "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", db, "-Atqc", sql])
+            .output()
+            .expect("psql");
+        assert_success(&output, &format!("psql {sql}")).trim().to_owned()
     }
 
     pub fn psql(&self, sql: &str) {
