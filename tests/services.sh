@@ -39,6 +39,12 @@ install() {
     command -v kcat >/dev/null || missing+=(kcat)
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v stunnel4 >/dev/null || missing+=(stunnel4)
+    # Build dependencies of librdkafka's TLS, SASL and OIDC support.
+    for package in libssl-dev libcurl4-openssl-dev pkg-config; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -113,7 +113,12 @@ impl ClientContext for LoggingContext {
         // Connection errors repeat for as long as a broker is down; the relay
         // reports the outage itself, once, so these stay at debug.
         tracing::debug!(%error, "librdkafka error: {reason}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        // "n/n brokers are down" follows the error that says why; keep that.
+        let generic = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !generic || last.is_none() {
+            *last = Some(reason.to_owned());
+        }
     }
 }
 

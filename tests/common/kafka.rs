@@ -11,7 +11,17 @@ use rdkafka::config::ClientConfig;
 use super::{Received, TopicReader};
 
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let results = admin_client(brokers)
+    create_topic_with(brokers, topic, partitions, &[]).await;
+}
+
+/// [`create_topic`] with extra client settings (e.g. TLS).
+pub async fn create_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) {
+    let results = admin_client(brokers, settings)
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &admin_options(),
@@ -24,7 +34,7 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 }
 
 pub async fn delete_topic(brokers: &str, topic: &str) {
-    let results = admin_client(brokers)
+    let results = admin_client(brokers, &[])
         .delete_topics(&[topic], &admin_options())
         .await
         .expect("delete topic");
@@ -33,11 +43,13 @@ pub async fn delete_topic(brokers: &str, topic: &str) {
     }
 }
 
-fn admin_client(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client")
+fn admin_client(brokers: &str, settings: &[(&str, &str)]) -> AdminClient<DefaultClientContext> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create().expect("admin client")
 }
 
 fn admin_options() -> AdminOptions {

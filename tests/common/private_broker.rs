@@ -8,13 +8,23 @@ use super::{free_port, wait_for};
 
 pub struct PrivateBroker {
     pub port: u16,
+    /// The port clients are told to use (a proxy's, when one is in front).
+    advertised_port: u16,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub async fn start() -> Self {
+        let port = free_port();
+        Self::start_advertising(port, port).await
+    }
+
+    /// A broker on `port` that tells clients to come back on
+    /// `advertised_port`.
+    pub async fn start_advertising(port: u16, advertised_port: u16) -> Self {
         let mut broker = PrivateBroker {
-            port: free_port(),
+            port,
+            advertised_port,
             child: None,
         };
         broker.launch().await;
@@ -29,13 +39,14 @@ impl PrivateBroker {
         let tansu = std::env::var("OUTBOX_TEST_TANSU")
             .expect("OUTBOX_TEST_TANSU (set by tests/services.sh start)");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised_port);
         let child = Command::new(tansu)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
@@ -68,5 +79,52 @@ impl PrivateBroker {
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TLS-terminating proxy (stunnel) in front of a broker: Tansu 0.6 takes
+/// `--cert`/`--key` but does not serve TLS with them.
+pub struct TlsProxy {
+    pub port: u16,
+    child: Child,
+    _config: tempfile::NamedTempFile,
+}
+
+impl TlsProxy {
+    /// Listen on `port` with `cert`/`key`, forward to `upstream_port`.
+    pub async fn start(port: u16, upstream_port: u16, cert: &str, key: &str) -> Self {
+        let mut config = tempfile::NamedTempFile::new().expect("stunnel config");
+        let text = format!(
+            "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{port}\n\
+             connect = 127.0.0.1:{upstream_port}\ncert = {cert}\nkey = {key}\n"
+        );
+        std::io::Write::write_all(&mut config, text.as_bytes()).expect("write stunnel config");
+        let child = Command::new("stunnel4")
+            .arg(config.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stunnel4 (installed by tests/services.sh install)");
+        let address = format!("127.0.0.1:{port}");
+        wait_for("stunnel to open its port", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(&address).await.ok().map(drop)
+        })
+        .await;
+        TlsProxy {
+            port,
+            child,
+            _config: config,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
