@@ -66,7 +66,20 @@ for path in sys.argv[1:]:
         assert spec["terminationGracePeriodSeconds"] > timeout, path
         assert relay["livenessProbe"]["httpGet"]["path"] == "/healthz", path
         assert relay["readinessProbe"]["httpGet"]["path"] == "/readyz", path
-        assert "secretKeyRef" in env["OUTBOX_DATABASE_URL"]["valueFrom"], path
+        # Secrets come from mounted files, never from values in the spec.
+        url = env["OUTBOX_DATABASE_URL"]["value"]
+        assert "@" in url and ":" not in url.split("@")[0].split("//")[1], path
+        assert "sslmode=verify-full" in url and "sslrootcert=" in url, path
+        mounts = {m["mountPath"]: m["name"] for m in relay["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        def mounted(file, kind):
+            directory = file.rsplit("/", 1)[0]
+            assert directory in mounts, (path, file)
+            assert kind in volumes[mounts[directory]], (path, file, kind)
+        mounted(env["OUTBOX_DATABASE_PASSWORD_FILE"]["value"], "secret")
+        mounted(env["OUTBOX_KAFKA_CONFIG"]["value"], "configMap")
+        mounted(url.split("sslrootcert=")[1].split("&")[0], "configMap")
+        assert spec["securityContext"]["fsGroup"] == relay["securityContext"]["runAsUser"], path
         assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true", path
         assert relay["resources"]["limits"]["memory"] and relay["resources"]["requests"]["cpu"], path
         print("ok", path)

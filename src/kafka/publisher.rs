@@ -283,3 +283,54 @@ fn syslog_level(value: &str) -> RDKafkaLogLevel {
         _ => RDKafkaLogLevel::Debug,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> Vec<KafkaOption> {
+        pairs
+            .iter()
+            .map(|(key, value)| KafkaOption {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+            .collect()
+    }
+
+    fn sasl(mechanism: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", mechanism),
+            ("sasl.username", "relay"),
+            ("sasl.password", "secret"),
+        ]
+    }
+
+    #[test]
+    fn the_build_has_tls_sasl_oidc_and_every_compression() {
+        let last_error = LastError::default();
+        let cases = [
+            vec![("security.protocol", "SSL")],
+            sasl("PLAIN"),
+            sasl("SCRAM-SHA-256"),
+            sasl("SCRAM-SHA-512"),
+            vec![
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "OAUTHBEARER"),
+                ("sasl.oauthbearer.method", "oidc"),
+                ("sasl.oauthbearer.client.id", "relay"),
+                ("sasl.oauthbearer.client.secret", "secret"),
+                ("sasl.oauthbearer.token.endpoint.url", "https://127.0.0.1:1/token"),
+            ],
+            vec![("compression.type", "zstd")],
+            vec![("compression.type", "lz4")],
+            vec![("compression.type", "snappy")],
+            vec![("compression.type", "gzip")],
+        ];
+        for case in cases {
+            let result = create_producer("127.0.0.1:1", &options(&case), &last_error);
+            assert!(result.is_ok(), "{case:?}: {:?}", result.err());
+        }
+    }
+}
