@@ -13,7 +13,10 @@
 //!    and a consumer measures latency from the moment the writer's COMMIT
 //!    returned (the headline) and from the insert timestamp each payload
 //!    carries, to receipt;
-//! 5. relay cost: peak RSS and CPU seconds per 100k rows while draining.
+//! 5. relay cost: peak RSS and CPU seconds per 100k rows while draining;
+//! 6. TLS: the one-relay drain with TLS to PostgreSQL (`verify-full`) and to
+//!    Kafka (`security.protocol=SSL`, through a TLS-terminating proxy in front
+//!    of Tansu) against the same drain without, on private services.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -28,6 +31,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::certs::Certificates;
+use common::private_broker::{PrivateBroker, TlsProxy};
+use common::private_pg::{PrivatePostgres, Tls};
 use common::{load, TestEnv, TopicReader};
 use outbox_relay::db::Database;
 use serde_json::json;
@@ -111,6 +117,7 @@ async fn run() -> serde_json::Value {
     let three = drain(rows, batch, 3).await;
     eprintln!("bench: drain, 3 relays: {:.0} rows/s", three.rows_per_sec);
     let sustained = sustained_stages(&rates, seconds, batch).await;
+    let tls = tls_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -132,8 +139,65 @@ async fn run() -> serde_json::Value {
         "drain_vs_ceiling": (one.rows_per_sec / ceiling * 100.0).round() / 100.0,
         "drain_rows_per_sec_3_relays": round(three.rows_per_sec),
         "sustained": sustained,
+        "tls": tls,
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
+    })
+}
+
+/// TLS on both sides against plain, on the same private PostgreSQL (which
+/// takes both) and two private brokers of the same build, one behind a
+/// TLS-terminating proxy; interleaved rounds, medians.
+async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let certs = Certificates::generate();
+    let tls = Tls {
+        certs: &certs,
+        required: false,
+    };
+    let pg = PrivatePostgres::start_with(50, Some(tls));
+    pg.psql("GRANT pg_checkpoint TO relay");
+    let plain_broker = PrivateBroker::start().await;
+    let (tls_port, proxy_port) = (common::free_port(), common::free_port());
+    let _tls_broker = PrivateBroker::start_advertising(tls_port, proxy_port).await;
+    let (cert, key) = (certs.path("kafka.pem"), certs.path("kafka.key"));
+    let proxy = TlsProxy::start(proxy_port, tls_port, &cert, &key).await;
+    let plain = Cluster {
+        database_url: pg.relay_url(),
+        relay_database_url: None,
+        brokers: plain_broker.address(),
+        kafka_settings: Vec::new(),
+        delete_topics: false,
+    };
+    let ca = certs.path("ca.pem");
+    let secure = Cluster {
+        relay_database_url: Some(format!(
+            "postgres://relay:relay@localhost:{}/app?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}",
+            pg.port
+        )),
+        brokers: proxy.address(),
+        kafka_settings: vec![
+            ("security.protocol".into(), "SSL".into()),
+            ("ssl.ca.location".into(), ca.clone()),
+        ],
+        ..plain.clone()
+    };
+    let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
+    for round in 1..=repeat {
+        let without = drain_on(&plain, rows, batch, 1).await.rows_per_sec;
+        let with = drain_on(&secure, rows, batch, 1).await.rows_per_sec;
+        eprintln!("bench: round {round}: drain plain {without:.0} rows/s, TLS on both sides {with:.0} rows/s");
+        plain_rates.push(without);
+        tls_rates.push(with);
+    }
+    let (without, with) = (median(plain_rates), median(tls_rates));
+    eprintln!(
+        "bench: TLS costs {:.0} % of drain throughput",
+        (1.0 - with / without) * 100.0
+    );
+    json!({
+        "drain_plain_rows_per_sec": round(without),
+        "drain_tls_rows_per_sec": round(with),
+        "tls_vs_plain": (with / without * 100.0).round() / 100.0,
     })
 }
 
@@ -194,7 +258,11 @@ async fn clean_up(env: TestEnv, topic: Option<&str>) {
 
 /// A fresh table, with a checkpoint first so none lands mid-measurement.
 async fn fresh_env() -> TestEnv {
-    let env = TestEnv::new().await;
+    fresh_env_on(&common::database_url()).await
+}
+
+async fn fresh_env_on(database_url: &str) -> TestEnv {
+    let env = TestEnv::on(database_url).await;
     env.client
         .batch_execute("CHECKPOINT")
         .await
@@ -252,12 +320,64 @@ struct Drain {
     cpu_seconds: f64,
 }
 
+/// Where a drain runs: the database and brokers, and how the relay reaches
+/// them (the benchmark's own client always connects without TLS).
+#[derive(Clone)]
+struct Cluster {
+    database_url: String,
+    /// The relay's `--database-url`, when it differs (TLS).
+    relay_database_url: Option<String>,
+    brokers: String,
+    /// librdkafka settings for the relay, the admin client and the reader.
+    kafka_settings: Vec<(String, String)>,
+    /// Topics are deleted after a stage on a broker that outlives it.
+    delete_topics: bool,
+}
+
+impl Cluster {
+    /// The services `tests/services.sh` runs (or the benchmark started).
+    fn shared() -> Self {
+        Cluster {
+            database_url: common::database_url(),
+            relay_database_url: None,
+            brokers: common::brokers(),
+            kafka_settings: Vec::new(),
+            delete_topics: true,
+        }
+    }
+
+    fn settings(&self) -> Vec<(&str, &str)> {
+        self.kafka_settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn relay_kafka_args(&self) -> Vec<String> {
+        self.kafka_settings
+            .iter()
+            .flat_map(|(k, v)| ["--kafka-option".to_owned(), format!("{k}={v}")])
+            .collect()
+    }
+}
+
 async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
-    let env = fresh_env().await;
-    let topic = env.create_topic(PARTITIONS).await;
+    drain_on(&Cluster::shared(), rows, batch, relays).await
+}
+
+async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> Drain {
+    let mut env = fresh_env_on(&cluster.database_url).await;
+    env.brokers = cluster.brokers.clone();
+    if let Some(url) = &cluster.relay_database_url {
+        env.relay_database_url = url.clone();
+    }
+    let topic = common::unique_name("topic");
+    common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
     fill(&env, &topic, rows).await;
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
-    let args = relay_args(batch, &[]);
+    let kafka_args = cluster.relay_kafka_args();
+    let kafka_args: Vec<&str> = kafka_args.iter().map(String::as_str).collect();
+    let args = relay_args(batch, &kafka_args);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let processes: Vec<_> = (0..relays).map(|_| env.start_relay(&args)).collect();
     let mut peak_rss_kib = 0;
@@ -293,8 +413,14 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
     let committed = load::committed_rows(&env.client, &env.table).await;
     assert_eq!(committed.len() as i64, rows);
     let event_ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
-    let received =
-        common::consume_event_ids(&env.brokers, &topic, &event_ids, Duration::from_secs(60)).await;
+    let received = common::kafka::consume_event_ids_with(
+        &env.brokers,
+        &cluster.kafka_settings,
+        &topic,
+        &event_ids,
+        Duration::from_secs(60),
+    )
+    .await;
     // Every row arrived, and the first arrivals of each key are in order.
     load::verify(&received, &committed, &committed);
     let cpu_seconds = processes
@@ -303,7 +429,7 @@ async fn drain(rows: i64, batch: usize, relays: usize) -> Drain {
         .sum::<f64>()
         / relays as f64;
     drop(processes);
-    clean_up(env, Some(&topic)).await;
+    clean_up(env, cluster.delete_topics.then_some(topic.as_str())).await;
     Drain {
         rows_per_sec: rows as f64 / (end - start),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,

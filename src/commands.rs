@@ -150,12 +150,24 @@ pub async fn run_relay(config: RelayConfig, stop: impl Future<Output = ()>) -> R
         "relay started"
     );
     let shutdown_timeout = config.shutdown_timeout;
-    let relay = Relay::new(config, database, publisher, metrics, Arc::clone(&health), wakeup);
+    let relay = Relay::new(
+        config,
+        database,
+        publisher,
+        metrics,
+        Arc::clone(&health),
+        wakeup,
+    );
     let relay_task = tokio::spawn(relay.run(shutdown));
-    let outcome = stop_relay(relay_task, stop, || {
-        trigger.trigger();
-        health.stopping();
-    }, shutdown_timeout)
+    let outcome = stop_relay(
+        relay_task,
+        stop,
+        || {
+            trigger.trigger();
+            health.stopping();
+        },
+        shutdown_timeout,
+    )
     .await;
     for task in background {
         task.abort();

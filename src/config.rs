@@ -402,7 +402,10 @@ mod tests {
                 "host=db user=relay password=s3cret dbname=app",
                 "host=db user=relay password=*** dbname=app",
             ),
-            ("postgres://relay:p@ss@w0rd@db/app", "postgres://relay:***@db/app"),
+            (
+                "postgres://relay:p@ss@w0rd@db/app",
+                "postgres://relay:***@db/app",
+            ),
         ] {
             let url: DatabaseUrl = url.parse().unwrap();
             assert_eq!(url.to_string(), shown);

@@ -122,9 +122,9 @@ impl Error {
             | Error::DatabaseTls { .. }
             | Error::DatabaseLoginRefused { .. }
             | Error::Database { .. } => ErrorPath::DatabaseUnreachable,
-            Error::DatabaseRejected { .. } | Error::MissingTable { .. } | Error::SchemaDrift { .. } => {
-                ErrorPath::DatabaseRejected
-            }
+            Error::DatabaseRejected { .. }
+            | Error::MissingTable { .. }
+            | Error::SchemaDrift { .. } => ErrorPath::DatabaseRejected,
             Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
@@ -171,10 +171,7 @@ mod tests {
         };
         assert_eq!(rejected.path(), ErrorPath::DatabaseRejected);
         assert!(!rejected.to_string().contains("unreachable"));
-        assert_eq!(
-            Error::KafkaConfig("boom".into()).path(),
-            ErrorPath::Kafka
-        );
+        assert_eq!(Error::KafkaConfig("boom".into()).path(), ErrorPath::Kafka);
         assert_eq!(
             Error::Database {
                 action: "claiming rows",

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Count, consume_event_ids, wait_for, NewRow, TestEnv};
+use common::{consume_event_ids, wait_for, Count, NewRow, TestEnv};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 

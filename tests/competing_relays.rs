@@ -5,7 +5,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{assert_key_order, Count, Order, consume_event_ids, NewRow, TestEnv};
+use common::{assert_key_order, consume_event_ids, Count, NewRow, Order, TestEnv};
 use serde_json::json;
 
 const ROWS: usize = 10_000;
@@ -36,8 +36,12 @@ async fn three_relays_on_one_table_publish_every_row_exactly_once_in_key_order()
     for relay in &mut relays {
         relay.wait_ready().await;
     }
-    env.wait_for_status("published", Count::Exactly(ROWS as i64), Duration::from_secs(180))
-        .await;
+    env.wait_for_status(
+        "published",
+        Count::Exactly(ROWS as i64),
+        Duration::from_secs(180),
+    )
+    .await;
 
     let expected: Vec<String> = inserted.iter().map(|(_, e)| e.clone()).collect();
     let received =
@@ -48,7 +52,9 @@ async fn three_relays_on_one_table_publish_every_row_exactly_once_in_key_order()
     assert_eq!(received.len(), ROWS, "no row is published twice");
     let id_of_event: HashMap<String, i64> =
         inserted.iter().map(|(id, e)| (e.clone(), *id)).collect();
-    assert_key_order(&received, Order::FirstArrivals, |m| id_of_event[m.event_id()]);
+    assert_key_order(&received, Order::FirstArrivals, |m| {
+        id_of_event[m.event_id()]
+    });
     // Relays did work side by side, so the test exercised competition.
     let mut shares = Vec::new();
     for relay in &relays {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Count, consume_event_ids, consume_until, NewRow, TestEnv};
+use common::{consume_event_ids, consume_until, Count, NewRow, TestEnv};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,12 +30,22 @@ async fn a_statement_the_database_rejects_is_not_called_unreachable() {
     // Not `wait_ready`: the relay is rightly not ready for long.
     let relay = env.start_relay(&[]);
 
-    wait_for("the rejection to be logged", Duration::from_secs(30), || async {
-        relay.log_text().contains("rejects the relay's statement").then_some(())
-    })
+    wait_for(
+        "the rejection to be logged",
+        Duration::from_secs(30),
+        || async {
+            relay
+                .log_text()
+                .contains("rejects the relay's statement")
+                .then_some(())
+        },
+    )
     .await;
     let log = relay.log_text();
-    assert!(log.contains("publishing is frozen") && log.contains("23514"), "{log}");
+    assert!(
+        log.contains("publishing is frozen") && log.contains("23514"),
+        "{log}"
+    );
     assert!(!log.contains("unreachable"), "{log}");
     assert_eq!(relay.metric("outbox_database_up").await, Some(1.0));
     let (status, body) = relay.get("/readyz").await.unwrap();

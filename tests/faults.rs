@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::load::{committed_rows, verify, verify_with, Load, Verdict};
 use common::private_broker::PrivateBroker;
 use common::private_pg::PrivatePostgres;
-use common::{Count, Order, consume_event_ids, create_topic, wait_for, NewRow, TestEnv};
+use common::{consume_event_ids, create_topic, wait_for, Count, NewRow, Order, TestEnv};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
@@ -91,7 +91,8 @@ async fn relay_killed_mid_batch_then_restarted_loses_nothing() {
     let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
     let mut relay = env.start_relay(&["--batch-size", "100"]);
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60))
+        .await;
 
     relay.signal("KILL");
     relay.wait_exit(Duration::from_secs(10)).await;
@@ -126,7 +127,8 @@ async fn broker_killed_then_restarted_burns_no_row_and_delivers_everything() {
         ],
     );
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
+        .await;
 
     broker.kill();
     let killed_at: f64 = db_now(&env).await;
@@ -200,7 +202,8 @@ async fn postgres_crash_restart_is_survived_and_unmarked_rows_are_resent() {
     let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
     let mut relay = env.start_relay(&["--batch-size", "200"]);
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60))
+        .await;
 
     pg.restart_immediate();
     let restarted = Instant::now();
@@ -225,7 +228,8 @@ async fn postgres_refusing_new_connections_is_survived() {
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 50).await;
     let mut relay = env.start_relay(&[]);
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
+        .await;
 
     // Take every free slot, then cut the relay's own connections: it cannot
     // get new ones until the hog lets go.
@@ -266,7 +270,8 @@ async fn poison_rows_go_dead_alone_and_everything_around_them_flows() {
     let topic = env.create_topic(3).await;
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 20).await;
     let _relay = env.start_relay(&["--max-attempts", "3"]);
-    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
+        .await;
 
     let huge = json!({ "blob": "x".repeat(1_200_000) });
     let mut bad_headers = NewRow::new(&topic, Some("key-9"), json!({}));
@@ -315,7 +320,8 @@ async fn mock_cluster_produce_errors_and_leader_changes_bring_retries_but_no_los
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 30).await;
     let mut relay = env.start_relay_with_brokers(&brokers, &[]);
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::AtLeast(100), Duration::from_secs(60)).await;
+    env.wait_for_status("published", Count::AtLeast(100), Duration::from_secs(60))
+        .await;
 
     // librdkafka's idempotent producer relies on the broker to reject a
     // batch that follows a gap; MockCluster checks sequences only for

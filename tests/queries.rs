@@ -7,9 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{NewRow, TestEnv};
-use outbox_relay::db::queries::{
-    self, OutboxPrunePublishedParams, OutboxRequeueDeadParams,
-};
+use outbox_relay::db::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
 use outbox_relay::db::{Database, FailureRecord};
 use outbox_relay::Error;
 use serde_json::json;
@@ -27,7 +25,11 @@ async fn insert(env: &TestEnv, keys: &[Option<&str>]) -> Vec<i64> {
         .iter()
         .map(|key| NewRow::new("t", *key, json!({})))
         .collect();
-    env.insert(&rows).await.into_iter().map(|(id, _)| id).collect()
+    env.insert(&rows)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
 }
 
 async fn exec(env: &TestEnv, sql: &str, ids: &[i64]) {
@@ -53,7 +55,10 @@ async fn a_claim_returns_due_rows_in_id_order_up_to_its_limit() {
         &ids[1..2],
     )
     .await;
-    assert_eq!(claimable(&database, 3, &[]).await, vec![ids[0], ids[2], ids[3]]);
+    assert_eq!(
+        claimable(&database, 3, &[]).await,
+        vec![ids[0], ids[2], ids[3]]
+    );
     let due: Vec<i64> = ids.iter().copied().filter(|&id| id != ids[1]).collect();
     assert_eq!(claimable(&database, 100, &[]).await, due);
 }
@@ -94,7 +99,12 @@ async fn a_row_waiting_for_its_retry_holds_its_key_back() {
 async fn a_dead_row_releases_its_key() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[Some("a"), Some("a")]).await;
-    exec(&env, "UPDATE {table} SET status = 'dead' WHERE id = ANY($1)", &ids[..1]).await;
+    exec(
+        &env,
+        "UPDATE {table} SET status = 'dead' WHERE id = ANY($1)",
+        &ids[..1],
+    )
+    .await;
     assert_eq!(claimable(&database, 10, &[]).await, vec![ids[1]]);
 }
 
@@ -113,7 +123,10 @@ async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
     let recorded = batch.record(&[], &[failure], 10).await.expect("record");
     assert_eq!((recorded.retrying, recorded.dead.len()), (1, 0));
 
-    let sql = format!("SELECT id, next_attempt_at > now() FROM {} ORDER BY id", env.table);
+    let sql = format!(
+        "SELECT id, next_attempt_at > now() FROM {} ORDER BY id",
+        env.table
+    );
     let waiting: Vec<(i64, bool)> = env
         .client
         .query(&sql, &[])
@@ -136,7 +149,12 @@ async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
 async fn used_up_attempts_and_final_errors_make_a_row_dead() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[Some("a"), Some("b"), None]).await;
-    exec(&env, "UPDATE {table} SET attempts = 2 WHERE id = ANY($1)", &ids[..1]).await;
+    exec(
+        &env,
+        "UPDATE {table} SET attempts = 2 WHERE id = ANY($1)",
+        &ids[..1],
+    )
+    .await;
     let batch = database.claim(10, &[]).await.expect("claim");
     let failure = |id, is_final| FailureRecord {
         id,
@@ -145,7 +163,11 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
         is_final,
         retry_in: Duration::from_secs(1),
     };
-    let failures = [failure(ids[0], false), failure(ids[1], true), failure(ids[2], false)];
+    let failures = [
+        failure(ids[0], false),
+        failure(ids[1], true),
+        failure(ids[2], false),
+    ];
     let recorded = batch.record(&[], &failures, 3).await.expect("record");
     assert_eq!(recorded.dead, vec![ids[0], ids[1]]);
     assert_eq!(recorded.retrying, 1);
@@ -158,7 +180,12 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
 async fn requeue_and_prune_take_at_most_their_limit() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[None, None, None, None, None, None]).await;
-    exec(&env, "UPDATE {table} SET status = 'dead' WHERE id = ANY($1)", &ids[..4]).await;
+    exec(
+        &env,
+        "UPDATE {table} SET status = 'dead' WHERE id = ANY($1)",
+        &ids[..4],
+    )
+    .await;
     exec(
         &env,
         "UPDATE {table} SET status = 'published', published_at = now() - interval '2 hours' WHERE id = ANY($1)",
@@ -170,9 +197,18 @@ async fn requeue_and_prune_take_at_most_their_limit() {
     let requeue = |ids, topic, limit| OutboxRequeueDeadParams { ids, topic, limit };
     let moved = |params| queries::outbox_requeue_dead(&client, sql, params);
     assert_eq!(moved(requeue(None, None, 2)).await.unwrap(), 2);
-    assert_eq!(moved(requeue(Some(&ids[..1]), None, 10)).await.unwrap(), 0, "already pending");
+    assert_eq!(
+        moved(requeue(Some(&ids[..1]), None, 10)).await.unwrap(),
+        0,
+        "already pending"
+    );
     assert_eq!(moved(requeue(None, Some("other"), 10)).await.unwrap(), 0);
-    assert_eq!(moved(requeue(Some(&ids[2..4]), Some("t"), 1)).await.unwrap(), 1);
+    assert_eq!(
+        moved(requeue(Some(&ids[2..4]), Some("t"), 1))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(env.count("dead").await, 1);
 
     let prune = |hours: u64, limit| OutboxPrunePublishedParams {
@@ -195,11 +231,20 @@ async fn a_table_that_drifted_from_this_version_fails_at_start_up_naming_the_sta
     let fresh = Database::new(&env.database_url, database.table(), 1).unwrap();
     let error = fresh.check_statements().await.unwrap_err();
     assert!(
-        matches!(&error, Error::SchemaDrift { statement: "outbox_record_failures", .. }),
+        matches!(
+            &error,
+            Error::SchemaDrift {
+                statement: "outbox_record_failures",
+                ..
+            }
+        ),
         "{error:?}"
     );
     let line = error.to_string();
-    assert!(line.contains("last_error") && line.contains("outbox-relay migrate"), "{line}");
+    assert!(
+        line.contains("last_error") && line.contains("outbox-relay migrate"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

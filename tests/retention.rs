@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Count, wait_for, NewRow, TestEnv};
+use common::{wait_for, Count, NewRow, TestEnv};
 use serde_json::json;
 
 /// 2,500 old published rows, 100 recent published, 10 old dead, 10 pending.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Count, consume_event_ids, create_topic, unique_name, wait_for, NewRow, TestEnv};
+use common::{consume_event_ids, create_topic, unique_name, wait_for, Count, NewRow, TestEnv};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

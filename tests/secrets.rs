@@ -15,7 +15,13 @@ const KAFKA_PASSWORD: &str = "S3cretKafkaPw-q7";
 const FILE_PASSWORD: &str = "S3cretFromFile-k2";
 const OAUTH_SECRET: &str = "S3cretOauth-m4";
 const KEY_PASSWORD: &str = "S3cretKeyPw-z1";
-const SECRETS: [&str; 5] = [DB_PASSWORD, KAFKA_PASSWORD, FILE_PASSWORD, OAUTH_SECRET, KEY_PASSWORD];
+const SECRETS: [&str; 5] = [
+    DB_PASSWORD,
+    KAFKA_PASSWORD,
+    FILE_PASSWORD,
+    OAUTH_SECRET,
+    KEY_PASSWORD,
+];
 
 fn assert_no_secret(what: &str, text: &str) {
     for secret in SECRETS {
@@ -33,7 +39,11 @@ impl Setup {
         let pg = PrivatePostgres::start(30);
         pg.psql(&format!("ALTER ROLE relay PASSWORD '{DB_PASSWORD}'"));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kafka-password"), format!("{FILE_PASSWORD}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("kafka-password"),
+            format!("{FILE_PASSWORD}\n"),
+        )
+        .unwrap();
         let properties = format!(
             "# secrets that travel unused over plaintext\nsasl.username=relay\nsasl.password=${{file:{}}}\nssl.key.password={KEY_PASSWORD}\n",
             dir.path().join("kafka-password").display()
@@ -43,7 +53,10 @@ impl Setup {
     }
 
     fn url(&self, password: &str) -> String {
-        format!("postgres://relay:{password}@127.0.0.1:{}/app?sslmode=prefer", self.pg.port)
+        format!(
+            "postgres://relay:{password}@127.0.0.1:{}/app?sslmode=prefer",
+            self.pg.port
+        )
     }
 
     /// `outbox-relay ARGS` with the secrets in every place they can be given.
@@ -51,7 +64,14 @@ impl Setup {
         let mut command = Command::new(BINARY);
         command
             .args(args)
-            .args(["--database-url", url, "--log-level", "debug", "--log-format", format])
+            .args([
+                "--database-url",
+                url,
+                "--log-level",
+                "debug",
+                "--log-format",
+                format,
+            ])
             .env_remove("OUTBOX_DATABASE_URL")
             .env_remove("OUTBOX_KAFKA_BROKERS");
         if args[0] == "run" {
@@ -59,7 +79,10 @@ impl Setup {
                 .arg("--kafka-config")
                 .arg(self.dir.path().join("client.properties"))
                 .args(["--kafka-option", &format!("sasl.password={KAFKA_PASSWORD}")])
-                .args(["--kafka-option", &format!("sasl.oauthbearer.client.secret={OAUTH_SECRET}")]);
+                .args([
+                    "--kafka-option",
+                    &format!("sasl.oauthbearer.client.secret={OAUTH_SECRET}"),
+                ]);
         }
         command
     }
@@ -88,7 +111,17 @@ async fn no_command_or_failure_shows_a_secret_in_either_log_format() {
             ("prune", &good, vec!["prune", "--older-than", "1d"]),
             ("wrong password", &wrong, vec!["status"]),
             ("unknown parameter", &bad_param, vec!["status"]),
-            ("closed broker", &good, vec!["run", "--kafka-brokers", &closed_broker, "--kafka-startup-timeout-secs", "1"]),
+            (
+                "closed broker",
+                &good,
+                vec![
+                    "run",
+                    "--kafka-brokers",
+                    &closed_broker,
+                    "--kafka-startup-timeout-secs",
+                    "1",
+                ],
+            ),
         ];
         for (what, url, args) in runs {
             let output = setup.command(format, url, &args).output().unwrap();
@@ -101,20 +134,37 @@ async fn no_command_or_failure_shows_a_secret_in_either_log_format() {
 async fn a_running_relay_shows_no_secret_in_logs_metrics_readiness_or_status() {
     let setup = Setup::new();
     let url = setup.url(DB_PASSWORD);
-    common::assert_success(&setup.command("text", &url, &["migrate"]).output().unwrap(), "migrate");
+    common::assert_success(
+        &setup.command("text", &url, &["migrate"]).output().unwrap(),
+        "migrate",
+    );
     for format in ["text", "json"] {
         let log = setup.dir.path().join(format!("relay-{format}.log"));
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let child = setup
             .command(format, &url, &["run"])
-            .args(["--kafka-brokers", &common::brokers(), "--metrics-addr", &metrics_addr])
+            .args([
+                "--kafka-brokers",
+                &common::brokers(),
+                "--metrics-addr",
+                &metrics_addr,
+            ])
             // librdkafka's own configuration and security debug lines too.
-            .args(["--kafka-option", "debug=conf,security", "--kafka-option", "log_level=7"])
+            .args([
+                "--kafka-option",
+                "debug=conf,security",
+                "--kafka-option",
+                "log_level=7",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut relay = RelayProcess { child, metrics_addr, log };
+        let mut relay = RelayProcess {
+            child,
+            metrics_addr,
+            log,
+        };
         relay.wait_ready().await;
         let (_, metrics) = relay.get("/metrics").await.unwrap();
         let (_, ready) = relay.get("/readyz").await.unwrap();

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Count, consume_event_ids, wait_for, NewRow, TestEnv};
+use common::{consume_event_ids, wait_for, Count, NewRow, TestEnv};
 use serde_json::json;
 
 const ROWS: usize = 20_000;
@@ -51,8 +51,12 @@ async fn sigterm_during_a_load_exits_zero_and_loses_nothing() {
     // A second run finishes the job.
     let mut second = env.start_relay(&[]);
     second.wait_ready().await;
-    env.wait_for_status("published", Count::Exactly(ROWS as i64), Duration::from_secs(120))
-        .await;
+    env.wait_for_status(
+        "published",
+        Count::Exactly(ROWS as i64),
+        Duration::from_secs(120),
+    )
+    .await;
     let expected: Vec<String> = inserted.iter().map(|(_, e)| e.clone()).collect();
     let received =
         consume_event_ids(&env.brokers, &topic, &expected, Duration::from_secs(60)).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::certs::Certificates;
 use common::private_broker::{PrivateBroker, TlsProxy};
-use common::{free_port, Count, NewRow, TestEnv, TopicReader};
+use common::{free_port, Count, NewRow, TestEnv};
 use serde_json::json;
 
 struct TlsKafka {
@@ -37,7 +37,10 @@ impl TlsKafka {
 async fn the_relay_publishes_over_tls_with_zstd() {
     let kafka = TlsKafka::start().await;
     let ca = kafka.certs.path("ca.pem");
-    let tls = [("security.protocol", "SSL"), ("ssl.ca.location", ca.as_str())];
+    let tls = [
+        ("security.protocol", "SSL"),
+        ("ssl.ca.location", ca.as_str()),
+    ];
     let topic = common::unique_name("tls");
     common::kafka::create_topic_with(&kafka.proxy.address(), &topic, 1, &tls).await;
 
@@ -61,21 +64,16 @@ async fn the_relay_publishes_over_tls_with_zstd() {
     env.wait_for_status("published", Count::Exactly(20), Duration::from_secs(30))
         .await;
 
-    let (address, settings) = (kafka.proxy.address(), tls.map(|(k, v)| (k.to_owned(), v.to_owned())));
-    let payloads = tokio::task::spawn_blocking(move || {
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let reader = TopicReader::open(&address, &topic, &settings).expect("TLS consumer");
-        let mut payloads = Vec::new();
-        while payloads.len() < 20 {
-            match reader.next(Duration::from_secs(10)).expect("consume") {
-                Some(message) => payloads.extend(message.payload),
-                None => break,
-            }
-        }
-        payloads
-    })
-    .await
-    .unwrap();
+    let settings: Vec<(String, String)> = tls.map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+    let received = common::kafka::consume_until_with(
+        &kafka.proxy.address(),
+        &settings,
+        &topic,
+        Duration::from_secs(30),
+        |received| received.len() >= 20,
+    )
+    .await;
+    let payloads: Vec<String> = received.into_iter().filter_map(|m| m.payload).collect();
     let expected: Vec<String> = (0..20).map(|i| format!("{{\"n\":{i}}}")).collect();
     assert_eq!(payloads, expected, "read back through TLS, in order");
 }
@@ -100,5 +98,8 @@ async fn a_ca_that_did_not_sign_the_broker_fails_start_up_with_a_tls_error() {
     let log = relay.log_text();
     let line = log.lines().last().unwrap_or_default();
     assert!(line.starts_with("error: no Kafka broker answered"), "{log}");
-    assert!(line.contains("SSL handshake failed") && line.contains("certificate verify failed"), "{line}");
+    assert!(
+        line.contains("SSL handshake failed") && line.contains("certificate verify failed"),
+        "{line}"
+    );
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::certs::Certificates;
-use common::private_pg::{PrivatePostgres, TlsOnly};
+use common::private_pg::{PrivatePostgres, Tls};
 use common::{assert_success, free_port, wait_for, RelayProcess, BINARY};
 
 struct Server {
@@ -20,7 +20,13 @@ struct Server {
 impl Server {
     fn start() -> Self {
         let certs = Certificates::generate();
-        let pg = PrivatePostgres::start_with(30, Some(TlsOnly { certs: &certs }));
+        let pg = PrivatePostgres::start_with(
+            30,
+            Some(Tls {
+                certs: &certs,
+                required: true,
+            }),
+        );
         Server { certs, pg }
     }
 
@@ -60,29 +66,61 @@ fn assert_fails_with(output: &Output, needles: &[&str]) {
 fn verify_full_and_require_connect_and_the_wrong_ca_or_host_fail_clearly() {
     let server = Server::start();
     let ca = server.ca("ca.pem");
-    let full = server.url("relay:relay", "localhost", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    let full = server.url(
+        "relay:relay",
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
     assert_success(&relay(&["migrate"], &full), "migrate over verify-full");
     let require = server.url("relay:relay", "127.0.0.1", "sslmode=require");
     assert_success(&relay(&["status"], &require), "status over require");
 
     let other = server.ca("other-ca.pem");
-    let wrong_ca = server.url("relay:relay", "localhost", &format!("sslmode=verify-full&sslrootcert={other}"));
-    assert_fails_with(&relay(&["status"], &wrong_ca), &["not trusted", &other, "sslrootcert"]);
+    let wrong_ca = server.url(
+        "relay:relay",
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={other}"),
+    );
+    assert_fails_with(
+        &relay(&["status"], &wrong_ca),
+        &["not trusted", &other, "sslrootcert"],
+    );
     // libpq: `require` with a root certificate verifies the CA too.
-    let require_ca = server.url("relay:relay", "localhost", &format!("sslmode=require&sslrootcert={other}"));
+    let require_ca = server.url(
+        "relay:relay",
+        "localhost",
+        &format!("sslmode=require&sslrootcert={other}"),
+    );
     assert_fails_with(&relay(&["status"], &require_ca), &["not trusted"]);
 
-    let by_ip = server.url("relay:relay", "127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}"));
-    assert_fails_with(&relay(&["status"], &by_ip), &["does not name the host 127.0.0.1", "verify-ca"]);
-    let by_ip_ca_only = server.url("relay:relay", "127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"));
-    assert_success(&relay(&["status"], &by_ip_ca_only), "status over verify-ca by IP");
+    let by_ip = server.url(
+        "relay:relay",
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    assert_fails_with(
+        &relay(&["status"], &by_ip),
+        &["does not name the host 127.0.0.1", "verify-ca"],
+    );
+    let by_ip_ca_only = server.url(
+        "relay:relay",
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    );
+    assert_success(
+        &relay(&["status"], &by_ip_ca_only),
+        "status over verify-ca by IP",
+    );
 }
 
 #[test]
 fn a_server_that_requires_tls_explains_sslmode_disable() {
     let server = Server::start();
     let disabled = server.url("relay:relay", "127.0.0.1", "sslmode=disable");
-    assert_fails_with(&relay(&["status"], &disabled), &["requires TLS", "sslmode=require"]);
+    assert_fails_with(
+        &relay(&["status"], &disabled),
+        &["requires TLS", "sslmode=require"],
+    );
     // libpq's `allow` tries without TLS, then with it.
     let allow = server.url("relay:relay", "127.0.0.1", "sslmode=allow");
     assert_success(&relay(&["migrate"], &allow), "migrate over allow");
@@ -91,10 +129,17 @@ fn a_server_that_requires_tls_explains_sslmode_disable() {
 #[test]
 fn a_client_certificate_logs_in_and_a_foreign_one_is_rejected() {
     let server = Server::start();
-    let (ca, cert, key) = (server.ca("ca.pem"), server.ca("client.pem"), server.ca("client.key"));
+    let (ca, cert, key) = (
+        server.ca("ca.pem"),
+        server.ca("client.pem"),
+        server.ca("client.key"),
+    );
     let params = format!("sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}");
     let url = server.url("certuser", "localhost", &params);
-    assert_success(&relay(&["migrate"], &url), "migrate with a client certificate");
+    assert_success(
+        &relay(&["migrate"], &url),
+        "migrate with a client certificate",
+    );
 
     let (rogue, rogue_key) = (server.ca("rogue-client.pem"), server.ca("rogue-client.key"));
     let params = format!("sslmode=verify-full&sslrootcert={ca}&sslcert={rogue}&sslkey={rogue_key}");
@@ -111,7 +156,11 @@ async fn the_relay_runs_over_tls_with_a_rotated_password_file() {
     std::fs::write(&password_file, "relay\n").unwrap();
     let ca = server.ca("ca.pem");
     // No password in the URL: it comes from the file.
-    let url = server.url("relay", "localhost", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    let url = server.url(
+        "relay",
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
     let with_file = |args: &[&str]| {
         let mut command = Command::new(BINARY);
         command
@@ -122,19 +171,34 @@ async fn the_relay_runs_over_tls_with_a_rotated_password_file() {
             .env_remove("OUTBOX_DATABASE_URL");
         command
     };
-    assert_success(&with_file(&["migrate", "--notify-trigger"]).output().unwrap(), "migrate");
+    assert_success(
+        &with_file(&["migrate", "--notify-trigger"])
+            .output()
+            .unwrap(),
+        "migrate",
+    );
 
     let log = server.certs.file("relay.log");
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let child = with_file(&["run"])
-        .args(["--kafka-brokers", &common::brokers(), "--metrics-addr", &metrics_addr])
+        .args([
+            "--kafka-brokers",
+            &common::brokers(),
+            "--metrics-addr",
+            &metrics_addr,
+        ])
         .stderr(std::fs::File::create(&log).unwrap())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut process = RelayProcess { child, metrics_addr, log };
+    let mut process = RelayProcess {
+        child,
+        metrics_addr,
+        log,
+    };
     process.wait_ready().await;
-    let insert = format!("INSERT INTO outbox (topic, message_key, payload) VALUES ('{topic}', 'k', '{{}}')");
+    let insert =
+        format!("INSERT INTO outbox (topic, message_key, payload) VALUES ('{topic}', 'k', '{{}}')");
     let published = |count: u32| {
         let sql = "SELECT count(*) FROM outbox WHERE status = 'published'";
         let pg = &server.pg;
@@ -147,7 +211,10 @@ async fn the_relay_runs_over_tls_with_a_rotated_password_file() {
         "SELECT count(*) || ' ' || bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'outbox-relay'",
     );
     let (connections, all_tls) = ssl.split_once(' ').unwrap();
-    assert!(connections.parse::<u32>().unwrap() >= 2, "pool and LISTEN: {ssl}");
+    assert!(
+        connections.parse::<u32>().unwrap() >= 2,
+        "pool and LISTEN: {ssl}"
+    );
     assert_eq!(all_tls, "true", "every relay connection uses TLS");
 
     // Rotate: a new password in the role and the file, old sessions cut.
@@ -155,7 +222,15 @@ async fn the_relay_runs_over_tls_with_a_rotated_password_file() {
     std::fs::write(&password_file, "rotated\n").unwrap();
     server.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'outbox-relay'");
     server.pg.query("app", &insert);
-    wait_for("the row after rotation", Duration::from_secs(30), published(2)).await;
+    wait_for(
+        "the row after rotation",
+        Duration::from_secs(30),
+        published(2),
+    )
+    .await;
     let text = process.log_text();
-    assert!(!text.contains("rotated"), "the password never reaches the log:\n{text}");
+    assert!(
+        !text.contains("rotated"),
+        "the password never reaches the log:\n{text}"
+    );
 }

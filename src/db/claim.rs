@@ -13,8 +13,8 @@ use std::sync::Arc;
 use deadpool_postgres::Object;
 
 use super::queries::{
-    self, FailureRecord, OutboxClaimDueParams, OutboxHoldBackKeysParams,
-    OutboxMarkPublishedParams, OutboxRecordFailuresParams, OutboxRow,
+    self, FailureRecord, OutboxClaimDueParams, OutboxHoldBackKeysParams, OutboxMarkPublishedParams,
+    OutboxRecordFailuresParams, OutboxRow,
 };
 use super::Database;
 use crate::error::{Error, Result};

@@ -183,7 +183,9 @@ fn percent_decode(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -209,8 +211,8 @@ fn split_key_values(text: &str) -> Result<(String, Pairs)> {
         if chars.peek().is_none() {
             break;
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace()))
-            .collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             return Err(Error::InvalidDatabaseUrl(format!(
@@ -359,8 +361,10 @@ impl Connect for Connector {
     fn connect(
         &self,
         _pg_config: &Config,
-    ) -> BoxFuture<'_, std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>>
-    {
+    ) -> BoxFuture<
+        '_,
+        std::result::Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
         Box::pin(async move {
             let (client, connection) = Connector::connect(self).await?;
             let driver = tokio::spawn(async move {
@@ -456,7 +460,9 @@ fn make_tls(
             .set_private_key_file(key, SslFiletype::PEM)
             .map_err(|e| invalid(format!("cannot read sslkey {}: {e}", key.display())))?;
     } else if tls.client_cert.is_some() || tls.client_key.is_some() {
-        return Err(invalid("sslcert and sslkey go together; give both".to_owned()));
+        return Err(invalid(
+            "sslcert and sslkey go together; give both".to_owned(),
+        ));
     }
     let mut connector = MakeTlsConnector::new(builder.build());
     let check_host = tls.mode == SslMode::VerifyFull;
@@ -504,7 +510,10 @@ mod tests {
         assert_eq!(settings.config.get_hosts().len(), 2);
         assert_eq!(settings.config.get_password(), Some(&b"it's a secret"[..]));
         assert_eq!(settings.tls.root_cert, Some(RootCert::System));
-        assert!(settings.tls.verifies_ca(), "require with a root cert verifies the CA");
+        assert!(
+            settings.tls.verifies_ca(),
+            "require with a root cert verifies the CA"
+        );
         assert_eq!(
             settings.config.get_target_session_attrs(),
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
@@ -530,8 +539,14 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(error.contains("always") && error.contains("verify-full"), "{error}");
-        let error = ConnectSettings::parse("host=localhost bogus=1").err().unwrap().to_string();
+        assert!(
+            error.contains("always") && error.contains("verify-full"),
+            "{error}"
+        );
+        let error = ConnectSettings::parse("host=localhost bogus=1")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(error.contains("bogus"), "{error}");
     }
 }

@@ -24,9 +24,9 @@ pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
 use crate::error::{Error, Result};
-use connect::{ConnectFailure, ConnectSettings, Connector};
 use crate::sql::Sql;
 use crate::table::TableName;
+use connect::{ConnectFailure, ConnectSettings, Connector};
 
 /// A pool of connections to the database that holds the outbox table.
 #[derive(Clone)]

@@ -79,7 +79,11 @@ pub struct MigrationLockParams {
 }
 
 /// Take the transaction-scoped advisory lock that serialises `migrate` runs.
-pub async fn migration_lock(client: &Client, sql: &Sql, params: MigrationLockParams) -> PgResult<()> {
+pub async fn migration_lock(
+    client: &Client,
+    sql: &Sql,
+    params: MigrationLockParams,
+) -> PgResult<()> {
     let statement = prepared(client, &sql.migration_lock).await?;
     client.execute(&statement, &[&params.key]).await.map(drop)
 }
@@ -97,7 +101,9 @@ pub async fn outbox_table_exists(
     params: OutboxTableExistsParams<'_>,
 ) -> PgResult<bool> {
     let statement = prepared(client, &sql.outbox_table_exists).await?;
-    let row = client.query_one(&statement, &[&params.quoted_table]).await?;
+    let row = client
+        .query_one(&statement, &[&params.quoted_table])
+        .await?;
     Ok(row.try_get::<_, Option<String>>(0)?.is_some())
 }
 
@@ -273,9 +279,7 @@ impl TopicBacklog {
         Ok(TopicBacklog {
             topic: row.try_get(0)?,
             pending: row.try_get(1)?,
-            oldest_pending_age_seconds: row
-                .try_get::<_, Option<f64>>(2)?
-                .map(|age| age.max(0.0)),
+            oldest_pending_age_seconds: row.try_get::<_, Option<f64>>(2)?.map(|age| age.max(0.0)),
             dead: row.try_get(3)?,
         })
     }

@@ -17,7 +17,10 @@ use crate::error::{Error, Result};
 /// `#` and `!` comments, blank lines ignored.
 pub fn read_properties(path: &Path) -> Result<Vec<KafkaOption>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::InvalidConfig(format!("cannot read --kafka-config {}: {e}", path.display()))
+        Error::InvalidConfig(format!(
+            "cannot read --kafka-config {}: {e}",
+            path.display()
+        ))
     })?;
     parse_properties(&text).map_err(|(line, problem)| {
         Error::InvalidConfig(format!(
@@ -152,7 +155,10 @@ mod tests {
         let error = resolve(&[option("sasl.password", "${file:/nonexistent/pw}")])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("sasl.password") && error.contains("/nonexistent/pw"), "{error}");
+        assert!(
+            error.contains("sasl.password") && error.contains("/nonexistent/pw"),
+            "{error}"
+        );
         let error = resolve(&[option("sasl.password", "${vault:x}")])
             .unwrap_err()
             .to_string();

@@ -15,9 +15,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
 use super::defaults::PRODUCER_DEFAULTS;
-use super::options::resolve;
 use super::failure::{classify, Disposition, FailureReason};
 use super::message::PreparedMessage;
+use super::options::resolve;
 use crate::config::KafkaOption;
 use crate::error::{Error, Result};
 
@@ -187,10 +187,17 @@ impl Publisher {
             tokio::task::spawn_blocking(move || asked.client().fetch_metadata(None, timeout)).await;
         match answer {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(match self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                Some(cause) => format!("{error}; last broker error: {cause}"),
-                None => error.to_string(),
-            }),
+            Ok(Err(error)) => Err(
+                match self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                {
+                    Some(cause) => format!("{error}; last broker error: {cause}"),
+                    None => error.to_string(),
+                },
+            ),
             Err(join_error) => Err(join_error.to_string()),
         }
     }
@@ -321,7 +328,10 @@ mod tests {
                 ("sasl.oauthbearer.method", "oidc"),
                 ("sasl.oauthbearer.client.id", "relay"),
                 ("sasl.oauthbearer.client.secret", "secret"),
-                ("sasl.oauthbearer.token.endpoint.url", "https://127.0.0.1:1/token"),
+                (
+                    "sasl.oauthbearer.token.endpoint.url",
+                    "https://127.0.0.1:1/token",
+                ),
             ],
             vec![("compression.type", "zstd")],
             vec![("compression.type", "lz4")],

@@ -17,8 +17,8 @@
 //!
 //! The loop itself only moves data: [`step`] decides, [`telemetry`] reports.
 
-mod batch;
 pub mod backoff;
+mod batch;
 mod outcome;
 mod step;
 mod telemetry;

@@ -156,7 +156,10 @@ mod tests {
             ..QUIET
         };
         assert_eq!(state.step(turn, Instant::now()).next, Next::Continue);
-        assert!(state.held_keys.contains("a"), "the hold stays while in flight");
+        assert!(
+            state.held_keys.contains("a"),
+            "the hold stays while in flight"
+        );
     }
 
     #[test]
@@ -229,7 +232,11 @@ mod tests {
         assert!(state.step(QUIET, start).replace_producer);
         assert!(!state.producer_suspect, "suspicion ends with the pipeline");
         state.producer_suspect = true;
-        assert!(!state.step(QUIET, start + Duration::from_secs(1)).replace_producer);
+        assert!(
+            !state
+                .step(QUIET, start + Duration::from_secs(1))
+                .replace_producer
+        );
         state.producer_suspect = true;
         let later = start + PRODUCER_REPLACEMENT_INTERVAL;
         assert!(state.step(QUIET, later).replace_producer);
@@ -243,6 +250,10 @@ mod tests {
             ..LoopState::default()
         };
         state.brokers_back(start);
-        assert!(!state.step(QUIET, start + Duration::from_secs(5)).replace_producer);
+        assert!(
+            !state
+                .step(QUIET, start + Duration::from_secs(5))
+                .replace_producer
+        );
     }
 }

@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn a_kafka_failure_does_not_touch_the_database_gauge() {
         let metrics = Arc::new(Metrics::new());
-        let telemetry = Telemetry::new(Arc::clone(&metrics), Arc::new(Health::new(Arc::clone(&metrics))));
+        let telemetry = Telemetry::new(
+            Arc::clone(&metrics),
+            Arc::new(Health::new(Arc::clone(&metrics))),
+        );
         telemetry.failure(&Error::KafkaConfig("fatal idempotence error".into()));
         assert_eq!(metrics.database_up.get(), 1);
         assert_eq!(metrics.kafka_up.get(), 0);
@@ -226,7 +229,10 @@ mod tests {
             Some("PostgreSQL rejects the relay's statements")
         );
         health.database_ok();
-        assert!(health.not_ready_reason().is_some(), "reachable is not enough");
+        assert!(
+            health.not_ready_reason().is_some(),
+            "reachable is not enough"
+        );
         health.database_accepts();
         assert_eq!(health.not_ready_reason(), None);
     }

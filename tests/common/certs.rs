@@ -29,15 +29,31 @@ impl Certificates {
             openssl(
                 path,
                 &[
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
-                    "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"),
-                    "-subj", &format!("/CN=outbox test {ca}"),
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-sha256",
+                    "-days",
+                    "2",
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                    "-subj",
+                    &format!("/CN=outbox test {ca}"),
                 ],
             );
         }
         let certs = Certificates { dir };
         certs.sign("server", "localhost", "ca", Some("DNS:localhost"));
-        certs.sign("kafka", "127.0.0.1", "ca", Some("IP:127.0.0.1,DNS:localhost"));
+        certs.sign(
+            "kafka",
+            "127.0.0.1",
+            "ca",
+            Some("IP:127.0.0.1,DNS:localhost"),
+        );
         certs.sign("client", "certuser", "ca", None);
         certs.sign("rogue-client", "certuser", "other-ca", None);
         certs
@@ -49,9 +65,17 @@ impl Certificates {
         openssl(
             path,
             &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-sha256",
-                "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"),
-                "-subj", &format!("/CN={common_name}"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={common_name}"),
             ],
         );
         let extensions = format!("{name}.ext");
@@ -60,9 +84,22 @@ impl Certificates {
         openssl(
             path,
             &[
-                "x509", "-req", "-sha256", "-days", "2", "-in", &format!("{name}.csr"),
-                "-CA", &format!("{ca}.pem"), "-CAkey", &format!("{ca}.key"), "-CAcreateserial",
-                "-out", &format!("{name}.pem"), "-extfile", &extensions,
+                "x509",
+                "-req",
+                "-sha256",
+                "-days",
+                "2",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-extfile",
+                &extensions,
             ],
         );
     }

@@ -41,6 +41,8 @@ pub enum Count {
 /// One test's own outbox table (in its own schema) and database client.
 pub struct TestEnv {
     pub database_url: String,
+    /// What the relay is given as `--database-url` (by default the same).
+    pub relay_database_url: String,
     pub brokers: String,
     pub table: String,
     pub client: tokio_postgres::Client,
@@ -63,6 +65,7 @@ impl TestEnv {
             .await
             .expect("create schema");
         let env = TestEnv {
+            relay_database_url: database_url.clone(),
             database_url,
             brokers: brokers(),
             table,
@@ -89,7 +92,12 @@ impl TestEnv {
         let mut command = Command::new(BINARY);
         command
             .args(args)
-            .args(["--database-url", &self.database_url, "--table", &self.table])
+            .args([
+                "--database-url",
+                &self.relay_database_url,
+                "--table",
+                &self.table,
+            ])
             .env_remove("OUTBOX_DATABASE_URL")
             .env_remove("OUTBOX_KAFKA_BROKERS");
         command

@@ -61,12 +61,28 @@ pub async fn consume_until(
     brokers: &str,
     topic: &str,
     timeout: Duration,
+    done: impl FnMut(&[Received]) -> bool + Send + 'static,
+) -> Vec<Received> {
+    consume_until_with(brokers, &[], topic, timeout, done).await
+}
+
+/// [`consume_until`] with extra consumer settings (e.g. TLS).
+pub async fn consume_until_with(
+    brokers: &str,
+    settings: &[(String, String)],
+    topic: &str,
+    timeout: Duration,
     mut done: impl FnMut(&[Received]) -> bool + Send + 'static,
 ) -> Vec<Received> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
+    let settings = settings.to_vec();
     tokio::task::spawn_blocking(move || {
-        let reader = TopicReader::open(&brokers, &topic, &[]).expect("consumer");
+        let settings: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let reader = TopicReader::open(&brokers, &topic, &settings).expect("consumer");
         let deadline = Instant::now() + timeout;
         let mut received = Vec::new();
         while !done(&received) && Instant::now() < deadline {
@@ -87,9 +103,20 @@ pub async fn consume_event_ids(
     expected: &[String],
     timeout: Duration,
 ) -> Vec<Received> {
+    consume_event_ids_with(brokers, &[], topic, expected, timeout).await
+}
+
+/// [`consume_event_ids`] with extra consumer settings (e.g. TLS).
+pub async fn consume_event_ids_with(
+    brokers: &str,
+    settings: &[(String, String)],
+    topic: &str,
+    expected: &[String],
+    timeout: Duration,
+) -> Vec<Received> {
     let mut missing: HashSet<String> = expected.iter().cloned().collect();
     let mut checked = 0;
-    consume_until(brokers, topic, timeout, move |received| {
+    consume_until_with(brokers, settings, topic, timeout, move |received| {
         for message in &received[checked..] {
             missing.remove(message.event_id());
         }

@@ -16,11 +16,7 @@ pub enum Order {
 /// For every key, the chosen arrival of each event must come in increasing
 /// `position` (the row's place in its key's order: its id, or the sequence
 /// number the load wrote). Keyless messages are not ordered.
-pub fn assert_key_order(
-    received: &[Received],
-    order: Order,
-    position: impl Fn(&Received) -> i64,
-) {
+pub fn assert_key_order(received: &[Received], order: Order, position: impl Fn(&Received) -> i64) {
     let mut sorted: Vec<&Received> = received.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
     if order == Order::LastArrivals {

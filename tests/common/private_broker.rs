@@ -55,9 +55,16 @@ impl PrivateBroker {
             .expect("start tansu");
         self.child = Some(child);
         let address = self.address();
-        wait_for("Tansu to open its port", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&address).await.ok().map(drop)
-        })
+        wait_for(
+            "Tansu to open its port",
+            Duration::from_secs(20),
+            || async {
+                tokio::net::TcpStream::connect(&address)
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
         .await;
     }
 
@@ -106,9 +113,16 @@ impl TlsProxy {
             .spawn()
             .expect("start stunnel4 (installed by tests/services.sh install)");
         let address = format!("127.0.0.1:{port}");
-        wait_for("stunnel to open its port", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&address).await.ok().map(drop)
-        })
+        wait_for(
+            "stunnel to open its port",
+            Duration::from_secs(20),
+            || async {
+                tokio::net::TcpStream::connect(&address)
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
         .await;
         TlsProxy {
             port,

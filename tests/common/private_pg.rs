@@ -12,8 +12,13 @@ use super::{assert_success, free_port};
 /// Copy the server key pair into the data directory (owned by postgres,
 /// mode 0600, as the server insists), write pg_hba.conf, and return the
 /// postgresql.conf lines.
-fn enable_tls(data: &std::path::Path, certs: &Certificates) -> String {
-    for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key"), ("ca.pem", "ca.crt")] {
+fn enable_tls(data: &std::path::Path, tls: &Tls<'_>) -> String {
+    let certs = tls.certs;
+    for (from, to) in [
+        ("server.pem", "server.crt"),
+        ("server.key", "server.key"),
+        ("ca.pem", "ca.crt"),
+    ] {
         std::fs::copy(certs.file(from), data.join(to)).expect("copy certificate");
         let status = Command::new("chown")
             .args(["postgres", data.join(to).to_str().unwrap()])
@@ -22,14 +27,24 @@ fn enable_tls(data: &std::path::Path, certs: &Certificates) -> String {
         assert!(status.success());
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod key");
-    let hba = "local all all trust\n\
-               hostnossl all all 0.0.0.0/0 reject\n\
-               hostssl all certuser 127.0.0.1/32 cert\n\
-               hostssl all all 127.0.0.1/32 scram-sha-256\n";
+    std::fs::set_permissions(
+        data.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod key");
+    let plain = if tls.required {
+        "hostnossl all all 0.0.0.0/0 reject"
+    } else {
+        "hostnossl all all 127.0.0.1/32 scram-sha-256"
+    };
+    let hba = format!(
+        "local all all trust\n{plain}\n\
+         hostssl all certuser 127.0.0.1/32 cert\n\
+         hostssl all all 127.0.0.1/32 scram-sha-256\n"
+    );
     std::fs::write(data.join("pg_hba.conf"), hba).expect("pg_hba.conf");
-    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n".to_owned()
+    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n"
+        .to_owned()
 }
 
 pub struct PrivatePostgres {
@@ -48,11 +63,12 @@ fn run_as_postgres(program: &str, args: &[&str]) {
     assert_success(&output, &format!("{program} {args:?}"));
 }
 
-/// TLS for a private PostgreSQL: TLS only (`hostnossl … reject`),
-/// passwords (scram-sha-256) for everyone but `certuser`, who logs in with a
-/// client certificate (`cert`).
-pub struct TlsOnly<'a> {
+/// TLS for a private PostgreSQL: passwords (scram-sha-256) for everyone but
+/// `certuser`, who logs in with a client certificate (`cert`); with
+/// `required`, connections without TLS are rejected (`hostnossl … reject`).
+pub struct Tls<'a> {
     pub certs: &'a Certificates,
+    pub required: bool,
 }
 
 impl PrivatePostgres {
@@ -60,7 +76,7 @@ impl PrivatePostgres {
         Self::start_with(max_connections, None)
     }
 
-    pub fn start_with(max_connections: u32, tls: Option<TlsOnly<'_>>) -> Self {
+    pub fn start_with(max_connections: u32, tls: Option<Tls<'_>>) -> Self {
         let bin = std::env::var("OUTBOX_TEST_PG_BIN")
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
         let dir = std::env::temp_dir().join(super::unique_name("outbox-pg"));
@@ -96,7 +112,7 @@ impl PrivatePostgres {
         let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
         text.push_str(&config);
         if let Some(tls) = &tls {
-            text.push_str(&enable_tls(&data, tls.certs));
+            text.push_str(&enable_tls(&data, tls));
         }
         std::fs::write(&conf, text).expect("write postgresql.conf");
         let pg = PrivatePostgres { port, dir, bin };
@@ -129,11 +145,18 @@ impl PrivatePostgres {
     /// unaligned text.
     pub fn query(&self, db: &str, sql: &str) -> String {
         let output = Command::new("psql")
-            .args(["-h", self.dir.to_str().unwrap(), "-p", &self.port.to_string()])
+            .args([
+                "-h",
+                self.dir.to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+            ])
             .args(["-U", "postgres", "-d", db, "-Atqc", sql])
             .output()
             .expect("psql");
-        assert_success(&output, &format!("psql {sql}")).trim().to_owned()
+        assert_success(&output, &format!("psql {sql}"))
+            .trim()
+            .to_owned()
     }
 
     pub fn psql(&self, sql: &str) {
