@@ -141,6 +141,12 @@ pub async fn run_relay(config: RelayConfig, stop: impl Future<Output = ()>) -> R
     }
     .spawn(&config, &wakeup);
 
+    if !config.listen() && !config.no_listen {
+        tracing::info!(
+            poll_interval_ms = config.poll_interval.as_millis() as u64,
+            "LISTEN is off behind a transaction-mode pooler (--pooler transaction); polling instead"
+        );
+    }
     tracing::info!(
         table = %config.database.table,
         database = database.target(),

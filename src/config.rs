@@ -36,17 +36,31 @@ pub struct DatabaseArgs {
     /// The outbox table, optionally schema-qualified (`schema.table`). Names are case-sensitive.
     #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox")]
     pub table: TableName,
+
+    /// `transaction` when a transaction-mode pooler (PgBouncer, RDS Proxy, Supavisor) is between
+    /// the relay and PostgreSQL: no prepared statement or session setting outlives a transaction,
+    /// and LISTEN is off (polling instead).
+    #[arg(long, env = "OUTBOX_POOLER", value_enum, default_value_t = Pooler::None)]
+    pub pooler: Pooler,
+}
+
+/// What sits between the relay and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooler {
+    /// Direct connections, or a session-mode pooler.
+    None,
+    /// A transaction-mode pooler.
+    Transaction,
 }
 
 impl DatabaseArgs {
     /// A pool of `pool_size` connections to the outbox table's database.
     pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
-        crate::db::Database::open(
-            self.database_url.expose(),
-            self.database_password_file.as_deref(),
-            &self.table,
-            pool_size,
-        )
+        let options = crate::db::ConnectOptions {
+            password_file: self.database_password_file.as_deref(),
+            pooler_safe: self.pooler == Pooler::Transaction,
+        };
+        crate::db::Database::open(self.database_url.expose(), &options, &self.table, pool_size)
     }
 }
 
@@ -170,8 +184,11 @@ impl RelayConfig {
         Ok(())
     }
 
+    /// LISTEN for wake-ups: not asked to stay off, and no transaction-mode
+    /// pooler in the way (a LISTEN there would be lost with its server
+    /// connection).
     pub fn listen(&self) -> bool {
-        !self.no_listen
+        !self.no_listen && self.database.pooler == Pooler::None
     }
 }
 

@@ -96,6 +96,11 @@ pub enum ErrorPath {
     Internal,
 }
 
+/// invalid_sql_statement_name and duplicate_prepared_statement: what named
+/// prepared statements meet behind a transaction-mode pooler.
+const POOLER_SQLSTATES: [&str; 2] = ["26000", "42P05"];
+const POOLER_HINT: &str = "; a transaction-mode pooler (e.g. PgBouncer) is probably between the relay and PostgreSQL: run with --pooler transaction (OUTBOX_POOLER=transaction)";
+
 /// SQLSTATE classes and codes that mean the connection, not the statement,
 /// failed: connection exceptions, operator intervention (shutdown, crash
 /// recovery), too many connections.
@@ -107,7 +112,11 @@ impl Error {
     /// Wrap a PostgreSQL error met while doing `action`, keeping the server's
     /// own message (and SQLSTATE) rather than the driver's generic text.
     pub fn database(action: &'static str, error: &tokio_postgres::Error) -> Self {
-        let reason = describe_pg_error(error);
+        let mut reason = describe_pg_error(error);
+        let code = error.as_db_error().map(|db| db.code().code());
+        if code.is_some_and(|code| POOLER_SQLSTATES.contains(&code)) {
+            reason.push_str(POOLER_HINT);
+        }
         match error.as_db_error() {
             Some(db) if !is_connection_sqlstate(db.code().code()) => {
                 Error::DatabaseRejected { action, reason }

@@ -24,9 +24,13 @@ pub struct Statement {
     pub text: String,
 }
 
-/// Every statement the relay runs, rendered for one table.
+/// Every statement the relay runs, rendered for one table, and how they are
+/// run.
 #[derive(Debug, Clone)]
 pub struct Sql {
+    /// Behind a transaction-mode pooler: statements run unnamed (nothing
+    /// prepared outlives a transaction), see `db::queries`.
+    pub pooler_safe: bool,
     pub migrations: Vec<(&'static str, String)>,
     pub notify_trigger: String,
     pub listen_for_inserts: String,
@@ -53,9 +57,10 @@ macro_rules! statement {
 }
 
 impl Sql {
-    pub fn for_table(table: &TableName) -> Self {
+    pub fn for_table(table: &TableName, pooler_safe: bool) -> Self {
         let render = |template: &str| render(template, table);
         Sql {
+            pooler_safe,
             migrations: MIGRATIONS
                 .iter()
                 .map(|(name, text)| (*name, render(text)))
@@ -120,7 +125,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_of_every_statement_is_rendered() {
-        let sql = Sql::for_table(&"app.events".parse().unwrap());
+        let sql = Sql::for_table(&"app.events".parse().unwrap(), false);
         let texts = sql.all_texts();
         // 10 queries, LISTEN, the trigger and each migration.
         assert_eq!(texts.len(), 12 + MIGRATIONS.len());

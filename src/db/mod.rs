@@ -28,6 +28,17 @@ use crate::sql::Sql;
 use crate::table::TableName;
 use connect::{ConnectFailure, ConnectSettings, Connector};
 
+/// How to connect, beyond the connection string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions<'a> {
+    /// Read the password from this file for each new connection when the
+    /// connection string has none.
+    pub password_file: Option<&'a Path>,
+    /// A transaction-mode pooler (PgBouncer) is in the way: nothing prepared
+    /// or set may outlive a transaction.
+    pub pooler_safe: bool,
+}
+
 /// A pool of connections to the database that holds the outbox table.
 #[derive(Clone)]
 pub struct Database {
@@ -42,27 +53,21 @@ impl Database {
     /// Build the pool. No connection is made until [`Database::check`] or
     /// the first query.
     pub fn new(url: &str, table: &TableName, pool_size: usize) -> Result<Self> {
-        Self::open(url, None, table, pool_size)
+        Self::open(url, &ConnectOptions::default(), table, pool_size)
     }
 
-    /// [`Database::new`], with the password read from `password_file` for
-    /// each new connection when `url` has none.
+    /// [`Database::new`], with the password file and pooler mode of
+    /// `options`.
     pub fn open(
         url: &str,
-        password_file: Option<&Path>,
+        options: &ConnectOptions<'_>,
         table: &TableName,
         pool_size: usize,
     ) -> Result<Self> {
-        let mut settings = ConnectSettings::parse(url)?;
-        let config = &mut settings.config;
-        if config.get_options().is_none() {
-            // Losing a commit in a server crash only un-marks rows that Kafka
-            // already has: they are sent again (a duplicate), never lost. So
-            // the relay need not wait for each commit's WAL flush.
-            config.options("-c synchronous_commit=off");
-        }
+        let settings = ConnectSettings::parse(url)?;
         let config = settings.config.clone();
-        let connector = Connector::new(settings, password_file.map(Path::to_path_buf))?;
+        let password_file = options.password_file.map(Path::to_path_buf);
+        let connector = Connector::new(settings, password_file)?;
         let target = describe_target(&config);
         let manager = Manager::from_connect(
             config,
@@ -78,10 +83,16 @@ impl Database {
         Ok(Database {
             pool,
             connector,
-            sql: Arc::new(Sql::for_table(table)),
+            sql: Arc::new(Sql::for_table(table, options.pooler_safe)),
             table: table.clone(),
             target,
         })
+    }
+
+    /// Whether statements run pooler-safe (unnamed, nothing kept between
+    /// transactions).
+    pub fn pooler_safe(&self) -> bool {
+        self.sql.pooler_safe
     }
 
     pub fn table(&self) -> &TableName {
@@ -144,7 +155,7 @@ impl Database {
     pub async fn check_statements(&self) -> Result<()> {
         self.check().await?;
         let client = self.connection().await?;
-        queries::prepare_all(&client, &self.sql)
+        queries::prepare_all(&client, &self.sql, &self.table.quoted())
             .await
             .map_err(|drift| Error::SchemaDrift {
                 table: self.table.to_string(),

@@ -12,7 +12,7 @@
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::ClientWrapper;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 use crate::sql::{Sql, Statement};
@@ -20,17 +20,56 @@ use crate::sql::{Sql, Statement};
 /// A pooled connection: it caches prepared statements.
 pub type Client = ClientWrapper;
 type PgResult<T> = Result<T, tokio_postgres::Error>;
-type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
+/// Bind parameters with their types: the types are what the unnamed
+/// statements of pooler mode need (prepared statements learn them from the
+/// server).
+type Params<'a, const N: usize> = [(&'a (dyn ToSql + Sync), Type); N];
 
 async fn prepared(client: &Client, statement: &Statement) -> PgResult<tokio_postgres::Statement> {
     client.prepare_cached(&statement.text).await
+}
+
+/// Run a statement that returns rows: prepared once per connection, or, in
+/// pooler mode, as the unnamed statement (Parse, Bind and Execute in one
+/// round trip, so nothing outlives it and no name can collide).
+async fn query(
+    client: &Client,
+    sql: &Sql,
+    statement: &Statement,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> PgResult<Vec<Row>> {
+    if sql.pooler_safe {
+        return client.query_typed(&statement.text, params).await;
+    }
+    let prepared = prepared(client, statement).await?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
+    client.query(&prepared, &values).await
+}
+
+/// [`query`] for a statement that returns a row count.
+async fn execute(
+    client: &Client,
+    sql: &Sql,
+    statement: &Statement,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> PgResult<u64> {
+    if sql.pooler_safe {
+        return client.execute_typed(&statement.text, params).await;
+    }
+    let prepared = prepared(client, statement).await?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
+    client.execute(&prepared, &values).await
 }
 
 /// Prepare `statement` on `client` now. A query function pipelined with
 /// another request (`BEGIN`, `COMMIT`) must find its statement prepared:
 /// otherwise its Parse goes out first and the other request overtakes it
 /// (an UPDATE meant for the transaction would run after its COMMIT).
-pub async fn prepare(client: &Client, statement: &Statement) -> PgResult<()> {
+pub async fn prepare(client: &Client, sql: &Sql, statement: &Statement) -> PgResult<()> {
+    if sql.pooler_safe {
+        // Unnamed statements are parsed with their execution, in order.
+        return Ok(());
+    }
     prepared(client, statement).await.map(drop)
 }
 
@@ -42,9 +81,14 @@ pub struct Drift {
     pub reason: String,
 }
 
-/// Prepare every statement that touches the table on `client` and check the
-/// columns of those that return rows.
-pub async fn prepare_all(client: &Client, sql: &Sql) -> Result<(), Drift> {
+/// Check every statement that touches the table against it: prepare each
+/// and check the columns of those that return rows; in pooler mode, where
+/// nothing may be prepared, run each once with empty inputs in a
+/// transaction that is rolled back.
+pub async fn prepare_all(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(), Drift> {
+    if sql.pooler_safe {
+        return dry_run_all(client, sql, quoted_table).await;
+    }
     for statement in sql.table_statements() {
         let prepared = prepared(client, statement).await.map_err(|e| Drift {
             statement: statement.name,
@@ -60,6 +104,73 @@ pub async fn prepare_all(client: &Client, sql: &Sql) -> Result<(), Drift> {
         }
     }
     Ok(())
+}
+
+async fn dry_run_all(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(), Drift> {
+    let drift = |statement: &Statement| {
+        let name = statement.name;
+        move |e: tokio_postgres::Error| Drift {
+            statement: name,
+            reason: crate::error::describe_pg_error(&e),
+        }
+    };
+    let begin = Statement {
+        name: "BEGIN",
+        text: String::new(),
+    };
+    client.batch_execute("BEGIN").await.map_err(drift(&begin))?;
+    let outcome = async {
+        let claim = OutboxClaimDueParams {
+            limit: 0,
+            in_flight: &[],
+        };
+        outbox_claim_due(client, sql, claim)
+            .await
+            .map_err(drift(&sql.outbox_claim_due))?;
+        let mark = OutboxMarkPublishedParams { ids: &[] };
+        outbox_mark_published(client, sql, mark)
+            .await
+            .map_err(drift(&sql.outbox_mark_published))?;
+        let record = OutboxRecordFailuresParams {
+            failures: &[],
+            max_attempts: 1,
+        };
+        outbox_record_failures(client, sql, record)
+            .await
+            .map_err(drift(&sql.outbox_record_failures))?;
+        let hold = OutboxHoldBackKeysParams {
+            keys: &[],
+            head_ids: &[],
+        };
+        outbox_hold_back_keys(client, sql, hold)
+            .await
+            .map_err(drift(&sql.outbox_hold_back_keys))?;
+        outbox_stats_by_topic(client, sql)
+            .await
+            .map_err(drift(&sql.outbox_stats_by_topic))?;
+        let requeue = OutboxRequeueDeadParams {
+            ids: None,
+            topic: None,
+            limit: 0,
+        };
+        outbox_requeue_dead(client, sql, requeue)
+            .await
+            .map_err(drift(&sql.outbox_requeue_dead))?;
+        let prune = OutboxPrunePublishedParams {
+            older_than: Duration::ZERO,
+            limit: 0,
+        };
+        outbox_prune_published(client, sql, prune)
+            .await
+            .map_err(drift(&sql.outbox_prune_published))?;
+        outbox_table_size(client, sql, OutboxTableSizeParams { quoted_table })
+            .await
+            .map_err(drift(&sql.outbox_table_size))?;
+        Ok(())
+    }
+    .await;
+    client.batch_execute("ROLLBACK").await.map_err(drift(&begin))?;
+    outcome
 }
 
 fn expected_columns(statement: &str) -> &'static [&'static str] {
@@ -84,8 +195,8 @@ pub async fn migration_lock(
     sql: &Sql,
     params: MigrationLockParams,
 ) -> PgResult<()> {
-    let statement = prepared(client, &sql.migration_lock).await?;
-    client.execute(&statement, &[&params.key]).await.map(drop)
+    let bound: Params<1> = [(&params.key, Type::INT8)];
+    execute(client, sql, &sql.migration_lock, &bound).await.map(drop)
 }
 
 // --- outbox_table_exists --------------------------------------------------
@@ -100,11 +211,10 @@ pub async fn outbox_table_exists(
     sql: &Sql,
     params: OutboxTableExistsParams<'_>,
 ) -> PgResult<bool> {
-    let statement = prepared(client, &sql.outbox_table_exists).await?;
-    let row = client
-        .query_one(&statement, &[&params.quoted_table])
-        .await?;
-    Ok(row.try_get::<_, Option<String>>(0)?.is_some())
+    let bound: Params<1> = [(&params.quoted_table, Type::TEXT)];
+    let rows = query(client, sql, &sql.outbox_table_exists, &bound).await?;
+    let regclass = rows.first().map(|row| row.try_get::<_, Option<String>>(0));
+    Ok(regclass.transpose()?.flatten().is_some())
 }
 
 // --- outbox_claim_due -----------------------------------------------------
@@ -165,9 +275,11 @@ pub async fn outbox_claim_due(
     sql: &Sql,
     params: OutboxClaimDueParams<'_>,
 ) -> PgResult<Vec<OutboxRow>> {
-    let statement = prepared(client, &sql.outbox_claim_due).await?;
-    let bound: Params<2> = [&params.limit, &params.in_flight];
-    let rows = client.query(&statement, &bound).await?;
+    let bound: Params<2> = [
+        (&params.limit, Type::INT8),
+        (&params.in_flight, Type::INT8_ARRAY),
+    ];
+    let rows = query(client, sql, &sql.outbox_claim_due, &bound).await?;
     rows.iter().map(OutboxRow::decode).collect()
 }
 
@@ -183,8 +295,8 @@ pub async fn outbox_mark_published(
     sql: &Sql,
     params: OutboxMarkPublishedParams<'_>,
 ) -> PgResult<u64> {
-    let statement = prepared(client, &sql.outbox_mark_published).await?;
-    client.execute(&statement, &[&params.ids]).await
+    let bound: Params<1> = [(&params.ids, Type::INT8_ARRAY)];
+    execute(client, sql, &sql.outbox_mark_published, &bound).await
 }
 
 // --- outbox_record_failures -----------------------------------------------
@@ -224,9 +336,14 @@ pub async fn outbox_record_failures(
     let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
     let finals: Vec<bool> = failures.iter().map(|f| f.is_final).collect();
     let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
-    let statement = prepared(client, &sql.outbox_record_failures).await?;
-    let bound: Params<5> = [&ids, &errors, &finals, &delays, &params.max_attempts];
-    let rows = client.query(&statement, &bound).await?;
+    let bound: Params<5> = [
+        (&ids, Type::INT8_ARRAY),
+        (&errors, Type::TEXT_ARRAY),
+        (&finals, Type::BOOL_ARRAY),
+        (&delays, Type::FLOAT8_ARRAY),
+        (&params.max_attempts, Type::INT4),
+    ];
+    let rows = query(client, sql, &sql.outbox_record_failures, &bound).await?;
     rows.iter()
         .map(|row| {
             Ok(RecordedFailure {
@@ -253,10 +370,11 @@ pub async fn outbox_hold_back_keys(
     sql: &Sql,
     params: OutboxHoldBackKeysParams<'_>,
 ) -> PgResult<u64> {
-    let statement = prepared(client, &sql.outbox_hold_back_keys).await?;
-    client
-        .execute(&statement, &[&params.keys, &params.head_ids])
-        .await
+    let bound: Params<2> = [
+        (&params.keys, Type::TEXT_ARRAY),
+        (&params.head_ids, Type::INT8_ARRAY),
+    ];
+    execute(client, sql, &sql.outbox_hold_back_keys, &bound).await
 }
 
 // --- outbox_stats_by_topic ------------------------------------------------
@@ -286,8 +404,7 @@ impl TopicBacklog {
 }
 
 pub async fn outbox_stats_by_topic(client: &Client, sql: &Sql) -> PgResult<Vec<TopicBacklog>> {
-    let statement = prepared(client, &sql.outbox_stats_by_topic).await?;
-    let rows = client.query(&statement, &[]).await?;
+    let rows = query(client, sql, &sql.outbox_stats_by_topic, &[]).await?;
     rows.iter().map(TopicBacklog::decode).collect()
 }
 
@@ -307,9 +424,12 @@ pub async fn outbox_requeue_dead(
     sql: &Sql,
     params: OutboxRequeueDeadParams<'_>,
 ) -> PgResult<u64> {
-    let statement = prepared(client, &sql.outbox_requeue_dead).await?;
-    let bound: Params<3> = [&params.ids, &params.topic, &params.limit];
-    client.execute(&statement, &bound).await
+    let bound: Params<3> = [
+        (&params.ids, Type::INT8_ARRAY),
+        (&params.topic, Type::TEXT),
+        (&params.limit, Type::INT8),
+    ];
+    execute(client, sql, &sql.outbox_requeue_dead, &bound).await
 }
 
 // --- outbox_prune_published -----------------------------------------------
@@ -326,11 +446,9 @@ pub async fn outbox_prune_published(
     sql: &Sql,
     params: OutboxPrunePublishedParams,
 ) -> PgResult<u64> {
-    let statement = prepared(client, &sql.outbox_prune_published).await?;
     let age_secs = params.older_than.as_secs_f64();
-    client
-        .execute(&statement, &[&age_secs, &params.limit])
-        .await
+    let bound: Params<2> = [(&age_secs, Type::FLOAT8), (&params.limit, Type::INT8)];
+    execute(client, sql, &sql.outbox_prune_published, &bound).await
 }
 
 // --- outbox_table_size ----------------------------------------------------
@@ -345,9 +463,7 @@ pub async fn outbox_table_size(
     sql: &Sql,
     params: OutboxTableSizeParams<'_>,
 ) -> PgResult<i64> {
-    let statement = prepared(client, &sql.outbox_table_size).await?;
-    client
-        .query_one(&statement, &[&params.quoted_table])
-        .await?
-        .try_get(0)
+    let bound: Params<1> = [(&params.quoted_table, Type::TEXT)];
+    let rows = query(client, sql, &sql.outbox_table_size, &bound).await?;
+    rows.first().map_or(Ok(0), |row| row.try_get(0))
 }
