@@ -16,7 +16,12 @@
 //! 5. relay cost: peak RSS and CPU seconds per 100k rows while draining;
 //! 6. TLS: the one-relay drain with TLS to PostgreSQL (`verify-full`) and to
 //!    Kafka (`security.protocol=SSL`, through a TLS-terminating proxy in front
-//!    of Tansu) against the same drain without, on private services.
+//!    of Tansu) against the same drain without, on private services;
+//! 7. poolers: the drain through PgBouncer in transaction mode with
+//!    `--pooler transaction` against the direct drain.
+//!
+//! `OUTBOX_BENCH_ONLY=tls` or `OUTBOX_BENCH_ONLY=pooler` runs stage 6 or 7
+//! alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -32,6 +37,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::certs::Certificates;
+use common::pgbouncer::PgBouncer;
 use common::private_broker::{PrivateBroker, TlsProxy};
 use common::private_pg::{PrivatePostgres, Tls};
 use common::{load, TestEnv, TopicReader};
@@ -94,6 +100,14 @@ async fn run() -> serde_json::Value {
         .collect();
 
     let repeat = env_number("OUTBOX_BENCH_REPEAT", 3).max(1);
+    // `OUTBOX_BENCH_ONLY=tls` or `=pooler`: one comparison stage alone.
+    match std::env::var("OUTBOX_BENCH_ONLY").as_deref() {
+        Ok("tls") => return json!({ "rows": rows, "tls": tls_stage(rows, batch, repeat).await }),
+        Ok("pooler") => {
+            return json!({ "rows": rows, "pooler": pooler_stage(rows, batch, repeat).await })
+        }
+        _ => {}
+    }
     if rows == 0 {
         // Latency only: `OUTBOX_BENCH_ROWS=0` skips the throughput stages.
         return json!({ "sustained": sustained_stages(&rates, seconds, batch).await });
@@ -118,6 +132,7 @@ async fn run() -> serde_json::Value {
     eprintln!("bench: drain, 3 relays: {:.0} rows/s", three.rows_per_sec);
     let sustained = sustained_stages(&rates, seconds, batch).await;
     let tls = tls_stage(rows, batch, repeat).await;
+    let pooler = pooler_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -140,6 +155,7 @@ async fn run() -> serde_json::Value {
         "drain_rows_per_sec_3_relays": round(three.rows_per_sec),
         "sustained": sustained,
         "tls": tls,
+        "pooler": pooler,
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
     })
@@ -167,6 +183,7 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         brokers: plain_broker.address(),
         kafka_settings: Vec::new(),
         delete_topics: false,
+        relay_args: Vec::new(),
     };
     let ca = certs.path("ca.pem");
     let secure = Cluster {
@@ -198,6 +215,38 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         "drain_plain_rows_per_sec": round(without),
         "drain_tls_rows_per_sec": round(with),
         "tls_vs_plain": (with / without * 100.0).round() / 100.0,
+    })
+}
+
+/// The drain through PgBouncer (transaction mode, pool of 5, default
+/// settings) with `--pooler transaction`, against the direct drain with the
+/// default (prepared) statements; interleaved rounds, medians.
+async fn pooler_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let database_url = common::database_url();
+    let pg_port: u16 = database_url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+        .expect("port in the database URL");
+    let bouncer = PgBouncer::start(pg_port, 5, &[("postgres", "")]).await;
+    let direct = Cluster::shared();
+    let pooled = Cluster {
+        relay_database_url: Some(bouncer.url("postgres", "postgres")),
+        relay_args: vec!["--pooler".into(), "transaction".into()],
+        ..Cluster::shared()
+    };
+    let (mut direct_rates, mut pooled_rates) = (Vec::new(), Vec::new());
+    for round in 1..=repeat {
+        let without = drain_on(&direct, rows, batch, 1).await.rows_per_sec;
+        let with = drain_on(&pooled, rows, batch, 1).await.rows_per_sec;
+        eprintln!("bench: round {round}: drain direct {without:.0} rows/s, through PgBouncer (--pooler transaction) {with:.0} rows/s");
+        direct_rates.push(without);
+        pooled_rates.push(with);
+    }
+    let (without, with) = (median(direct_rates), median(pooled_rates));
+    json!({
+        "drain_direct_rows_per_sec": round(without),
+        "drain_pgbouncer_rows_per_sec": round(with),
+        "pgbouncer_vs_direct": (with / without * 100.0).round() / 100.0,
     })
 }
 
@@ -332,6 +381,8 @@ struct Cluster {
     kafka_settings: Vec<(String, String)>,
     /// Topics are deleted after a stage on a broker that outlives it.
     delete_topics: bool,
+    /// More `run` flags (e.g. `--pooler transaction`).
+    relay_args: Vec<String>,
 }
 
 impl Cluster {
@@ -343,6 +394,7 @@ impl Cluster {
             brokers: common::brokers(),
             kafka_settings: Vec::new(),
             delete_topics: true,
+            relay_args: Vec::new(),
         }
     }
 
@@ -353,11 +405,12 @@ impl Cluster {
             .collect()
     }
 
-    fn relay_kafka_args(&self) -> Vec<String> {
-        self.kafka_settings
+    fn relay_extra_args(&self) -> Vec<String> {
+        let kafka = self
+            .kafka_settings
             .iter()
-            .flat_map(|(k, v)| ["--kafka-option".to_owned(), format!("{k}={v}")])
-            .collect()
+            .flat_map(|(k, v)| ["--kafka-option".to_owned(), format!("{k}={v}")]);
+        kafka.chain(self.relay_args.iter().cloned()).collect()
     }
 }
 
@@ -375,9 +428,9 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
     fill(&env, &topic, rows).await;
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
-    let kafka_args = cluster.relay_kafka_args();
-    let kafka_args: Vec<&str> = kafka_args.iter().map(String::as_str).collect();
-    let args = relay_args(batch, &kafka_args);
+    let extra = cluster.relay_extra_args();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let args = relay_args(batch, &extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let processes: Vec<_> = (0..relays).map(|_| env.start_relay(&args)).collect();
     let mut peak_rss_kib = 0;

@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::load::{committed_rows, verify, verify_with, Load, Verdict};
+use common::pgbouncer::PgBouncer;
 use common::private_broker::PrivateBroker;
 use common::private_pg::PrivatePostgres;
 use common::{consume_event_ids, create_topic, wait_for, Count, NewRow, Order, TestEnv};
@@ -253,6 +254,42 @@ async fn postgres_refusing_new_connections_is_survived() {
     let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
     eprintln!(
         "FAULT PostgreSQL refusing connections {:?} ({held} slots held): {verdict}; publishing again {recovery:?} after release",
+        outage()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_a_postgres_restart_and_exhausted_connections_are_survived() {
+    let pg = PrivatePostgres::start(25);
+    let bouncer = PgBouncer::start(pg.port, 5, &[("relay", "relay")]).await;
+    let mut env = TestEnv::on(&pg.relay_url()).await;
+    env.relay_database_url = bouncer.url("relay", "app");
+    let topic = env.create_topic(3).await;
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 50).await;
+    let mut relay = env.start_relay(&["--pooler", "transaction", "--batch-size", "100"]);
+    relay.wait_ready().await;
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
+        .await;
+
+    pg.restart_immediate();
+    let restarted = Instant::now();
+    env.reconnect().await;
+    let after_restart = time_to_progress(&env, restarted).await;
+
+    // Every free slot taken directly; PgBouncer's server connections cut.
+    let mut hog = Vec::new();
+    grab_free_slots(&pg.relay_url(), &mut hog).await;
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'relay' AND application_name <> ''");
+    grab_free_slots(&pg.relay_url(), &mut hog).await;
+    tokio::time::sleep(outage()).await;
+    assert_eq!(env.count("dead").await, 0);
+    drop(hog);
+    let released = Instant::now();
+    let after_release = time_to_progress(&env, released).await;
+    load.stop().await;
+    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
+    eprintln!(
+        "FAULT behind PgBouncer (transaction mode): restart -m immediate, then connections refused {:?}: {verdict}; publishing again {after_restart:?} after the restart, {after_release:?} after release",
         outage()
     );
 }

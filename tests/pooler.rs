@@ -61,11 +61,17 @@ async fn two_relays_publish_every_row_in_key_order_through_pgbouncer() {
     assert_eq!(received.len(), 2_000, "no duplicates");
     for relay in &relays {
         let log = relay.log_text();
-        assert!(log.contains("LISTEN is off behind a transaction-mode pooler"), "{log}");
+        assert!(
+            log.contains("LISTEN is off behind a transaction-mode pooler"),
+            "{log}"
+        );
         assert!(!log.contains("prepared statement"), "{log}");
         assert!(!log.contains("unreachable"), "{log}");
     }
-    assert!(churner.stop().await > 0, "the other client prepared statements");
+    assert!(
+        churner.stop().await > 0,
+        "the other client prepared statements"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,5 +154,26 @@ async fn retries_and_dead_rows_are_recorded_through_pgbouncer() {
     assert_eq!((status.as_str(), attempts), ("dead", 1), "{error:?}");
     let log = relay.log_text();
     assert!(!log.contains("prepared statement"), "{log}");
+    churner.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_pooler_flag_a_statement_name_collision_names_the_flag() {
+    let (env, _bouncer, churner) = behind_pgbouncer().await;
+    // Let the other client leave `s0`, `s1`, … on every server connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let output = env.command(&["status"]).output().unwrap();
+        if !output.status.success() {
+            failures.push(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+    }
+    assert!(!failures.is_empty(), "no collision happened");
+    for stderr in failures {
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("--pooler transaction"), "{stderr}");
+        assert!(!stderr.contains("unreachable"), "{stderr}");
+    }
     churner.stop().await;
 }

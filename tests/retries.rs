@@ -50,7 +50,8 @@ async fn a_failing_row_backs_off_holds_its_key_goes_dead_and_requeue_brings_it_b
     .await;
     let (status, _, last_error) = env.row_state(failing).await;
     assert_eq!(status, "pending");
-    assert!(last_error.is_some_and(|e| e.starts_with("kafka:")));
+    let expected = format!("topic {missing} does not exist; create it");
+    assert!(last_error.is_some_and(|e| e.starts_with(&expected)));
     let gap: f64 = env
         .client
         .query_one(

@@ -169,7 +169,10 @@ async fn dry_run_all(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(
         Ok(())
     }
     .await;
-    client.batch_execute("ROLLBACK").await.map_err(drift(&begin))?;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(drift(&begin))?;
     outcome
 }
 
@@ -196,7 +199,9 @@ pub async fn migration_lock(
     params: MigrationLockParams,
 ) -> PgResult<()> {
     let bound: Params<1> = [(&params.key, Type::INT8)];
-    execute(client, sql, &sql.migration_lock, &bound).await.map(drop)
+    execute(client, sql, &sql.migration_lock, &bound)
+        .await
+        .map(drop)
 }
 
 // --- outbox_table_exists --------------------------------------------------

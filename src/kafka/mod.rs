@@ -6,9 +6,11 @@ mod failure;
 mod message;
 mod options;
 mod publisher;
+mod topics;
 
 pub use defaults::producer_defaults_help;
 pub use failure::{Disposition, FailureReason};
 pub use message::prepare;
 pub use options::read_properties;
 pub use publisher::{Delivery, PendingDelivery, Publisher};
+pub use topics::{missing_topic_error, KnownTopics, TopicState};

@@ -202,6 +202,28 @@ impl Publisher {
         }
     }
 
+    /// Whether `topic` exists: `None` when the cluster did not answer.
+    pub async fn topic_exists(&self, topic: &str, timeout: Duration) -> Option<bool> {
+        let producer = self.current();
+        let topic = topic.to_owned();
+        let answer = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .ok()?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+            Some(match found.error() {
+                None => !found.partitions().is_empty(),
+                Some(code) => !matches!(
+                    RDKafkaErrorCode::from(code),
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                ),
+            })
+        })
+        .await;
+        answer.ok().flatten()
+    }
+
     /// Fail with a clear error unless a broker answers within `timeout`.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
         self.probe(timeout)

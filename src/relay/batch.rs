@@ -13,7 +13,9 @@ use super::telemetry::{BatchReport, DeadRow};
 use super::Relay;
 use crate::db::{ClaimedBatch, OutboxRow};
 use crate::error::Result;
-use crate::kafka::{prepare, Delivery, Disposition, FailureReason, PendingDelivery};
+use crate::kafka::{
+    missing_topic_error, prepare, Delivery, Disposition, FailureReason, PendingDelivery, TopicState,
+};
 
 /// How long one metadata request may take when checking for an outage.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,9 +64,21 @@ impl Relay {
             return Ok(None);
         }
         let queue_wait = self.config.shutdown_timeout;
+        let prepared: Vec<_> = rows.iter().map(prepare).collect();
+        let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
+        let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
         let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            deliveries.push(match prepare(row) {
+        for (row, prepared) in rows.iter().zip(prepared) {
+            deliveries.push(match prepared {
+                // Fails now instead of waiting in librdkafka for the topic
+                // (and holding up the whole batch); retried like any send.
+                Ok(_) if missing.contains(row.topic.as_str()) => {
+                    PendingDelivery::Refused(Delivery::Failed {
+                        disposition: Disposition::Retry,
+                        reason: FailureReason::UnknownTopic,
+                        message: missing_topic_error(&row.topic),
+                    })
+                }
                 Ok(message) => {
                     self.publisher
                         .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
@@ -86,6 +100,21 @@ impl Relay {
         }))
     }
 
+    /// The topics of `rows` that the cluster says do not exist.
+    async fn missing_topics<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a OutboxRow>,
+    ) -> HashSet<String> {
+        let topics: HashSet<&str> = rows.map(|row| row.topic.as_str()).collect();
+        self.known_topics
+            .check(&self.publisher, &topics)
+            .await
+            .into_iter()
+            .filter(|(_, state)| *state == TopicState::Missing)
+            .map(|(topic, _)| topic)
+            .collect()
+    }
+
     /// Wait for every delivery report of a batch, then record the results
     /// and commit. `held_before` are the keys the previous batch held back.
     pub(super) async fn finish(
@@ -103,7 +132,17 @@ impl Relay {
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut delivery_latencies = Vec::with_capacity(rows.len());
         for (row, pending) in rows.iter().zip(pending) {
-            let delivery = pending.outcome().await;
+            let mut delivery = pending.outcome().await;
+            if let Delivery::Failed {
+                reason: FailureReason::UnknownTopic,
+                message,
+                ..
+            } = &mut delivery
+            {
+                // Deleted since it was seen, or never there: look again next time.
+                self.known_topics.forget(&row.topic);
+                *message = missing_topic_error(&row.topic);
+            }
             if delivery == Delivery::Delivered {
                 let latency = SystemTime::now().duration_since(row.created_at);
                 delivery_latencies.push(latency.unwrap_or_default());

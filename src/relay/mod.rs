@@ -32,7 +32,7 @@ use crate::config::RelayConfig;
 use crate::db::Database;
 use crate::error::{Error, ErrorPath, Result};
 use crate::health::Health;
-use crate::kafka::Publisher;
+use crate::kafka::{KnownTopics, Publisher};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use backoff::{OutageBackoff, RetryBackoff};
@@ -54,6 +54,7 @@ pub struct Relay {
     telemetry: Telemetry,
     wakeup: Arc<Notify>,
     retry_backoff: RetryBackoff,
+    known_topics: KnownTopics,
 }
 
 impl Relay {
@@ -76,6 +77,7 @@ impl Relay {
             telemetry: Telemetry::new(metrics, health),
             wakeup,
             retry_backoff,
+            known_topics: KnownTopics::default(),
         }
     }
 

@@ -51,9 +51,16 @@ impl PgBouncer {
             .spawn()
             .expect("start pgbouncer (installed by tests/services.sh install)");
         let address = format!("127.0.0.1:{port}");
-        wait_for("PgBouncer to open its port", Duration::from_secs(20), || async {
-            tokio::net::TcpStream::connect(&address).await.ok().map(drop)
-        })
+        wait_for(
+            "PgBouncer to open its port",
+            Duration::from_secs(20),
+            || async {
+                tokio::net::TcpStream::connect(&address)
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
         .await;
         PgBouncer { port, dir, child }
     }
