@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_duration, DatabaseArgs, RelayConfig};
 
@@ -30,6 +30,61 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parse the command line (and environment); exit 2 on a usage error.
+    /// A bad value that came from an environment variable is reported as
+    /// that variable's, not the flag's: the user never typed the flag.
+    pub fn parse_or_exit() -> Self {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(error) => match env_source(&error) {
+                Some(line) => {
+                    eprintln!("error: {line}");
+                    std::process::exit(2);
+                }
+                None => error.exit(),
+            },
+        }
+    }
+}
+
+/// For a bad value that was read from an environment variable: one line
+/// naming the variable, the value and what the flag accepts.
+fn env_source(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let text = |kind| match error.get(kind) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let flag = text(ContextKind::InvalidArg)?;
+    let value = text(ContextKind::InvalidValue)?;
+    let long = flag.split_whitespace().next()?.trim_start_matches("--").to_owned();
+    let command = Cli::command();
+    let arg = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long.as_str()))?;
+    let variable = arg.get_env()?.to_string_lossy().into_owned();
+    let typed_on_command_line = std::env::args().any(|a| a.starts_with(&format!("--{long}")));
+    if typed_on_command_line || std::env::var(&variable).ok()? != value {
+        return None;
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    // "invalid value 'x' for '--flag <X>': why" → "why"
+    let reason = first.rsplit_once("': ").map_or(first, |(_, why)| why).to_owned();
+    let accepted = match error.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(values)) => format!("; use one of {}", values.join(", ")),
+        _ => String::new(),
+    };
+    Some(format!(
+        "invalid value {value:?} in environment variable {variable} (for --{long}): {reason}{accepted}"
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -44,10 +99,19 @@ pub enum Command {
     Run(Box<RelayConfig>),
     /// Show the backlog: pending rows, oldest pending age and dead rows, overall and per topic.
     Status(StatusArgs),
+    /// List dead rows: id, topic, key, attempts, last attempt and last error.
+    Dead(DeadArgs),
     /// Move dead rows back to pending (attempts reset) so the relay retries them.
     Requeue(RequeueArgs),
     /// Delete published rows older than a given age, in small batches.
     Prune(PruneArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `outbox-relay man > outbox-relay.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -56,14 +120,46 @@ pub struct MigrateArgs {
     pub database: DatabaseArgs,
 
     /// Also install the trigger that NOTIFYs the relay on insert (lower latency when idle).
-    #[arg(long, env = "OUTBOX_NOTIFY_TRIGGER")]
+    #[arg(long, env = "OUTBOX_NOTIFY_TRIGGER", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub notify_trigger: bool,
+
+    /// Print the DDL instead of running it (no connection is made), for DBAs who apply
+    /// migrations themselves.
+    #[arg(long)]
+    pub print_sql: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 1 when rows are dead or the oldest pending row is older than --max-lag
+    /// (for scripts and cron); 0 otherwise.
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: the oldest pending age still healthy, e.g. 5m, 30s.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, requires = "check")]
+    pub max_lag: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Only dead rows of this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+
+    /// At most this many rows (oldest first).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: i64,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -87,6 +183,10 @@ pub struct RequeueArgs {
     /// Requeue every dead row.
     #[arg(long, group = "selection")]
     pub all: bool,
+
+    /// Say how many rows would be requeued, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +201,10 @@ pub struct PruneArgs {
     /// Rate limit in deleted rows per second (0: no limit).
     #[arg(long, default_value_t = 5000)]
     pub max_rows_per_sec: u32,
+
+    /// Say how many rows would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

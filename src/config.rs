@@ -8,11 +8,11 @@
 //! Kafka options are redacted.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::error::{Error, Result};
@@ -25,8 +25,9 @@ pub struct DatabaseArgs {
     /// PostgreSQL connection string: a URL (postgres://relay@db:5432/app?sslmode=verify-full&sslrootcert=/etc/ssl/ca.pem)
     /// or libpq key=value pairs, with libpq's sslmode, sslrootcert, sslcert, sslkey,
     /// connect_timeout, application_name and target_session_attrs.
+    /// (Required by every command that connects; `migrate --print-sql` does not.)
     #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
-    pub database_url: DatabaseUrl,
+    pub database_url: Option<DatabaseUrl>,
 
     /// File holding the database password, used when the connection string has none. It is
     /// read again for every new connection, so a rotated secret is picked up without a restart.
@@ -55,12 +56,22 @@ pub enum Pooler {
 
 impl DatabaseArgs {
     /// A pool of `pool_size` connections to the outbox table's database.
+    /// Exits 2, as a usage error, if no `--database-url` was given.
     pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
+        let Some(url) = &self.database_url else {
+            use clap::CommandFactory;
+            crate::cli::Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required argument was not provided: --database-url <DATABASE_URL> (or OUTBOX_DATABASE_URL)",
+                )
+                .exit();
+        };
         let options = crate::db::ConnectOptions {
             password_file: self.database_password_file.as_deref(),
             pooler_safe: self.pooler == Pooler::Transaction,
         };
-        crate::db::Database::open(self.database_url.expose(), &options, &self.table, pool_size)
+        crate::db::Database::open(url.expose(), &options, &self.table, pool_size)
     }
 }
 
@@ -91,47 +102,52 @@ pub struct RelayConfig {
     )]
     pub kafka_options: Vec<KafkaOption>,
 
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for /metrics, /healthz and /readyz: HOST:PORT, or :PORT for every interface.
     #[arg(long, env = "OUTBOX_METRICS_ADDR", default_value = "0.0.0.0:9874")]
-    pub metrics_addr: SocketAddr,
+    pub metrics_addr: MetricsAddr,
 
     /// Rows claimed per transaction (1 to 50000). Larger batches amortise
     /// round trips; every row of a batch stays locked until it is recorded.
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000)]
-    pub batch_size: usize,
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub batch_size: u32,
 
     /// Backstop poll interval when idle, in milliseconds; NOTIFY wake-ups (if the trigger is installed) come sooner.
-    #[arg(long = "poll-interval-ms", env = "OUTBOX_POLL_INTERVAL_MS", value_name = "MS", default_value = "500", value_parser = parse_millis)]
+    #[arg(long = "poll-interval-ms", visible_alias = "poll-interval", env = "OUTBOX_POLL_INTERVAL_MS", value_name = "DURATION", default_value = "500", value_parser = parse_millis)]
     pub poll_interval: Duration,
 
-    /// Attempts (the first included) before a row that keeps failing becomes dead.
+    /// Attempts (the first included, at least 1) before a row that keeps failing becomes dead.
     /// Broker outages do not count.
-    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10)]
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
     /// First retry delay in milliseconds; it doubles per failed attempt, with jitter.
-    #[arg(long = "retry-backoff-base-ms", env = "OUTBOX_RETRY_BACKOFF_BASE_MS", value_name = "MS", default_value = "1000", value_parser = parse_millis)]
+    #[arg(long = "retry-backoff-base-ms", visible_alias = "retry-backoff-base", env = "OUTBOX_RETRY_BACKOFF_BASE_MS", value_name = "DURATION", default_value = "1000", value_parser = parse_millis)]
     pub retry_backoff_base: Duration,
 
     /// Longest retry delay, in seconds.
-    #[arg(long = "retry-backoff-max-secs", env = "OUTBOX_RETRY_BACKOFF_MAX_SECS", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    #[arg(long = "retry-backoff-max-secs", visible_alias = "retry-backoff-max", env = "OUTBOX_RETRY_BACKOFF_MAX_SECS", value_name = "DURATION", default_value = "300", value_parser = parse_secs)]
     pub retry_backoff_max: Duration,
 
     /// Upper bound on a graceful stop (finish the batch in flight, flush, record), in seconds.
-    #[arg(long = "shutdown-timeout-secs", env = "OUTBOX_SHUTDOWN_TIMEOUT_SECS", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    #[arg(long = "shutdown-timeout-secs", visible_alias = "shutdown-timeout", env = "OUTBOX_SHUTDOWN_TIMEOUT_SECS", value_name = "DURATION", default_value = "30", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
     /// How long start-up waits for a Kafka broker to answer before giving up, in seconds.
-    #[arg(long = "kafka-startup-timeout-secs", env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "SECS", default_value = "15", value_parser = parse_secs)]
+    #[arg(long = "kafka-startup-timeout-secs", visible_alias = "kafka-startup-timeout", env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "DURATION", default_value = "15", value_parser = parse_secs)]
     pub kafka_startup_timeout: Duration,
 
     /// How often the backlog gauges are refreshed from the table, in milliseconds (at least 100).
-    #[arg(long = "stats-interval-ms", env = "OUTBOX_STATS_INTERVAL_MS", value_name = "MS", default_value = "5000", value_parser = parse_stats_interval)]
+    #[arg(long = "stats-interval-ms", visible_alias = "stats-interval", env = "OUTBOX_STATS_INTERVAL_MS", value_name = "DURATION", default_value = "5000", value_parser = parse_stats_interval)]
     pub stats_interval: Duration,
 
-    /// Do not LISTEN for the NOTIFY trigger; rely on polling alone (e.g. behind PgBouncer in transaction mode).
-    #[arg(long, env = "OUTBOX_NO_LISTEN")]
+    /// Do not LISTEN for the NOTIFY trigger; rely on polling alone.
+    #[arg(long, env = "OUTBOX_NO_LISTEN", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub no_listen: bool,
+
+    /// How often to log a summary line (published per topic, retried, dead, pending, oldest age)
+    /// when anything changed; 0 turns it off.
+    #[arg(long, env = "OUTBOX_SUMMARY_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub summary_interval: Duration,
 
     /// Delete published rows older than this (e.g. 24h, 7d). Off unless set. Dead rows are never deleted.
     #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
@@ -159,15 +175,6 @@ impl RelayConfig {
         validate_brokers(&self.kafka_brokers)?;
         let kafka_options = self.kafka_settings()?;
         let invalid = |message: &str| Err(Error::InvalidConfig(message.to_owned()));
-        if !(1..=50_000).contains(&self.batch_size) {
-            return Err(Error::InvalidConfig(format!(
-                "--batch-size {} is out of range; use 1 to 50000",
-                self.batch_size
-            )));
-        }
-        if self.max_attempts == 0 {
-            return invalid("--max-attempts must be at least 1");
-        }
         if self.poll_interval.is_zero() {
             return invalid("--poll-interval-ms must be at least 1");
         }
@@ -328,42 +335,88 @@ pub fn validate_brokers(value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parser for the `_ms` flags: whole milliseconds.
+/// Parser for the `_ms` flags: a duration (`500ms`, `2s`), or a bare number
+/// of milliseconds as these flags always took.
 pub fn parse_millis(raw: &str) -> std::result::Result<Duration, String> {
-    raw.trim()
-        .parse()
-        .map(Duration::from_millis)
-        .map_err(|_| format!("expected whole milliseconds, e.g. 500; got {raw:?}"))
+    match raw.trim().parse() {
+        Ok(millis) => Ok(Duration::from_millis(millis)),
+        Err(_) => parse_duration(raw),
+    }
 }
 
-/// Parser for the `_secs` flags: whole seconds.
+/// Parser for the `_secs` flags: a duration (`30s`, `5m`), or a bare number
+/// of seconds as these flags always took.
 pub fn parse_secs(raw: &str) -> std::result::Result<Duration, String> {
-    raw.trim()
-        .parse()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("expected whole seconds, e.g. 30; got {raw:?}"))
+    match raw.trim().parse() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(raw),
+    }
+}
+
+/// [`parse_duration`], also accepting `0` (off).
+fn parse_duration_or_zero(raw: &str) -> std::result::Result<Duration, String> {
+    if raw.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(raw)
 }
 
 fn parse_stats_interval(raw: &str) -> std::result::Result<Duration, String> {
     parse_millis(raw).map(|interval| interval.max(MIN_STATS_INTERVAL))
 }
 
-/// Parse a duration such as `24h`, `90m`, `30s` or `7d`.
+/// Parse a duration: one or more number-unit pairs, units `ms`, `s`, `m`,
+/// `h`, `d` — `30s`, `1h30m`, `7d`, `250ms`.
 pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| format!("expected a number and a unit (s, m, h, d), e.g. 24h; got {raw:?}"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?}; use s, m, h or d, e.g. 24h")),
-    };
-    Ok(Duration::from_secs(amount * seconds))
+    let usage = || format!("expected a duration such as 30s, 1h30m, 7d or 250ms; got {raw:?}");
+    let mut rest = raw.trim();
+    if rest.is_empty() {
+        return Err(usage());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let amount: u64 = rest[..digits].parse().map_err(|_| usage())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(usage()),
+        };
+        total += unit * u32::try_from(amount).map_err(|_| usage())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// `--metrics-addr`: `HOST:PORT` (a name or an address) or `:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsAddr(String);
+
+impl FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(raw: &str) -> std::result::Result<Self, Self::Err> {
+        let raw = raw.trim();
+        let usage = || format!("expected HOST:PORT or :PORT, e.g. 127.0.0.1:9874 or :9874; got {raw:?}");
+        let (host, port) = raw.rsplit_once(':').ok_or_else(usage)?;
+        port.parse::<u16>().map_err(|_| usage())?;
+        let host = match host {
+            "" => "0.0.0.0",
+            host => host,
+        };
+        Ok(MetricsAddr(format!("{host}:{port}")))
+    }
+}
+
+impl fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -440,19 +493,35 @@ mod tests {
         assert_eq!(parse_millis("250").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_secs("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_stats_interval("5").unwrap(), MIN_STATS_INTERVAL);
-        assert!(parse_millis("1s").is_err());
+        assert!(parse_millis("1x").is_err());
     }
 
     #[test]
-    fn durations_take_a_unit() {
+    fn durations_take_units_and_combine() {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86_400)
-        );
-        for bad in ["", "h", "10", "10w", "-1h"] {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        for bad in ["", "h", "10", "10w", "-1h", "1h30", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        // The old flags keep their bare numbers.
+        assert_eq!(parse_millis("500").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_millis("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_secs("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_secs("1m").unwrap(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn metrics_addresses_take_names_and_a_bare_port() {
+        assert_eq!(":9874".parse::<MetricsAddr>().unwrap().to_string(), "0.0.0.0:9874");
+        assert_eq!(
+            "localhost:9874".parse::<MetricsAddr>().unwrap().to_string(),
+            "localhost:9874"
+        );
+        for bad in ["9874", "localhost", ":x", "host:70000"] {
+            assert!(bad.parse::<MetricsAddr>().is_err(), "{bad:?} was accepted");
         }
     }
 }

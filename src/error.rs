@@ -44,6 +44,14 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("role {role} lacks {missing} on table {table}; grant it: GRANT {grant} ON {table} TO {role}")]
+    MissingPrivileges {
+        table: String,
+        role: String,
+        missing: String,
+        grant: String,
+    },
+
     /// The connection failed mid-way (closed, reset, server shutting down).
     #[error("PostgreSQL failed while {action}: {reason}")]
     Database {
@@ -77,6 +85,10 @@ pub enum Error {
 
     #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address, e.g. 127.0.0.1:9874")]
     MetricsBind { addr: String, reason: String },
+
+    /// `status --check` found the outbox unhealthy.
+    #[error("check failed: {0}")]
+    CheckFailed(String),
 
     /// A bug: a task panicked or an invariant broke.
     #[error("internal error (a bug; please report it): {0}")]
@@ -133,13 +145,15 @@ impl Error {
             | Error::Database { .. } => ErrorPath::DatabaseUnreachable,
             Error::DatabaseRejected { .. }
             | Error::MissingTable { .. }
-            | Error::SchemaDrift { .. } => ErrorPath::DatabaseRejected,
+            | Error::SchemaDrift { .. }
+            | Error::MissingPrivileges { .. } => ErrorPath::DatabaseRejected,
             Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::InvalidDatabaseUrl(_)
             | Error::InvalidBrokers { .. }
             | Error::MetricsBind { .. }
+            | Error::CheckFailed(_)
             | Error::Internal(_) => ErrorPath::Internal,
         }
     }

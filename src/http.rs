@@ -2,7 +2,6 @@
 //! process is alive) and `/readyz` (PostgreSQL and Kafka are reachable).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -13,15 +12,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::config::MetricsAddr;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Bind the address now, so a bad `--metrics-addr` fails start-up.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Bind the address now (resolving a host name), so a bad `--metrics-addr`
+/// fails start-up.
+pub async fn bind(addr: &MetricsAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr.to_string())
         .await
         .map_err(|e| Error::MetricsBind {
             addr: addr.to_string(),

@@ -37,6 +37,7 @@ pub(crate) mod relay;
 pub(crate) mod shutdown;
 pub(crate) mod sql;
 pub(crate) mod status;
+pub(crate) mod summary;
 pub mod table;
 
 pub use error::{Error, Result};

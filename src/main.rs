@@ -4,12 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use outbox_relay::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     if let Err(message) = init_logging(cli.log_format, &cli.log_level) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
@@ -55,13 +54,26 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
                 .expect("a valid directive"),
         );
     }
+    if !level.contains("deadpool") {
+        // "Connection could not be recycled" on every pooled connection during
+        // an outage; the relay reports the outage itself, once.
+        filter = filter.add_directive("deadpool.postgres=error".parse().expect("a valid directive"));
+    }
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // `message` and the event's fields at the top level: the shape Loki,
+        // ECS and Datadog parse without a pipeline stage.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
     Ok(())
 }

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub kafka_up: IntGauge,
     pub pruned: IntCounter,
     pub table_size: IntGauge,
+    pub in_flight: IntGauge,
 }
 
 fn int_gauge(name: &str, help: &str) -> IntGauge {
@@ -120,6 +121,10 @@ impl Metrics {
                 "outbox_table_size_bytes",
                 "Total size of the outbox table with its indexes and TOAST.",
             ),
+            in_flight: int_gauge(
+                "outbox_in_flight_messages",
+                "Rows handed to the producer and not yet recorded.",
+            ),
         };
         metrics.register_all();
         for reason in FailureReason::ALL {
@@ -129,7 +134,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(self.in_flight.clone()),
             Box::new(self.pending.clone()),
             Box::new(self.oldest_pending_age.clone()),
             Box::new(self.dead.clone()),

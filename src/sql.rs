@@ -9,10 +9,16 @@
 use crate::table::TableName;
 
 /// Schema migrations, applied in order by `migrate`. Each one is idempotent.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "001_outbox_table",
-    include_str!("../sql/migrations/001_outbox_table.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "001_outbox_table",
+        include_str!("../sql/migrations/001_outbox_table.sql"),
+    ),
+    (
+        "002_topic_name_check",
+        include_str!("../sql/migrations/002_topic_name_check.sql"),
+    ),
+];
 
 /// Optional trigger that sends NOTIFY on commit of an insert.
 const NOTIFY_TRIGGER: &str = include_str!("../sql/optional/notify_trigger.sql");
@@ -44,6 +50,13 @@ pub struct Sql {
     pub outbox_requeue_dead: Statement,
     pub outbox_prune_published: Statement,
     pub outbox_table_size: Statement,
+    pub outbox_privileges: Statement,
+    pub outbox_list_dead: Statement,
+    pub outbox_count_requeueable: Statement,
+    pub outbox_count_prunable: Statement,
+    pub outbox_status_of: Statement,
+    pub outbox_published_summary: Statement,
+    pub outbox_objects: Statement,
 }
 
 /// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
@@ -77,12 +90,19 @@ impl Sql {
             outbox_requeue_dead: statement!(render, "outbox_requeue_dead"),
             outbox_prune_published: statement!(render, "outbox_prune_published"),
             outbox_table_size: statement!(render, "outbox_table_size"),
+            outbox_privileges: statement!(render, "outbox_privileges"),
+            outbox_list_dead: statement!(render, "outbox_list_dead"),
+            outbox_count_requeueable: statement!(render, "outbox_count_requeueable"),
+            outbox_count_prunable: statement!(render, "outbox_count_prunable"),
+            outbox_status_of: statement!(render, "outbox_status_of"),
+            outbox_published_summary: statement!(render, "outbox_published_summary"),
+            outbox_objects: statement!(render, "outbox_objects"),
         }
     }
 
     /// The statements that read or write the outbox table: prepared at
     /// start-up, so a table that drifted from this version fails at once.
-    pub fn table_statements(&self) -> [&Statement; 8] {
+    pub fn table_statements(&self) -> [&Statement; 13] {
         [
             &self.outbox_claim_due,
             &self.outbox_mark_published,
@@ -92,6 +112,11 @@ impl Sql {
             &self.outbox_requeue_dead,
             &self.outbox_prune_published,
             &self.outbox_table_size,
+            &self.outbox_list_dead,
+            &self.outbox_count_requeueable,
+            &self.outbox_count_prunable,
+            &self.outbox_status_of,
+            &self.outbox_published_summary,
         ]
     }
 
@@ -102,6 +127,8 @@ impl Sql {
         texts.extend([
             self.migration_lock.text.as_str(),
             self.outbox_table_exists.text.as_str(),
+            self.outbox_privileges.text.as_str(),
+            self.outbox_objects.text.as_str(),
             self.notify_trigger.as_str(),
             self.listen_for_inserts.as_str(),
         ]);
@@ -127,8 +154,8 @@ mod tests {
     fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap(), false);
         let texts = sql.all_texts();
-        // 10 queries, LISTEN, the trigger and each migration.
-        assert_eq!(texts.len(), 12 + MIGRATIONS.len());
+        // 17 queries, LISTEN, the trigger and each migration.
+        assert_eq!(texts.len(), 19 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -140,7 +167,7 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 10 named statements and LISTEN.
-        assert_eq!(files, 11, "a file in sql/queries/ is not wired into Sql");
+        // The 17 named statements and LISTEN.
+        assert_eq!(files, 18, "a file in sql/queries/ is not wired into Sql");
     }
 }

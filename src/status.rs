@@ -1,31 +1,54 @@
-//! Rendering the backlog for `status`: a table readable at a glance, or JSON.
+//! Rendering for `status` and `dead`: text readable at a glance (no
+//! Markdown), or JSON; and the health verdict of `status --check`.
 
 use std::fmt::Write;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::db::queries::DeadRowView;
 use crate::db::Backlog;
 
-#[derive(Serialize)]
-struct StatusJson<'a> {
-    table: &'a str,
+/// Everything `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub table: String,
     #[serde(flatten)]
-    backlog: &'a Backlog,
+    pub backlog: Backlog,
+    pub published: i64,
+    /// Seconds since the epoch.
+    pub last_published_at: Option<f64>,
 }
 
-pub fn render_json(table: &str, backlog: &Backlog) -> String {
-    serde_json::to_string_pretty(&StatusJson { table, backlog }).expect("plain data serialises")
+pub fn render_json(view: &StatusView) -> String {
+    serde_json::to_string_pretty(view).expect("plain data serialises")
 }
 
-pub fn render_text(table: &str, backlog: &Backlog) -> String {
+/// The first line reads `table app.outbox: 12 pending, oldest 3.0s, 0 dead`.
+pub fn render_text(view: &StatusView, _terminal: bool) -> String {
+    let backlog = &view.backlog;
     let mut out = String::new();
-    let verdict = match (backlog.pending, backlog.dead) {
-        (0, 0) => "all caught up".to_owned(),
-        (pending, 0) => format!("{pending} pending"),
-        (0, dead) => format!("{dead} dead (see `requeue`)"),
-        (pending, dead) => format!("{pending} pending, {dead} dead (see `requeue`)"),
-    };
-    let _ = writeln!(out, "outbox {table}: {verdict}");
+    let _ = writeln!(
+        out,
+        "table {}: {} pending, oldest {}, {} dead{}",
+        view.table,
+        backlog.pending,
+        format_age(backlog.oldest_pending_age_seconds),
+        backlog.dead,
+        if backlog.dead > 0 { " (see: outbox-relay dead, outbox-relay requeue)" } else { "" }
+    );
+    let last = view.last_published_at.map(|at| now_epoch() - at);
+    let _ = writeln!(
+        out,
+        "published: {}, last {}",
+        view.published,
+        last.map_or("never".to_owned(), |age| format!("{} ago", format_age(Some(age))))
+    );
+    render_topics(&mut out, backlog);
+    out
+}
+
+fn render_topics(out: &mut String, backlog: &Backlog) {
     let width = backlog
         .topics
         .iter()
@@ -56,7 +79,53 @@ pub fn render_text(table: &str, backlog: &Backlog) -> String {
         format_age(backlog.oldest_pending_age_seconds),
         backlog.dead
     );
+}
+
+/// `status --check`: `None` when healthy, else what is wrong.
+pub fn check(backlog: &Backlog, max_lag: Duration) -> Option<String> {
+    let mut problems = Vec::new();
+    if backlog.dead > 0 {
+        problems.push(format!("{} dead rows", backlog.dead));
+    }
+    let oldest = backlog.oldest_pending_age_seconds.unwrap_or(0.0);
+    if oldest > max_lag.as_secs_f64() {
+        problems.push(format!(
+            "the oldest pending row is {} old (limit {})",
+            format_age(Some(oldest)),
+            format_age(Some(max_lag.as_secs_f64()))
+        ));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// `dead` as a table: one row per dead row, the error last.
+pub fn render_dead(rows: &[DeadRowView]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str("no dead rows\n");
+        return out;
+    }
+    let _ = writeln!(out, "{:>10}  {:<24}  {:<16}  {:>8}  {:>10}  ERROR", "ID", "TOPIC", "KEY", "ATTEMPTS", "LAST TRY");
+    for row in rows {
+        let age = row.last_attempt_at.map(|at| now_epoch() - at);
+        let _ = writeln!(
+            out,
+            "{:>10}  {:<24}  {:<16}  {:>8}  {:>10}  {}",
+            row.id,
+            row.topic,
+            row.key.as_deref().unwrap_or("-"),
+            row.attempts,
+            age.map_or("-".to_owned(), |a| format!("{} ago", format_age(Some(a)))),
+            row.last_error.as_deref().unwrap_or("")
+        );
+    }
     out
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn format_age(seconds: Option<f64>) -> String {
@@ -75,50 +144,67 @@ mod tests {
     use super::*;
     use crate::db::TopicBacklog;
 
-    fn backlog() -> Backlog {
-        Backlog::from_topics(vec![
-            TopicBacklog {
-                topic: "orders".into(),
-                pending: 12,
-                oldest_pending_age_seconds: Some(3.25),
-                dead: 0,
-            },
-            TopicBacklog {
-                topic: "payments".into(),
-                pending: 0,
-                oldest_pending_age_seconds: None,
-                dead: 2,
-            },
-        ])
+    fn view() -> StatusView {
+        StatusView {
+            table: "app.outbox".into(),
+            backlog: Backlog::from_topics(vec![
+                TopicBacklog {
+                    topic: "orders".into(),
+                    pending: 12,
+                    oldest_pending_age_seconds: Some(3.25),
+                    dead: 0,
+                },
+                TopicBacklog {
+                    topic: "payments".into(),
+                    pending: 0,
+                    oldest_pending_age_seconds: None,
+                    dead: 2,
+                },
+            ]),
+            published: 40,
+            last_published_at: None,
+        }
     }
 
     #[test]
-    fn text_status_leads_with_a_verdict_and_lists_topics_and_total() {
-        let text = render_text("outbox", &backlog());
+    fn text_status_leads_with_one_line_then_published_then_topics() {
+        let text = render_text(&view(), true);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "outbox outbox: 12 pending, 2 dead (see `requeue`)"
+            "table app.outbox: 12 pending, oldest 3.2s, 2 dead (see: outbox-relay dead, outbox-relay requeue)"
         );
-        assert!(
-            lines[2].starts_with("orders") && lines[2].contains("3.2s"),
-            "{}",
-            lines[2]
-        );
-        assert!(lines[3].starts_with("payments") && lines[3].trim_end().ends_with('2'));
-        assert!(lines[4].starts_with("TOTAL"));
+        assert_eq!(lines[1], "published: 40, last never");
+        assert!(lines[3].starts_with("orders") && lines[3].contains("3.2s"), "{}", lines[3]);
+        assert!(lines[4].starts_with("payments") && lines[4].trim_end().ends_with('2'));
+        assert!(lines[5].starts_with("TOTAL"));
+        assert!(!text.contains('`'), "no Markdown in a terminal");
     }
 
     #[test]
-    fn json_status_has_totals_and_topics() {
-        let value: serde_json::Value =
-            serde_json::from_str(&render_json("outbox", &backlog())).unwrap();
-        assert_eq!(value["table"], "outbox");
+    fn json_status_has_totals_topics_and_published() {
+        let value: serde_json::Value = serde_json::from_str(&render_json(&view())).unwrap();
+        assert_eq!(value["table"], "app.outbox");
         assert_eq!(value["pending"], 12);
         assert_eq!(value["dead"], 2);
+        assert_eq!(value["published"], 40);
         assert_eq!(value["oldest_pending_age_seconds"], 3.25);
         assert_eq!(value["topics"][1]["topic"], "payments");
         assert!(value["topics"][1]["oldest_pending_age_seconds"].is_null());
+    }
+
+    #[test]
+    fn the_check_fails_on_dead_rows_or_lag() {
+        let healthy = Backlog::from_topics(vec![TopicBacklog {
+            topic: "t".into(),
+            pending: 3,
+            oldest_pending_age_seconds: Some(10.0),
+            dead: 0,
+        }]);
+        assert_eq!(check(&healthy, Duration::from_secs(300)), None);
+        let lagging = check(&healthy, Duration::from_secs(5)).unwrap();
+        assert!(lagging.contains("10.0s old"), "{lagging}");
+        assert!(check(&view().backlog, Duration::from_secs(300)).unwrap().contains("2 dead rows"));
     }
 
     #[test]

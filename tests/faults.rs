@@ -313,6 +313,7 @@ async fn poison_rows_go_dead_alone_and_everything_around_them_flows() {
     let huge = json!({ "blob": "x".repeat(1_200_000) });
     let mut bad_headers = NewRow::new(&topic, Some("key-9"), json!({}));
     bad_headers.headers = json!({ "n": 1 });
+    env.drop_topic_check().await;
     let poison = env
         .insert(&[
             NewRow::new(&topic, Some("key-7"), huge),
@@ -433,3 +434,4 @@ async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_o
     let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
     eprintln!("FAULT 4 relays churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
 }
+

@@ -122,6 +122,7 @@ async fn rows_no_retry_can_fix_go_dead_at_once_and_do_not_block_their_key() {
     let topic = env.create_topic(1).await;
     let mut bad_headers = NewRow::new(&topic, Some("k"), json!({}));
     bad_headers.headers = json!({"count": 1});
+    env.drop_topic_check().await;
     let inserted = env
         .insert(&[
             bad_headers,
@@ -154,3 +155,4 @@ async fn rows_no_retry_can_fix_go_dead_at_once_and_do_not_block_their_key() {
         .await;
     assert_eq!(env.row_state(inserted[0].0).await.1, 1);
 }
+

@@ -339,6 +339,12 @@ impl Connector {
                     "{reason}; the server rejected the client certificate (sslcert/sslkey)"
                 ))
             }
+            // Under TLS 1.3 the server checks the client certificate after
+            // the handshake and may cut the connection before its alert is
+            // read.
+            None if tls.client_cert.is_some() && is_cut_off(&reason) => ConnectFailure::Tls(format!(
+                "{reason}; the server closed the connection: with a client certificate this usually means it rejected the client certificate (sslcert/sslkey)"
+            )),
             None if reason.contains("does not support TLS") => ConnectFailure::Tls(format!(
                 "{reason}; the server has TLS off: ask for ssl=on, or use sslmode=prefer"
             )),
@@ -402,6 +408,12 @@ fn requires_tls(error: &tokio_postgres::Error) -> bool {
     error
         .as_db_error()
         .is_some_and(|db| db.code().code() == "28000" && db.message().contains("no encryption"))
+}
+
+fn is_cut_off(reason: &str) -> bool {
+    ["reset by peer", "unexpected EOF", "connection closed", "broken pipe"]
+        .iter()
+        .any(|marker| reason.contains(marker))
 }
 
 fn mentions_certificate(reason: &str) -> bool {

@@ -19,6 +19,24 @@ pub enum RequeueSelection {
     All,
 }
 
+impl RequeueSelection {
+    /// The ids it is restricted to, if any.
+    pub fn ids(&self) -> Option<&[i64]> {
+        match self {
+            RequeueSelection::Ids(ids) => Some(ids),
+            _ => None,
+        }
+    }
+
+    /// The topic it is restricted to, if any.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            RequeueSelection::Topic(topic) => Some(topic),
+            _ => None,
+        }
+    }
+}
+
 impl Database {
     /// Move selected dead rows back to pending with attempts reset, calling
     /// `progress` with the running total after each full batch.
@@ -32,14 +50,8 @@ impl Database {
         let mut total = 0;
         loop {
             let params = OutboxRequeueDeadParams {
-                ids: match selection {
-                    RequeueSelection::Ids(ids) => Some(ids),
-                    _ => None,
-                },
-                topic: match selection {
-                    RequeueSelection::Topic(topic) => Some(topic),
-                    _ => None,
-                },
+                ids: selection.ids(),
+                topic: selection.topic(),
                 limit: MAINTENANCE_BATCH,
             };
             let moved = queries::outbox_requeue_dead(&connection, self.sql(), params)

@@ -9,6 +9,8 @@ use deadpool_postgres::Object;
 use super::queries::{self, MigrationLockParams};
 use super::Database;
 use crate::error::{Error, Result};
+use crate::sql::Sql;
+use crate::table::TableName;
 
 /// Advisory lock key shared by every `migrate` run ("outbox" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6f75_7462_6f78;
@@ -20,16 +22,113 @@ pub struct MigrateOptions {
     pub notify_trigger: bool,
 }
 
+/// What `migrate` found and did, object by object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub created: Vec<String>,
+    pub in_place: Vec<String>,
+}
+
+/// The DDL `migrate` runs, for DBAs who apply migrations themselves.
+pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
+    let sql = Sql::for_table(table, false);
+    let mut text = String::from("BEGIN;\n\n");
+    for (name, migration) in &sql.migrations {
+        text.push_str(&format!("-- migration {name}\n{}\n", migration.trim_end()));
+        text.push('\n');
+    }
+    if options.notify_trigger {
+        text.push_str(&format!("-- notify_trigger\n{}\n\n", sql.notify_trigger.trim_end()));
+    }
+    text.push_str("COMMIT;\n");
+    text
+}
+
+/// The relay's objects for `table`: (what to call it, the name to look up).
+struct Objects {
+    relations: Vec<(String, String)>,
+    functions: Vec<(String, String)>,
+    triggers: Vec<(String, String)>,
+    constraints: Vec<(String, String)>,
+}
+
+impl Objects {
+    fn of(table: &TableName, options: MigrateOptions) -> Self {
+        let name = table.name();
+        let mut relations = vec![(format!("table {table}"), table.quoted())];
+        for index in ["pending_id_idx", "pending_key_idx", "dead_id_idx"] {
+            relations.push((format!("index {name}_{index}"), table.quoted_sibling(index)));
+        }
+        let mut functions = vec![(
+            format!("function {name}_enqueue"),
+            format!("{}(text,text,jsonb,jsonb)", table.quoted_sibling("enqueue")),
+        )];
+        let mut triggers = Vec::new();
+        if options.notify_trigger {
+            functions.push((
+                format!("function {name}_notify"),
+                format!("{}()", table.quoted_sibling("notify")),
+            ));
+            triggers.push((format!("trigger {name}_notify"), format!("{name}_notify")));
+        }
+        let constraint = format!("{name}_topic_valid");
+        let constraints = vec![(format!("constraint {constraint}"), constraint)];
+        Objects {
+            relations,
+            functions,
+            triggers,
+            constraints,
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &(String, String)> {
+        self.relations
+            .iter()
+            .chain(&self.functions)
+            .chain(&self.triggers)
+            .chain(&self.constraints)
+    }
+}
+
+fn names(pairs: &[(String, String)]) -> Vec<String> {
+    pairs.iter().map(|(_, name)| name.clone()).collect()
+}
+
 impl Database {
-    /// Apply every migration (and the optional trigger) in one transaction.
-    pub async fn migrate(&self, options: MigrateOptions) -> Result<Vec<&'static str>> {
+    /// Apply every migration (and the optional trigger) in one transaction,
+    /// and say which objects it created and which were already in place.
+    pub async fn migrate(&self, options: MigrateOptions) -> Result<MigrationReport> {
         let connection = self.connection().await?;
+        let objects = Objects::of(self.table(), options);
+        let before = self.existing(&connection, &objects).await?;
         let applied = self.migrate_on(&connection, options).await;
         if applied.is_err() {
             // Its transaction may still be open: keep it out of the pool.
             let _ = Object::take(connection);
+            return applied.map(|_| MigrationReport::default());
         }
-        applied
+        let mut report = MigrationReport::default();
+        for (label, name) in objects.all() {
+            if before.contains(name) {
+                report.in_place.push(label.clone());
+            } else {
+                report.created.push(label.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    async fn existing(&self, connection: &Object, objects: &Objects) -> Result<Vec<String>> {
+        let params = queries::OutboxObjectsParams {
+            relations: &names(&objects.relations),
+            functions: &names(&objects.functions),
+            quoted_table: &self.table().quoted(),
+            triggers: &names(&objects.triggers),
+            constraints: &names(&objects.constraints),
+        };
+        queries::outbox_objects(connection, self.sql(), params)
+            .await
+            .map_err(|e| Error::database("looking up the relay's objects", &e))
     }
 
     async fn migrate_on(

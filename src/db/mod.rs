@@ -19,7 +19,7 @@ use postgres_openssl::TlsStream;
 
 pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
-pub use migrate::MigrateOptions;
+pub use migrate::{migration_sql, MigrateOptions, MigrationReport};
 pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
@@ -162,6 +162,35 @@ impl Database {
                 statement: drift.statement,
                 reason: drift.reason,
             })
+    }
+
+    /// Fail unless the role may read and update the table (and delete from
+    /// it, when `deletes`): PostgreSQL checks privileges only when a
+    /// statement runs, so a missing grant would otherwise look like an
+    /// outage on every batch.
+    pub async fn check_privileges(&self, deletes: bool) -> Result<()> {
+        let client = self.connection().await?;
+        let wanted: &[&str] = if deletes {
+            &["SELECT", "UPDATE", "DELETE"]
+        } else {
+            &["SELECT", "UPDATE"]
+        };
+        let params = queries::OutboxPrivilegesParams {
+            quoted_table: &self.table.quoted(),
+            privileges: wanted,
+        };
+        let found = queries::outbox_privileges(&client, &self.sql, params)
+            .await
+            .map_err(|e| Error::database("checking privileges", &e))?;
+        if found.missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::MissingPrivileges {
+            table: self.table.to_string(),
+            role: found.role,
+            missing: found.missing.join(", "),
+            grant: wanted.join(", "),
+        })
     }
 
     fn connect_error(&self, error: PoolError) -> Error {

@@ -472,3 +472,167 @@ pub async fn outbox_table_size(
     let rows = query(client, sql, &sql.outbox_table_size, &bound).await?;
     rows.first().map_or(Ok(0), |row| row.try_get(0))
 }
+
+// --- outbox_privileges ----------------------------------------------------
+
+pub struct OutboxPrivilegesParams<'a> {
+    pub quoted_table: &'a str,
+    /// Privileges to check, e.g. `SELECT`, `UPDATE`.
+    pub privileges: &'a [&'a str],
+}
+
+/// The current role and the privileges of `privileges` it lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingPrivileges {
+    pub role: String,
+    pub missing: Vec<String>,
+}
+
+pub async fn outbox_privileges(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxPrivilegesParams<'_>,
+) -> PgResult<MissingPrivileges> {
+    let bound: Params<2> = [
+        (&params.quoted_table, Type::TEXT),
+        (&params.privileges, Type::TEXT_ARRAY),
+    ];
+    let rows = query(client, sql, &sql.outbox_privileges, &bound).await?;
+    // A SELECT without FROM returns exactly one row.
+    let Some(row) = rows.first() else {
+        return Ok(MissingPrivileges {
+            role: String::new(),
+            missing: Vec::new(),
+        });
+    };
+    Ok(MissingPrivileges {
+        role: row.try_get(0)?,
+        missing: row.try_get(1)?,
+    })
+}
+
+// --- outbox_list_dead -----------------------------------------------------
+
+/// A dead row, as `outbox-relay dead` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadRowView {
+    pub id: i64,
+    pub topic: String,
+    pub key: Option<String>,
+    pub attempts: i32,
+    /// Seconds since the epoch.
+    pub last_attempt_at: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+pub struct OutboxListDeadParams<'a> {
+    pub topic: Option<&'a str>,
+    pub limit: i64,
+}
+
+pub async fn outbox_list_dead(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxListDeadParams<'_>,
+) -> PgResult<Vec<DeadRowView>> {
+    let bound: Params<2> = [(&params.topic, Type::TEXT), (&params.limit, Type::INT8)];
+    let rows = query(client, sql, &sql.outbox_list_dead, &bound).await?;
+    rows.iter()
+        .map(|row| {
+            let at: Option<SystemTime> = row.try_get(4)?;
+            Ok(DeadRowView {
+                id: row.try_get(0)?,
+                topic: row.try_get(1)?,
+                key: row.try_get(2)?,
+                attempts: row.try_get(3)?,
+                last_attempt_at: at.map(epoch_seconds),
+                last_error: row.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+// --- outbox_count_requeueable / outbox_count_prunable ---------------------
+
+pub async fn outbox_count_requeueable(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxRequeueDeadParams<'_>,
+) -> PgResult<i64> {
+    let bound: Params<2> = [
+        (&params.ids, Type::INT8_ARRAY),
+        (&params.topic, Type::TEXT),
+    ];
+    let rows = query(client, sql, &sql.outbox_count_requeueable, &bound).await?;
+    rows.first().map_or(Ok(0), |row| row.try_get(0))
+}
+
+pub async fn outbox_count_prunable(
+    client: &Client,
+    sql: &Sql,
+    older_than: Duration,
+) -> PgResult<i64> {
+    let age_secs = older_than.as_secs_f64();
+    let bound: Params<1> = [(&age_secs, Type::FLOAT8)];
+    let rows = query(client, sql, &sql.outbox_count_prunable, &bound).await?;
+    rows.first().map_or(Ok(0), |row| row.try_get(0))
+}
+
+// --- outbox_status_of -----------------------------------------------------
+
+/// (id, status) of those of `ids` that exist.
+pub async fn outbox_status_of(
+    client: &Client,
+    sql: &Sql,
+    ids: &[i64],
+) -> PgResult<Vec<(i64, String)>> {
+    let bound: Params<1> = [(&ids, Type::INT8_ARRAY)];
+    let rows = query(client, sql, &sql.outbox_status_of, &bound).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+// --- outbox_published_summary ---------------------------------------------
+
+/// Published rows, and when the last was published (seconds since epoch).
+pub async fn outbox_published_summary(client: &Client, sql: &Sql) -> PgResult<(i64, Option<f64>)> {
+    let rows = query(client, sql, &sql.outbox_published_summary, &[]).await?;
+    let Some(row) = rows.first() else {
+        return Ok((0, None));
+    };
+    let last: Option<SystemTime> = row.try_get(1)?;
+    Ok((row.try_get(0)?, last.map(epoch_seconds)))
+}
+
+// --- outbox_objects -------------------------------------------------------
+
+pub struct OutboxObjectsParams<'a> {
+    pub relations: &'a [String],
+    pub functions: &'a [String],
+    pub quoted_table: &'a str,
+    pub triggers: &'a [String],
+    pub constraints: &'a [String],
+}
+
+/// The names (as given) of those objects that exist.
+pub async fn outbox_objects(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxObjectsParams<'_>,
+) -> PgResult<Vec<String>> {
+    let bound: Params<5> = [
+        (&params.relations, Type::TEXT_ARRAY),
+        (&params.functions, Type::TEXT_ARRAY),
+        (&params.quoted_table, Type::TEXT),
+        (&params.triggers, Type::TEXT_ARRAY),
+        (&params.constraints, Type::TEXT_ARRAY),
+    ];
+    let rows = query(client, sql, &sql.outbox_objects, &bound).await?;
+    rows.iter().map(|row| row.try_get(0)).collect()
+}

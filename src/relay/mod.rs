@@ -168,6 +168,8 @@ impl Relay {
             failure.get_or_insert(error);
         }
         let claimed_nothing = self.keep_claimed(claimed, &mut failure, in_flight).await;
+        self.telemetry
+            .in_flight(in_flight.as_ref().map_or(0, InFlight::len));
         // A claim alone proves little: the statement that failed may be the
         // record that follows it.
         self.report(failure.as_ref(), recorded || claimed_nothing);

@@ -127,6 +127,11 @@ impl Telemetry {
         }
     }
 
+    /// Rows handed to the producer and not yet recorded.
+    pub fn in_flight(&self, rows: usize) {
+        self.metrics.in_flight.set(rows as i64);
+    }
+
     pub fn producer_replaced(&self, reason: &str) {
         tracing::info!(reason, "started a new Kafka producer");
     }

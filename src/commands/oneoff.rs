@@ -1,0 +1,181 @@
+//! The one-off operator commands: `migrate`, `status`, `dead`, `requeue`,
+//! `prune`, `completions` and `man`.
+//!
+//! Guarantees: each prints what it did (or, with `--dry-run`, what it would
+//! do) on stdout, progress on stderr; none prints a secret.
+
+use std::io::IsTerminal;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
+use crate::config::DatabaseArgs;
+use crate::db::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
+use crate::db::{migration_sql, Database, MigrateOptions, RequeueSelection};
+use crate::error::{Error, Result};
+use crate::status;
+
+const TOOL_POOL_SIZE: usize = 1;
+
+pub async fn migrate(args: MigrateArgs) -> Result<()> {
+    let options = MigrateOptions {
+        notify_trigger: args.notify_trigger,
+    };
+    if args.print_sql {
+        print!("{}", migration_sql(&args.database.table, options));
+        return Ok(());
+    }
+    let database = args.database.open(TOOL_POOL_SIZE)?;
+    let report = database.migrate(options).await?;
+    let list = |items: &[String]| match items {
+        [] => "nothing".to_owned(),
+        items => items.join(", "),
+    };
+    println!("outbox table {} is up to date", database.table());
+    println!("created: {}", list(&report.created));
+    println!("already in place: {}", list(&report.in_place));
+    Ok(())
+}
+
+/// Connect for a one-off command and check that the table exists.
+async fn open_table(args: &DatabaseArgs) -> Result<Database> {
+    let database = args.open(TOOL_POOL_SIZE)?;
+    database.check().await?;
+    Ok(database)
+}
+
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let database = open_table(&args.database).await?;
+    let backlog = database.backlog().await?;
+    let client = database.connection().await?;
+    let (published, last_published_at) =
+        queries::outbox_published_summary(&client, database.sql())
+            .await
+            .map_err(|e| Error::database("counting published rows", &e))?;
+    let view = status::StatusView {
+        table: database.table().to_string(),
+        backlog,
+        published,
+        last_published_at,
+    };
+    if args.json {
+        println!("{}", status::render_json(&view));
+    } else {
+        print!("{}", status::render_text(&view, std::io::stdout().is_terminal()));
+    }
+    if args.check {
+        if let Some(problem) = status::check(&view.backlog, args.max_lag) {
+            return Err(Error::CheckFailed(problem));
+        }
+    }
+    Ok(())
+}
+
+pub async fn dead(args: DeadArgs) -> Result<()> {
+    let database = open_table(&args.database).await?;
+    let client = database.connection().await?;
+    let params = OutboxListDeadParams {
+        topic: args.topic.as_deref(),
+        limit: args.limit,
+    };
+    let rows = queries::outbox_list_dead(&client, database.sql(), params)
+        .await
+        .map_err(|e| Error::database("listing dead rows", &e))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("plain data serialises"));
+    } else {
+        print!("{}", status::render_dead(&rows));
+    }
+    Ok(())
+}
+
+pub async fn requeue(args: RequeueArgs) -> Result<()> {
+    let database = open_table(&args.database).await?;
+    let selection = if args.all {
+        RequeueSelection::All
+    } else if let Some(topic) = args.topic {
+        RequeueSelection::Topic(topic)
+    } else {
+        RequeueSelection::Ids(args.ids)
+    };
+    if args.dry_run {
+        let client = database.connection().await?;
+        let params = OutboxRequeueDeadParams {
+            ids: selection.ids(),
+            topic: selection.topic(),
+            limit: 0,
+        };
+        let count = queries::outbox_count_requeueable(&client, database.sql(), params)
+            .await
+            .map_err(|e| Error::database("counting dead rows", &e))?;
+        println!("would requeue {count} dead rows to pending (dry run: nothing changed)");
+        return Ok(());
+    }
+    let total = database
+        .requeue_dead(&selection, |so_far| {
+            eprintln!("requeued {so_far} rows so far…")
+        })
+        .await?;
+    if total > 0 {
+        println!("requeued {total} dead rows to pending");
+        return Ok(());
+    }
+    println!("requeued 0 dead rows: {}", why_none(&database, &selection).await?);
+    Ok(())
+}
+
+/// Why `requeue` moved nothing: per id, or for the topic, or overall.
+async fn why_none(database: &Database, selection: &RequeueSelection) -> Result<String> {
+    let ids = match selection {
+        RequeueSelection::All => return Ok("there are no dead rows".to_owned()),
+        RequeueSelection::Topic(topic) => {
+            return Ok(format!("topic {topic} has no dead rows"));
+        }
+        RequeueSelection::Ids(ids) => ids,
+    };
+    let client = database.connection().await?;
+    let found = queries::outbox_status_of(&client, database.sql(), ids)
+        .await
+        .map_err(|e| Error::database("looking up rows", &e))?;
+    let reasons: Vec<String> = ids
+        .iter()
+        .map(|id| match found.iter().find(|(found, _)| found == id) {
+            None => format!("id {id}: no such row"),
+            Some((_, status)) if status == "published" => format!("id {id}: already published"),
+            Some((_, status)) => format!("id {id}: not dead ({status})"),
+        })
+        .collect();
+    Ok(reasons.join("; "))
+}
+
+pub async fn prune(args: PruneArgs) -> Result<()> {
+    let database = open_table(&args.database).await?;
+    if args.dry_run {
+        let client = database.connection().await?;
+        let count = queries::outbox_count_prunable(&client, database.sql(), args.older_than)
+            .await
+            .map_err(|e| Error::database("counting published rows", &e))?;
+        println!("would delete {count} published rows (dry run: nothing deleted)");
+        return Ok(());
+    }
+    let rate = Some(args.max_rows_per_sec).filter(|r| *r > 0);
+    let total = database
+        .prune_published(args.older_than, rate, |so_far| {
+            eprintln!("deleted {so_far} rows so far…")
+        })
+        .await?;
+    println!("deleted {total} published rows");
+    Ok(())
+}
+
+pub fn completions(shell: clap_complete::Shell) {
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "outbox-relay", &mut std::io::stdout());
+}
+
+pub fn man() -> Result<()> {
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(|e| Error::Internal(format!("cannot write the manual page: {e}")))
+}
+
