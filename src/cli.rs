@@ -52,7 +52,10 @@ impl Cli {
 /// naming the variable, the value and what the flag accepts.
 fn env_source(error: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
         return None;
     }
     let text = |kind| match error.get(kind) {
@@ -61,7 +64,11 @@ fn env_source(error: &clap::Error) -> Option<String> {
     };
     let flag = text(ContextKind::InvalidArg)?;
     let value = text(ContextKind::InvalidValue)?;
-    let long = flag.split_whitespace().next()?.trim_start_matches("--").to_owned();
+    let long = flag
+        .split_whitespace()
+        .next()?
+        .trim_start_matches("--")
+        .to_owned();
     let command = Cli::command();
     let arg = std::iter::once(&command)
         .chain(command.get_subcommands())
@@ -75,7 +82,10 @@ fn env_source(error: &clap::Error) -> Option<String> {
     let rendered = error.render().to_string();
     let first = rendered.lines().next().unwrap_or_default();
     // "invalid value 'x' for '--flag <X>': why" → "why"
-    let reason = first.rsplit_once("': ").map_or(first, |(_, why)| why).to_owned();
+    let reason = first
+        .rsplit_once("': ")
+        .map_or(first, |(_, why)| why)
+        .to_owned();
     let accepted = match error.get(ContextKind::ValidValue) {
         Some(ContextValue::Strings(values)) => format!("; use one of {}", values.join(", ")),
         _ => String::new(),

@@ -375,10 +375,14 @@ pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let amount: u64 = rest[..digits].parse().map_err(|_| usage())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(1),
             "s" => Duration::from_secs(1),
@@ -402,7 +406,8 @@ impl FromStr for MetricsAddr {
 
     fn from_str(raw: &str) -> std::result::Result<Self, Self::Err> {
         let raw = raw.trim();
-        let usage = || format!("expected HOST:PORT or :PORT, e.g. 127.0.0.1:9874 or :9874; got {raw:?}");
+        let usage =
+            || format!("expected HOST:PORT or :PORT, e.g. 127.0.0.1:9874 or :9874; got {raw:?}");
         let (host, port) = raw.rsplit_once(':').ok_or_else(usage)?;
         port.parse::<u16>().map_err(|_| usage())?;
         let host = match host {
@@ -502,7 +507,10 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         for bad in ["", "h", "10", "10w", "-1h", "1h30", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
         }
@@ -515,7 +523,10 @@ mod tests {
 
     #[test]
     fn metrics_addresses_take_names_and_a_bare_port() {
-        assert_eq!(":9874".parse::<MetricsAddr>().unwrap().to_string(), "0.0.0.0:9874");
+        assert_eq!(
+            ":9874".parse::<MetricsAddr>().unwrap().to_string(),
+            "0.0.0.0:9874"
+        );
         assert_eq!(
             "localhost:9874".parse::<MetricsAddr>().unwrap().to_string(),
             "localhost:9874"

@@ -57,7 +57,11 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     if !level.contains("deadpool") {
         // "Connection could not be recycled" on every pooled connection during
         // an outage; the relay reports the outage itself, once.
-        filter = filter.add_directive("deadpool.postgres=error".parse().expect("a valid directive"));
+        filter = filter.add_directive(
+            "deadpool.postgres=error"
+                .parse()
+                .expect("a valid directive"),
+        );
     }
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()

@@ -5,8 +5,8 @@
 //! bounded sets (topics the application writes, [`FailureReason`]s).
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::db::Backlog;
@@ -127,6 +127,7 @@ impl Metrics {
             ),
         };
         metrics.register_all();
+        metrics.register_process_and_build();
         for reason in FailureReason::ALL {
             metrics.failures.with_label_values(&[reason.as_str()]);
         }
@@ -156,6 +157,30 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+    }
+
+    /// `outbox_relay_build_info{version} 1`, and the `process_*` metrics
+    /// (CPU seconds, resident memory, open file descriptors, start time).
+    fn register_process_and_build(&self) {
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "outbox_relay_build_info",
+                "Always 1; the labels say which build is running.",
+            ),
+            &["version", "rdkafka_version"],
+        )
+        .expect("valid metric");
+        let (_, rdkafka_version) = rdkafka::util::get_rdkafka_version();
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &rdkafka_version])
+            .set(1);
+        self.registry
+            .register(Box::new(build))
+            .expect("metric names are unique");
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        self.registry
+            .register(Box::new(process))
+            .expect("metric names are unique");
     }
 
     pub fn observe_backlog(&self, backlog: &Backlog) {
@@ -198,6 +223,21 @@ mod tests {
                 reason.as_str()
             );
             assert!(text.contains(&line), "missing {line}");
+        }
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        assert!(text.contains("outbox_relay_build_info{rdkafka_version="), "{text}");
+        assert!(text.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing");
         }
     }
 

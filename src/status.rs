@@ -35,14 +35,21 @@ pub fn render_text(view: &StatusView, _terminal: bool) -> String {
         backlog.pending,
         format_age(backlog.oldest_pending_age_seconds),
         backlog.dead,
-        if backlog.dead > 0 { " (see: outbox-relay dead, outbox-relay requeue)" } else { "" }
+        if backlog.dead > 0 {
+            " (see: outbox-relay dead, outbox-relay requeue)"
+        } else {
+            ""
+        }
     );
     let last = view.last_published_at.map(|at| now_epoch() - at);
     let _ = writeln!(
         out,
         "published: {}, last {}",
         view.published,
-        last.map_or("never".to_owned(), |age| format!("{} ago", format_age(Some(age))))
+        last.map_or("never".to_owned(), |age| format!(
+            "{} ago",
+            format_age(Some(age))
+        ))
     );
     render_topics(&mut out, backlog);
     out
@@ -105,7 +112,11 @@ pub fn render_dead(rows: &[DeadRowView]) -> String {
         out.push_str("no dead rows\n");
         return out;
     }
-    let _ = writeln!(out, "{:>10}  {:<24}  {:<16}  {:>8}  {:>10}  ERROR", "ID", "TOPIC", "KEY", "ATTEMPTS", "LAST TRY");
+    let _ = writeln!(
+        out,
+        "{:>10}  {:<24}  {:<16}  {:>8}  {:>10}  ERROR",
+        "ID", "TOPIC", "KEY", "ATTEMPTS", "LAST TRY"
+    );
     for row in rows {
         let age = row.last_attempt_at.map(|at| now_epoch() - at);
         let _ = writeln!(
@@ -175,7 +186,11 @@ mod tests {
             "table app.outbox: 12 pending, oldest 3.2s, 2 dead (see: outbox-relay dead, outbox-relay requeue)"
         );
         assert_eq!(lines[1], "published: 40, last never");
-        assert!(lines[3].starts_with("orders") && lines[3].contains("3.2s"), "{}", lines[3]);
+        assert!(
+            lines[3].starts_with("orders") && lines[3].contains("3.2s"),
+            "{}",
+            lines[3]
+        );
         assert!(lines[4].starts_with("payments") && lines[4].trim_end().ends_with('2'));
         assert!(lines[5].starts_with("TOTAL"));
         assert!(!text.contains('`'), "no Markdown in a terminal");
@@ -204,7 +219,9 @@ mod tests {
         assert_eq!(check(&healthy, Duration::from_secs(300)), None);
         let lagging = check(&healthy, Duration::from_secs(5)).unwrap();
         assert!(lagging.contains("10.0s old"), "{lagging}");
-        assert!(check(&view().backlog, Duration::from_secs(300)).unwrap().contains("2 dead rows"));
+        assert!(check(&view().backlog, Duration::from_secs(300))
+            .unwrap()
+            .contains("2 dead rows"));
     }
 
     #[test]

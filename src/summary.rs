@@ -50,7 +50,12 @@ impl Totals {
         let published = self
             .published
             .iter()
-            .map(|(topic, n)| (topic.clone(), n - earlier.published.get(topic).copied().unwrap_or(0)))
+            .map(|(topic, n)| {
+                (
+                    topic.clone(),
+                    n - earlier.published.get(topic).copied().unwrap_or(0),
+                )
+            })
             .filter(|(_, n)| *n > 0)
             .collect();
         Totals {
@@ -125,7 +130,10 @@ mod tests {
             dead: 2,
         };
         let delta = after.since(&before);
-        assert_eq!(describe(&delta), "1000 published (orders 1000), 3 retried, 2 dead");
+        assert_eq!(
+            describe(&delta),
+            "1000 published (orders 1000), 3 retried, 2 dead"
+        );
         assert!(after.since(&after).is_empty());
     }
 

@@ -120,11 +120,16 @@ async fn an_unknown_librdkafka_option_is_reported() {
             "--kafka-brokers",
             &env.brokers,
             "--kafka-option",
-            "no.such.option=1",
+            "no.such.option=s3cret",
         ])
         .output()
         .unwrap();
-    assert_one_line_error(&output, "no.such.option");
+    assert_one_line_error(
+        &output,
+        "option no.such.option: No such configuration property",
+    );
+    // Neither the value (it may be a secret) nor a dangling "key value".
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("s3cret"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,4 +170,128 @@ fn every_subcommand_explains_itself() {
             "{sub} --help lacks the env var"
         );
     }
+}
+
+#[test]
+fn a_bad_boolean_in_the_environment_names_the_variable() {
+    let output = Command::new(BINARY)
+        .args([
+            "run",
+            "--database-url",
+            "postgres://x@127.0.0.1/x",
+            "--kafka-brokers",
+            "a:1",
+        ])
+        .env("OUTBOX_NO_LISTEN", "maybe")
+        .output()
+        .unwrap();
+    assert_usage_error(&output, "environment variable OUTBOX_NO_LISTEN");
+    // 1/0/true/false/yes/no/on/off are all booleans.
+    for value in ["1", "0", "true", "false", "yes", "no", "on", "off"] {
+        let output = Command::new(BINARY)
+            .args(["migrate", "--print-sql"])
+            .env("OUTBOX_NOTIFY_TRIGGER", value)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{value}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let sql = String::from_utf8_lossy(&output.stdout);
+        let on = ["1", "true", "yes", "on"].contains(&value);
+        assert_eq!(sql.contains("outbox_notify"), on, "{value}");
+    }
+}
+
+#[test]
+fn out_of_range_values_are_usage_errors() {
+    let base = [
+        "run",
+        "--database-url",
+        "postgres://x@127.0.0.1/x",
+        "--kafka-brokers",
+        "a:1",
+    ];
+    assert_usage_error(
+        &run(&[&base[..], &["--batch-size", "0"]].concat()),
+        "--batch-size",
+    );
+    assert_usage_error(
+        &run(&[&base[..], &["--max-attempts", "0"]].concat()),
+        "--max-attempts",
+    );
+    assert_usage_error(
+        &run(&[&base[..], &["--metrics-addr", "9874"]].concat()),
+        "--metrics-addr",
+    );
+    let help = run(&["run", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("1 to 50000"));
+}
+
+#[tokio::test]
+async fn a_role_without_update_is_named_at_start_up_with_the_grant() {
+    let pg = common::private_pg::PrivatePostgres::start(20);
+    let env = TestEnv::on(&pg.relay_url()).await;
+    pg.psql("CREATE ROLE reader LOGIN PASSWORD 'reader'");
+    pg.query(
+        "app",
+        &format!(
+            "GRANT USAGE ON SCHEMA {} TO reader",
+            env.table.split('.').next().unwrap()
+        ),
+    );
+    pg.query("app", &format!("GRANT SELECT ON {} TO reader", env.table));
+    let reader = format!("postgres://reader:reader@127.0.0.1:{}/app", pg.port);
+    let output = Command::new(BINARY)
+        .args(["run", "--database-url", &reader, "--table", &env.table])
+        .args([
+            "--kafka-brokers",
+            &env.brokers,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &output,
+        &format!("role reader lacks UPDATE on table {}", env.table),
+    );
+    assert_one_line_error(
+        &output,
+        &format!("GRANT SELECT, UPDATE ON {} TO reader", env.table),
+    );
+}
+
+#[tokio::test]
+async fn a_table_that_is_not_an_outbox_is_named_at_start_up() {
+    let env = TestEnv::new().await;
+    let other = format!("{}_other", env.table);
+    env.client
+        .batch_execute(&format!(
+            "CREATE TABLE {other} (id bigint, topic text, status text)"
+        ))
+        .await
+        .unwrap();
+    let output = Command::new(BINARY)
+        .args([
+            "run",
+            "--database-url",
+            &env.database_url,
+            "--table",
+            &other,
+        ])
+        .args([
+            "--kafka-brokers",
+            &env.brokers,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &output,
+        "does not match this relay version: statement outbox_claim_due",
+    );
+    assert_one_line_error(&output, "column");
 }

@@ -197,7 +197,13 @@ async fn status_reports_pending_and_dead_per_topic_as_text_and_json() {
     let text = String::from_utf8(output.stdout).unwrap();
     let first = text.lines().next().unwrap();
     let expected = format!("table {}: 2 pending, oldest ", env.table);
-    assert!(first.starts_with(&expected) && first.contains(", 1 dead"), "{text}");
-    assert!(text.lines().nth(1).unwrap().starts_with("published: 0"), "{text}");
+    assert!(
+        first.starts_with(&expected) && first.contains(", 1 dead"),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("published: 0"),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l.starts_with("TOTAL")), "{text}");
 }

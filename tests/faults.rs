@@ -434,4 +434,3 @@ async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_o
     let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
     eprintln!("FAULT 4 relays churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
 }
-

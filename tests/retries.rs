@@ -155,4 +155,3 @@ async fn rows_no_retry_can_fix_go_dead_at_once_and_do_not_block_their_key() {
         .await;
     assert_eq!(env.row_state(inserted[0].0).await.1, 1);
 }
-

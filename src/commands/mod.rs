@@ -76,7 +76,9 @@ where
     config.validate()?;
     let database = config.database.open(RELAY_POOL_SIZE)?;
     database.check_statements().await?;
-    database.check_privileges(config.retention.is_some()).await?;
+    database
+        .check_privileges(config.retention.is_some())
+        .await?;
     let kafka_settings = config.kafka_settings()?;
     let publisher = Arc::new(Publisher::new(&config.kafka_brokers, &kafka_settings)?);
     publisher
@@ -107,7 +109,14 @@ where
     log_start(&config, &database, &kafka_settings, &bound);
     let started = std::time::Instant::now();
     let shutdown_timeout = config.shutdown_timeout;
-    let relay = Relay::new(config, database, publisher, Arc::clone(&metrics), Arc::clone(&health), wakeup);
+    let relay = Relay::new(
+        config,
+        database,
+        publisher,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        wakeup,
+    );
     let relay_task = tokio::spawn(relay.run(shutdown));
     let begin_stop = || {
         trigger.trigger();

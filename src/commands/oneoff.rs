@@ -48,10 +48,9 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     let database = open_table(&args.database).await?;
     let backlog = database.backlog().await?;
     let client = database.connection().await?;
-    let (published, last_published_at) =
-        queries::outbox_published_summary(&client, database.sql())
-            .await
-            .map_err(|e| Error::database("counting published rows", &e))?;
+    let (published, last_published_at) = queries::outbox_published_summary(&client, database.sql())
+        .await
+        .map_err(|e| Error::database("counting published rows", &e))?;
     let view = status::StatusView {
         table: database.table().to_string(),
         backlog,
@@ -61,7 +60,10 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     if args.json {
         println!("{}", status::render_json(&view));
     } else {
-        print!("{}", status::render_text(&view, std::io::stdout().is_terminal()));
+        print!(
+            "{}",
+            status::render_text(&view, std::io::stdout().is_terminal())
+        );
     }
     if args.check {
         if let Some(problem) = status::check(&view.backlog, args.max_lag) {
@@ -82,7 +84,10 @@ pub async fn dead(args: DeadArgs) -> Result<()> {
         .await
         .map_err(|e| Error::database("listing dead rows", &e))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("plain data serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("plain data serialises")
+        );
     } else {
         print!("{}", status::render_dead(&rows));
     }
@@ -120,7 +125,10 @@ pub async fn requeue(args: RequeueArgs) -> Result<()> {
         println!("requeued {total} dead rows to pending");
         return Ok(());
     }
-    println!("requeued 0 dead rows: {}", why_none(&database, &selection).await?);
+    println!(
+        "requeued 0 dead rows: {}",
+        why_none(&database, &selection).await?
+    );
     Ok(())
 }
 
@@ -178,4 +186,3 @@ pub fn man() -> Result<()> {
         .render(&mut std::io::stdout())
         .map_err(|e| Error::Internal(format!("cannot write the manual page: {e}")))
 }
-

@@ -411,9 +411,14 @@ fn requires_tls(error: &tokio_postgres::Error) -> bool {
 }
 
 fn is_cut_off(reason: &str) -> bool {
-    ["reset by peer", "unexpected EOF", "connection closed", "broken pipe"]
-        .iter()
-        .any(|marker| reason.contains(marker))
+    [
+        "reset by peer",
+        "unexpected EOF",
+        "connection closed",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|marker| reason.contains(marker))
 }
 
 fn mentions_certificate(reason: &str) -> bool {

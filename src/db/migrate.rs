@@ -38,7 +38,10 @@ pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
         text.push('\n');
     }
     if options.notify_trigger {
-        text.push_str(&format!("-- notify_trigger\n{}\n\n", sql.notify_trigger.trim_end()));
+        text.push_str(&format!(
+            "-- notify_trigger\n{}\n\n",
+            sql.notify_trigger.trim_end()
+        ));
     }
     text.push_str("COMMIT;\n");
     text

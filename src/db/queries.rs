@@ -564,10 +564,7 @@ pub async fn outbox_count_requeueable(
     sql: &Sql,
     params: OutboxRequeueDeadParams<'_>,
 ) -> PgResult<i64> {
-    let bound: Params<2> = [
-        (&params.ids, Type::INT8_ARRAY),
-        (&params.topic, Type::TEXT),
-    ];
+    let bound: Params<2> = [(&params.ids, Type::INT8_ARRAY), (&params.topic, Type::TEXT)];
     let rows = query(client, sql, &sql.outbox_count_requeueable, &bound).await?;
     rows.first().map_or(Ok(0), |row| row.try_get(0))
 }

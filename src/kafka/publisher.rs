@@ -297,7 +297,19 @@ fn create_producer(
         .create_with_context(LoggingContext {
             last_error: Arc::clone(last_error),
         })
-        .map_err(|e| Error::KafkaConfig(e.to_string()))
+        .map_err(|e| Error::KafkaConfig(describe_config_error(&e)))
+}
+
+/// librdkafka's description of a rejected option, naming the option but not
+/// its value (which may be a secret), without rust-rdkafka's dangling
+/// "key value" suffix.
+fn describe_config_error(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientConfig(_, description, key, _value) => {
+            format!("option {key}: {}", description.trim())
+        }
+        other => other.to_string(),
+    }
 }
 
 fn syslog_level(value: &str) -> RDKafkaLogLevel {

@@ -60,7 +60,10 @@ impl Relay {
     /// could be claimed. `ours` are the ids still in flight here.
     pub(super) async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
         let started = Instant::now();
-        let mut batch = self.database.claim(self.config.batch_size as usize, ours).await?;
+        let mut batch = self
+            .database
+            .claim(self.config.batch_size as usize, ours)
+            .await?;
         let claim_time = started.elapsed();
         let rows = std::mem::take(&mut batch.rows);
         if rows.is_empty() {

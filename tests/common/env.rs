@@ -157,7 +157,10 @@ impl TestEnv {
     /// so a row with an invalid topic can be written and reach the relay.
     pub async fn drop_topic_check(&self) {
         let name = self.table.rsplit('.').next().unwrap();
-        let sql = format!("ALTER TABLE {} DROP CONSTRAINT {name}_topic_valid", self.table);
+        let sql = format!(
+            "ALTER TABLE {} DROP CONSTRAINT {name}_topic_valid",
+            self.table
+        );
         self.client
             .batch_execute(&sql)
             .await
