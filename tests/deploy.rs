@@ -142,6 +142,14 @@ for name in ("migrate", "relay"):
 for volume in services["prometheus"]["volumes"]:
     assert os.path.exists(os.path.join(here, volume.split(":")[0])), volume
 assert services["relay"]["environment"]["OUTBOX_KAFKA_BROKERS"] == "kafka:9092"
+# A consumer on the host reaches Kafka: a listener advertised as localhost,
+# on a published port.
+kafka = services["kafka"]
+advertised = dict(l.split("://") for l in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(","))
+host_port = advertised["HOST"].split(":")[1]
+assert advertised["HOST"].startswith("localhost:"), advertised
+assert f"{host_port}:{host_port}" in kafka["ports"], kafka["ports"]
+assert "HOST:PLAINTEXT" in kafka["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
 print("ok")
 "#;
     let output = Command::new(tool("python3"))
