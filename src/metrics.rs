@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn build_info_and_process_metrics_are_exported() {
         let text = Metrics::new().render();
-        assert!(text.contains("outbox_relay_build_info{rdkafka_version="), "{text}");
+        assert!(
+            text.contains("outbox_relay_build_info{rdkafka_version="),
+            "{text}"
+        );
         assert!(text.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
         for name in [
             "process_cpu_seconds_total",

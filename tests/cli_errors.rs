@@ -17,6 +17,21 @@ fn run(args: &[&str]) -> Output {
         .expect("run outbox-relay")
 }
 
+/// `run` against `url` and `table`, as far as it gets.
+fn run_against(url: &str, table: &str, brokers: &str) -> Output {
+    run(&[
+        "run",
+        "--database-url",
+        url,
+        "--table",
+        table,
+        "--kafka-brokers",
+        brokers,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ])
+}
+
 /// A runtime error: exit 1, exactly one line on stderr, containing `needle`.
 fn assert_one_line_error(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -243,16 +258,7 @@ async fn a_role_without_update_is_named_at_start_up_with_the_grant() {
     );
     pg.query("app", &format!("GRANT SELECT ON {} TO reader", env.table));
     let reader = format!("postgres://reader:reader@127.0.0.1:{}/app", pg.port);
-    let output = Command::new(BINARY)
-        .args(["run", "--database-url", &reader, "--table", &env.table])
-        .args([
-            "--kafka-brokers",
-            &env.brokers,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let output = run_against(&reader, &env.table, &env.brokers);
     assert_one_line_error(
         &output,
         &format!("role reader lacks UPDATE on table {}", env.table),
@@ -273,22 +279,7 @@ async fn a_table_that_is_not_an_outbox_is_named_at_start_up() {
         ))
         .await
         .unwrap();
-    let output = Command::new(BINARY)
-        .args([
-            "run",
-            "--database-url",
-            &env.database_url,
-            "--table",
-            &other,
-        ])
-        .args([
-            "--kafka-brokers",
-            &env.brokers,
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let output = run_against(&env.database_url, &other, &env.brokers);
     assert_one_line_error(
         &output,
         "does not match this relay version: statement outbox_claim_due",

@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::kafka::Publisher;
 use crate::metrics::Metrics;
 use crate::relay::Relay;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::summary::{describe, Totals};
 use crate::{http, listener, monitor, shutdown, summary};
 
@@ -73,22 +73,15 @@ where
     F: FnOnce() -> FF,
     FF: Future<Output = ()>,
 {
-    config.validate()?;
-    let database = config.database.open(RELAY_POOL_SIZE)?;
-    database.check_statements().await?;
-    database
-        .check_privileges(config.retention.is_some())
-        .await?;
-    let kafka_settings = config.kafka_settings()?;
-    let publisher = Arc::new(Publisher::new(&config.kafka_brokers, &kafka_settings)?);
-    publisher
-        .check_reachable(config.kafka_startup_timeout)
-        .await?;
-    let listener_socket = http::bind(&config.metrics_addr).await?;
+    let Checked {
+        database,
+        publisher,
+        kafka_settings,
+        listener_socket,
+    } = check_everything(&config).await?;
     let bound = listener_socket
         .local_addr()
         .map_or_else(|_| config.metrics_addr.to_string(), |a| a.to_string());
-
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(Arc::clone(&metrics)));
     let wakeup = Arc::new(Notify::new());
@@ -118,29 +111,70 @@ where
         wakeup,
     );
     let relay_task = tokio::spawn(relay.run(shutdown));
-    let begin_stop = || {
-        trigger.trigger();
-        health.stopping();
-        tracing::info!(
-            in_flight = metrics.in_flight.get(),
-            timeout_secs = shutdown_timeout.as_secs(),
-            "stopped claiming; waiting for {} rows in flight (up to {}s; a second signal exits at once)",
-            metrics.in_flight.get(),
-            shutdown_timeout.as_secs()
-        );
-    };
+    let begin_stop = begin_stop(&trigger, &health, &metrics, shutdown_timeout);
     let outcome = stop_relay(relay_task, stops, begin_stop, shutdown_timeout).await;
     for task in background {
         task.abort();
     }
     server.abort();
-    let totals = Totals::read(&metrics);
     tracing::info!(
         uptime_secs = started.elapsed().as_secs(),
         "relay stopped: {}",
-        describe(&totals)
+        describe(&Totals::read(&metrics))
     );
     outcome
+}
+
+/// Stop claiming, turn not-ready, and say at once what the stop waits for.
+fn begin_stop<'a>(
+    trigger: &'a ShutdownTrigger,
+    health: &'a Health,
+    metrics: &'a Metrics,
+    timeout: Duration,
+) -> impl FnOnce() + 'a {
+    move || {
+        trigger.trigger();
+        health.stopping();
+        let in_flight = metrics.in_flight.get();
+        tracing::info!(
+            in_flight,
+            timeout_secs = timeout.as_secs(),
+            "stopped claiming; waiting for {in_flight} rows in flight (up to {}s; a second signal exits at once)",
+            timeout.as_secs()
+        );
+    }
+}
+
+/// What `run` checked and opened before it starts.
+struct Checked {
+    database: Database,
+    publisher: Arc<Publisher>,
+    kafka_settings: Vec<KafkaOption>,
+    listener_socket: tokio::net::TcpListener,
+}
+
+/// The start-up checks, in order: the flags; the database, the table, its
+/// statements and the role's privileges; librdkafka's options and a broker;
+/// the metrics address. Each failure is one line naming the fix.
+async fn check_everything(config: &RelayConfig) -> Result<Checked> {
+    config.validate()?;
+    let database = config.database.open(RELAY_POOL_SIZE)?;
+    database.check_statements().await?;
+    database
+        .check_privileges(config.retention.is_some())
+        .await?;
+    let kafka_settings = config.kafka_settings()?;
+    let publisher = Arc::new(Publisher::new(&config.kafka_brokers, &kafka_settings)?);
+    publisher
+        .check_reachable(config.kafka_startup_timeout)
+        .await?;
+    let listener_socket = http::bind(&config.metrics_addr).await?;
+    Ok(Checked {
+        database,
+        publisher,
+        kafka_settings,
+        listener_socket,
+    })
 }
 
 /// The start-up line: version, where it reads and writes, the metrics

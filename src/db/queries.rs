@@ -107,6 +107,21 @@ pub async fn prepare_all(client: &Client, sql: &Sql, quoted_table: &str) -> Resu
 }
 
 async fn dry_run_all(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(), Drift> {
+    let transaction = |e: tokio_postgres::Error| Drift {
+        statement: "BEGIN/ROLLBACK",
+        reason: crate::error::describe_pg_error(&e),
+    };
+    client.batch_execute("BEGIN").await.map_err(transaction)?;
+    let outcome = dry_run_statements(client, sql, quoted_table).await;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(transaction)?;
+    outcome
+}
+
+/// Each table statement once, with inputs that touch no row.
+async fn dry_run_statements(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(), Drift> {
     let drift = |statement: &Statement| {
         let name = statement.name;
         move |e: tokio_postgres::Error| Drift {
@@ -114,66 +129,53 @@ async fn dry_run_all(client: &Client, sql: &Sql, quoted_table: &str) -> Result<(
             reason: crate::error::describe_pg_error(&e),
         }
     };
-    let begin = Statement {
-        name: "BEGIN",
-        text: String::new(),
+    let claim = OutboxClaimDueParams {
+        limit: 0,
+        in_flight: &[],
     };
-    client.batch_execute("BEGIN").await.map_err(drift(&begin))?;
-    let outcome = async {
-        let claim = OutboxClaimDueParams {
-            limit: 0,
-            in_flight: &[],
-        };
-        outbox_claim_due(client, sql, claim)
-            .await
-            .map_err(drift(&sql.outbox_claim_due))?;
-        let mark = OutboxMarkPublishedParams { ids: &[] };
-        outbox_mark_published(client, sql, mark)
-            .await
-            .map_err(drift(&sql.outbox_mark_published))?;
-        let record = OutboxRecordFailuresParams {
-            failures: &[],
-            max_attempts: 1,
-        };
-        outbox_record_failures(client, sql, record)
-            .await
-            .map_err(drift(&sql.outbox_record_failures))?;
-        let hold = OutboxHoldBackKeysParams {
-            keys: &[],
-            head_ids: &[],
-        };
-        outbox_hold_back_keys(client, sql, hold)
-            .await
-            .map_err(drift(&sql.outbox_hold_back_keys))?;
-        outbox_stats_by_topic(client, sql)
-            .await
-            .map_err(drift(&sql.outbox_stats_by_topic))?;
-        let requeue = OutboxRequeueDeadParams {
-            ids: None,
-            topic: None,
-            limit: 0,
-        };
-        outbox_requeue_dead(client, sql, requeue)
-            .await
-            .map_err(drift(&sql.outbox_requeue_dead))?;
-        let prune = OutboxPrunePublishedParams {
-            older_than: Duration::ZERO,
-            limit: 0,
-        };
-        outbox_prune_published(client, sql, prune)
-            .await
-            .map_err(drift(&sql.outbox_prune_published))?;
-        outbox_table_size(client, sql, OutboxTableSizeParams { quoted_table })
-            .await
-            .map_err(drift(&sql.outbox_table_size))?;
-        Ok(())
-    }
-    .await;
-    client
-        .batch_execute("ROLLBACK")
+    outbox_claim_due(client, sql, claim)
         .await
-        .map_err(drift(&begin))?;
-    outcome
+        .map_err(drift(&sql.outbox_claim_due))?;
+    let mark = OutboxMarkPublishedParams { ids: &[] };
+    outbox_mark_published(client, sql, mark)
+        .await
+        .map_err(drift(&sql.outbox_mark_published))?;
+    let record = OutboxRecordFailuresParams {
+        failures: &[],
+        max_attempts: 1,
+    };
+    outbox_record_failures(client, sql, record)
+        .await
+        .map_err(drift(&sql.outbox_record_failures))?;
+    let hold = OutboxHoldBackKeysParams {
+        keys: &[],
+        head_ids: &[],
+    };
+    outbox_hold_back_keys(client, sql, hold)
+        .await
+        .map_err(drift(&sql.outbox_hold_back_keys))?;
+    outbox_stats_by_topic(client, sql)
+        .await
+        .map_err(drift(&sql.outbox_stats_by_topic))?;
+    let requeue = OutboxRequeueDeadParams {
+        ids: None,
+        topic: None,
+        limit: 0,
+    };
+    outbox_requeue_dead(client, sql, requeue)
+        .await
+        .map_err(drift(&sql.outbox_requeue_dead))?;
+    let prune = OutboxPrunePublishedParams {
+        older_than: Duration::ZERO,
+        limit: 0,
+    };
+    outbox_prune_published(client, sql, prune)
+        .await
+        .map_err(drift(&sql.outbox_prune_published))?;
+    outbox_table_size(client, sql, OutboxTableSizeParams { quoted_table })
+        .await
+        .map_err(drift(&sql.outbox_table_size))?;
+    Ok(())
 }
 
 fn expected_columns(statement: &str) -> &'static [&'static str] {

@@ -136,26 +136,7 @@ impl Relay {
             rows,
             deliveries: pending,
         } = flight;
-        let mut deliveries = Vec::with_capacity(rows.len());
-        let mut delivery_latencies = Vec::with_capacity(rows.len());
-        for (row, pending) in rows.iter().zip(pending) {
-            let mut delivery = pending.outcome().await;
-            if let Delivery::Failed {
-                reason: FailureReason::UnknownTopic,
-                message,
-                ..
-            } = &mut delivery
-            {
-                // Deleted since it was seen, or never there: look again next time.
-                self.known_topics.forget(&row.topic);
-                *message = missing_topic_error(&row.topic);
-            }
-            if delivery == Delivery::Delivered {
-                let latency = SystemTime::now().duration_since(row.created_at);
-                delivery_latencies.push(latency.unwrap_or_default());
-            }
-            deliveries.push(delivery);
-        }
+        let (deliveries, delivery_latencies) = self.await_deliveries(&rows, pending).await;
         let delivered_after = started.elapsed();
 
         let cluster_down = self.confirm_outage(&deliveries).await;
@@ -191,6 +172,37 @@ impl Relay {
             cluster_down,
             producer_suspect: all_unavailable && !cluster_down,
         })
+    }
+
+    /// Each row's own delivery report, in order, and `created_at` → ack for
+    /// the delivered ones. A row whose topic turned out missing gets the
+    /// error that says what to do, and its topic is looked up again next time.
+    async fn await_deliveries(
+        &self,
+        rows: &[OutboxRow],
+        pending: Vec<PendingDelivery>,
+    ) -> (Vec<Delivery>, Vec<Duration>) {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut delivery_latencies = Vec::with_capacity(rows.len());
+        for (row, pending) in rows.iter().zip(pending) {
+            let mut delivery = pending.outcome().await;
+            if let Delivery::Failed {
+                reason: FailureReason::UnknownTopic,
+                message,
+                ..
+            } = &mut delivery
+            {
+                // Deleted since it was seen, or never there: look again next time.
+                self.known_topics.forget(&row.topic);
+                *message = missing_topic_error(&row.topic);
+            }
+            if delivery == Delivery::Delivered {
+                let latency = SystemTime::now().duration_since(row.created_at);
+                delivery_latencies.push(latency.unwrap_or_default());
+            }
+            deliveries.push(delivery);
+        }
+        (deliveries, delivery_latencies)
     }
 
     /// When some deliveries failed in a way that may mean "no broker at all",

@@ -109,6 +109,30 @@ where
     }
 }
 
+/// Wait until something (`what`) listens on 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    let address = format!("127.0.0.1:{port}");
+    let description = format!("{what} to open port {port}");
+    wait_for(&description, Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(&address)
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
+
+/// Hand `path` (recursively) to the `postgres` user, which the servers the
+/// tests start run as.
+pub fn chown_to_postgres(path: &std::path::Path) {
+    let status = std::process::Command::new("chown")
+        .args(["-R", "postgres"])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown {}", path.display());
+}
+
 /// A client of the database at `database_url`, or `None` if it cannot
 /// connect now.
 pub async fn try_connect(database_url: &str) -> Option<tokio_postgres::Client> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use super::free_port;
 
 pub struct PgBouncer {
     pub port: u16,
@@ -36,12 +36,7 @@ impl PgBouncer {
              logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\n"
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("pgbouncer.ini");
-        let status = Command::new("chown")
-            .args(["-R", "postgres"])
-            .arg(&dir)
-            .status()
-            .expect("chown");
-        assert!(status.success());
+        super::chown_to_postgres(&dir);
         // PgBouncer refuses to run as root.
         let child = Command::new("runuser")
             .args(["-u", "postgres", "--", "pgbouncer"])
@@ -50,18 +45,7 @@ impl PgBouncer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start pgbouncer (installed by tests/services.sh install)");
-        let address = format!("127.0.0.1:{port}");
-        wait_for(
-            "PgBouncer to open its port",
-            Duration::from_secs(20),
-            || async {
-                tokio::net::TcpStream::connect(&address)
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
+        super::wait_for_port(port, "PgBouncer").await;
         PgBouncer { port, dir, child }
     }
 

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for};
+use super::free_port;
 
 pub struct PrivateBroker {
     pub port: u16,
@@ -54,18 +54,7 @@ impl PrivateBroker {
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
-        let address = self.address();
-        wait_for(
-            "Tansu to open its port",
-            Duration::from_secs(20),
-            || async {
-                tokio::net::TcpStream::connect(&address)
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
+        super::wait_for_port(self.port, "Tansu").await;
     }
 
     /// SIGKILL the broker.
@@ -112,18 +101,7 @@ impl TlsProxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("start stunnel4 (installed by tests/services.sh install)");
-        let address = format!("127.0.0.1:{port}");
-        wait_for(
-            "stunnel to open its port",
-            Duration::from_secs(20),
-            || async {
-                tokio::net::TcpStream::connect(&address)
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
-        .await;
+        super::wait_for_port(port, "stunnel").await;
         TlsProxy {
             port,
             child,

@@ -20,11 +20,7 @@ fn enable_tls(data: &std::path::Path, tls: &Tls<'_>) -> String {
         ("ca.pem", "ca.crt"),
     ] {
         std::fs::copy(certs.file(from), data.join(to)).expect("copy certificate");
-        let status = Command::new("chown")
-            .args(["postgres", data.join(to).to_str().unwrap()])
-            .status()
-            .expect("chown");
-        assert!(status.success());
+        super::chown_to_postgres(&data.join(to));
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
@@ -82,12 +78,7 @@ impl PrivatePostgres {
         let dir = std::env::temp_dir().join(super::unique_name("outbox-pg"));
         std::fs::create_dir_all(&dir).expect("pg dir");
         std::fs::write(dir.join("pw"), "postgres\n").expect("pwfile");
-        let status = Command::new("chown")
-            .args(["-R", "postgres"])
-            .arg(&dir)
-            .status()
-            .expect("chown");
-        assert!(status.success());
+        super::chown_to_postgres(&dir);
         let data = dir.join("data");
         let (data_s, dir_s) = (data.to_str().unwrap(), dir.to_str().unwrap());
         run_as_postgres(
@@ -159,23 +150,9 @@ impl PrivatePostgres {
             .to_owned()
     }
 
+    /// Run `sql` in database `postgres` as the superuser.
     pub fn psql(&self, sql: &str) {
-        let output = Command::new("psql")
-            .args([
-                "-h",
-                self.dir.to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-                sql,
-            ])
-            .output()
-            .expect("psql");
-        assert_success(&output, &format!("psql {sql}"));
+        self.query("postgres", sql);
     }
 
     /// The relay's login (a non-superuser owning database `app`).
