@@ -108,9 +108,13 @@ pub enum ErrorPath {
     Internal,
 }
 
-/// invalid_sql_statement_name and duplicate_prepared_statement: what named
-/// prepared statements meet behind a transaction-mode pooler.
-const POOLER_SQLSTATES: [&str; 2] = ["26000", "42P05"];
+/// What named prepared statements meet behind a transaction-mode pooler:
+/// invalid_sql_statement_name and duplicate_prepared_statement, or a Bind
+/// to another client's statement of the same name (a protocol violation).
+fn is_pooler_symptom(code: &str, message: &str) -> bool {
+    matches!(code, "26000" | "42P05")
+        || (code == "08P01" && message.contains("prepared statement \"s"))
+}
 const POOLER_HINT: &str = "; a transaction-mode pooler (e.g. PgBouncer) is probably between the relay and PostgreSQL: run with --pooler transaction (OUTBOX_POOLER=transaction)";
 
 /// SQLSTATE classes and codes that mean the connection, not the statement,
@@ -125,15 +129,18 @@ impl Error {
     /// own message (and SQLSTATE) rather than the driver's generic text.
     pub fn database(action: &'static str, error: &tokio_postgres::Error) -> Self {
         let mut reason = describe_pg_error(error);
-        let code = error.as_db_error().map(|db| db.code().code());
-        if code.is_some_and(|code| POOLER_SQLSTATES.contains(&code)) {
+        let Some(db) = error.as_db_error() else {
+            return Error::Database { action, reason };
+        };
+        let code = db.code().code();
+        if is_pooler_symptom(code, db.message()) {
             reason.push_str(POOLER_HINT);
+            return Error::DatabaseRejected { action, reason };
         }
-        match error.as_db_error() {
-            Some(db) if !is_connection_sqlstate(db.code().code()) => {
-                Error::DatabaseRejected { action, reason }
-            }
-            _ => Error::Database { action, reason },
+        if is_connection_sqlstate(code) {
+            Error::Database { action, reason }
+        } else {
+            Error::DatabaseRejected { action, reason }
         }
     }
 
@@ -184,6 +191,24 @@ mod tests {
         for code in ["23505", "23514", "42703", "42501"] {
             assert!(!is_connection_sqlstate(code), "{code}");
         }
+    }
+
+    #[test]
+    fn prepared_statement_collisions_point_to_the_pooler_flag() {
+        assert!(is_pooler_symptom(
+            "42P05",
+            "prepared statement \"s0\" already exists"
+        ));
+        assert!(is_pooler_symptom(
+            "26000",
+            "prepared statement \"s2\" does not exist"
+        ));
+        assert!(is_pooler_symptom(
+            "08P01",
+            "bind message supplies 1 parameters, but prepared statement \"s0\" requires 0"
+        ));
+        assert!(!is_pooler_symptom("08P01", "invalid message format"));
+        assert!(!is_pooler_symptom("23505", "duplicate key"));
     }
 
     #[test]
