@@ -20,7 +20,9 @@
 //! 7. poolers: the drain through PgBouncer in transaction mode with
 //!    `--pooler transaction` against the direct drain.
 //!
-//! `OUTBOX_BENCH_ONLY=tls` or `OUTBOX_BENCH_ONLY=pooler` runs stage 6 or 7
+//! 8. `--on-publish delete` against `mark`: ceiling and drain in both modes.
+//!
+//! `OUTBOX_BENCH_ONLY=tls`, `=pooler` or `=delete` runs stage 6, 7 or 8
 //! alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
@@ -106,6 +108,9 @@ async fn run() -> serde_json::Value {
         Ok("pooler") => {
             return json!({ "rows": rows, "pooler": pooler_stage(rows, batch, repeat).await })
         }
+        Ok("delete") => {
+            return json!({ "rows": rows, "on_publish_delete": delete_stage(rows, batch, repeat).await })
+        }
         _ => {}
     }
     if rows == 0 {
@@ -133,6 +138,7 @@ async fn run() -> serde_json::Value {
     let sustained = sustained_stages(&rates, seconds, batch).await;
     let tls = tls_stage(rows, batch, repeat).await;
     let pooler = pooler_stage(rows, batch, repeat).await;
+    let on_publish_delete = delete_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -156,8 +162,42 @@ async fn run() -> serde_json::Value {
         "sustained": sustained,
         "tls": tls,
         "pooler": pooler,
+        "on_publish_delete": on_publish_delete,
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
+    })
+}
+
+/// `--on-publish delete` against `mark`: the claim + record ceiling and the
+/// one-relay drain in both modes, interleaved rounds, medians.
+async fn delete_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let deleting = Cluster {
+        relay_args: vec!["--on-publish".into(), "delete".into()],
+        ..Cluster::shared()
+    };
+    let (mut ceilings, mut drains) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for round in 1..=repeat {
+        let (mark_ceiling, delete_ceiling) = (
+            db_ceiling_with(rows, batch, false).await,
+            db_ceiling_with(rows, batch, true).await,
+        );
+        let mark = drain(rows, batch, 1).await.rows_per_sec;
+        let delete = drain_on(&deleting, rows, batch, 1).await.rows_per_sec;
+        eprintln!(
+            "bench: round {round}: ceiling mark {mark_ceiling:.0} / delete {delete_ceiling:.0} rows/s; drain mark {mark:.0} / delete {delete:.0} rows/s"
+        );
+        ceilings.0.push(mark_ceiling);
+        ceilings.1.push(delete_ceiling);
+        drains.0.push(mark);
+        drains.1.push(delete);
+    }
+    let (mark, delete) = (median(drains.0), median(drains.1));
+    json!({
+        "db_ceiling_mark_rows_per_sec": round(median(ceilings.0)),
+        "db_ceiling_delete_rows_per_sec": round(median(ceilings.1)),
+        "drain_mark_rows_per_sec": round(mark),
+        "drain_delete_rows_per_sec": round(delete),
+        "delete_vs_mark": (delete / mark * 100.0).round() / 100.0,
     })
 }
 
@@ -342,10 +382,17 @@ async fn fill(env: &TestEnv, topic: &str, rows: i64) {
 
 /// The relay's own claim and mark statements, back to back, no Kafka.
 async fn db_ceiling(rows: i64, batch: usize) -> f64 {
+    db_ceiling_with(rows, batch, false).await
+}
+
+/// The ceiling with published rows marked, or (`delete`) deleted.
+async fn db_ceiling_with(rows: i64, batch: usize, delete: bool) -> f64 {
     let env = fresh_env().await;
     fill(&env, "ceiling", rows).await;
     let table = env.table.parse().expect("table name");
-    let database = Database::new(&env.database_url, &table, 2).expect("pool");
+    let database = Database::new(&env.database_url, &table, 2)
+        .expect("pool")
+        .delete_on_publish(delete);
     let started = Instant::now();
     let mut marked = 0;
     loop {

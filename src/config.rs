@@ -45,6 +45,15 @@ pub struct DatabaseArgs {
     pub pooler: Pooler,
 }
 
+/// What happens to a row once Kafka acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPublish {
+    /// Set status `published` and `published_at`.
+    Mark,
+    /// Delete the row.
+    Delete,
+}
+
 /// What sits between the relay and PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Pooler {
@@ -143,6 +152,12 @@ pub struct RelayConfig {
     /// Do not LISTEN for the NOTIFY trigger; rely on polling alone.
     #[arg(long, env = "OUTBOX_NO_LISTEN", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub no_listen: bool,
+
+    /// What recording a published row does: `mark` keeps it (status published, an audit trail
+    /// that allows replays; delete it later with --retention or prune), `delete` removes it in
+    /// the same transaction (faster, the table stays small; dead rows stay either way).
+    #[arg(long, env = "OUTBOX_ON_PUBLISH", value_enum, default_value_t = OnPublish::Mark)]
+    pub on_publish: OnPublish,
 
     /// How often to log a summary line (published per topic, retried, dead, pending, oldest age)
     /// when anything changed; 0 turns it off.

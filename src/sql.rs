@@ -57,6 +57,7 @@ pub struct Sql {
     pub outbox_status_of: Statement,
     pub outbox_published_summary: Statement,
     pub outbox_objects: Statement,
+    pub outbox_delete_published: Statement,
 }
 
 /// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
@@ -97,12 +98,13 @@ impl Sql {
             outbox_status_of: statement!(render, "outbox_status_of"),
             outbox_published_summary: statement!(render, "outbox_published_summary"),
             outbox_objects: statement!(render, "outbox_objects"),
+            outbox_delete_published: statement!(render, "outbox_delete_published"),
         }
     }
 
     /// The statements that read or write the outbox table: prepared at
     /// start-up, so a table that drifted from this version fails at once.
-    pub fn table_statements(&self) -> [&Statement; 13] {
+    pub fn table_statements(&self) -> [&Statement; 14] {
         [
             &self.outbox_claim_due,
             &self.outbox_mark_published,
@@ -117,6 +119,7 @@ impl Sql {
             &self.outbox_count_prunable,
             &self.outbox_status_of,
             &self.outbox_published_summary,
+            &self.outbox_delete_published,
         ]
     }
 
@@ -154,8 +157,8 @@ mod tests {
     fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap(), false);
         let texts = sql.all_texts();
-        // 17 queries, LISTEN, the trigger and each migration.
-        assert_eq!(texts.len(), 19 + MIGRATIONS.len());
+        // 18 queries, LISTEN, the trigger and each migration.
+        assert_eq!(texts.len(), 20 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -167,7 +170,7 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 17 named statements and LISTEN.
-        assert_eq!(files, 18, "a file in sql/queries/ is not wired into Sql");
+        // The 18 named statements and LISTEN.
+        assert_eq!(files, 19, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -31,10 +31,16 @@ fn outage() -> Duration {
 
 /// Wait for the backlog to drain, read the topic back and check it.
 async fn drain_and_verify(env: &TestEnv, brokers: &str, topic: &str) -> Verdict {
+    drain_and_verify_rows(env, brokers, topic, &env.table).await
+}
+
+/// [`drain_and_verify`], taking the committed rows from `rows` (the table,
+/// or the copies `TestEnv::keep_copies` keeps when the relay deletes rows).
+async fn drain_and_verify_rows(env: &TestEnv, brokers: &str, topic: &str, rows: &str) -> Verdict {
     env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(120))
         .await;
     assert_eq!(env.count("dead").await, 0, "a fault burned rows into dead");
-    let committed = committed_rows(&env.client, &env.table).await;
+    let committed = committed_rows(&env.client, rows).await;
     let received = read_back(brokers, topic, &committed).await;
     verify(&received, &committed, &committed)
 }
@@ -406,13 +412,26 @@ async fn mock_cluster_produce_errors_and_leader_changes_bring_retries_but_no_los
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_order() {
+    churn_relays(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_relays_that_delete_published_rows_lose_nothing_and_keep_key_order() {
+    churn_relays(&["--on-publish", "delete"]).await;
+}
+
+/// Four relays (with `mode` flags) started, SIGTERMed and SIGKILLed at
+/// random under load; then everything committed must have arrived in order.
+async fn churn_relays(mode: &[&str]) {
     let env = TestEnv::new().await;
+    let copies = env.keep_copies().await;
     let topic = env.create_topic(3).await;
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 40).await;
     let mut slots: Vec<Option<common::RelayProcess>> = (0..4).map(|_| None).collect();
     let churn = Duration::from_secs(if long_form() { 60 } else { 15 });
     let started = Instant::now();
     let (mut starts, mut stops) = (0, 0);
+    let args = [&["--batch-size", "50"][..], mode].concat();
     while started.elapsed() < churn {
         let slot = fastrand::usize(..slots.len());
         match slots[slot].take() {
@@ -421,7 +440,7 @@ async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_o
                 stops += 1;
             }
             None => {
-                slots[slot] = Some(env.start_relay(&["--batch-size", "50"]));
+                slots[slot] = Some(env.start_relay(&args));
                 starts += 1;
             }
         }
@@ -429,8 +448,15 @@ async fn four_relays_starting_and_stopping_at_random_lose_nothing_and_keep_key_o
     }
     load.stop().await;
     if slots.iter().all(Option::is_none) {
-        slots[0] = Some(env.start_relay(&[]));
+        slots[0] = Some(env.start_relay(mode));
     }
-    let verdict = drain_and_verify(&env, &env.brokers, &topic).await;
-    eprintln!("FAULT 4 relays churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
+    let verdict = drain_and_verify_rows(&env, &env.brokers, &topic, &copies).await;
+    if !mode.is_empty() {
+        assert_eq!(
+            env.count("published").await,
+            0,
+            "published rows are deleted"
+        );
+    }
+    eprintln!("FAULT 4 relays {mode:?} churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
 }

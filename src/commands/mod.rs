@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::cli::Command;
-use crate::config::{KafkaOption, RelayConfig};
+use crate::config::{KafkaOption, OnPublish, RelayConfig};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::health::Health;
@@ -158,11 +158,13 @@ struct Checked {
 /// the metrics address. Each failure is one line naming the fix.
 async fn check_everything(config: &RelayConfig) -> Result<Checked> {
     config.validate()?;
-    let database = config.database.open(RELAY_POOL_SIZE)?;
+    let database = config
+        .database
+        .open(RELAY_POOL_SIZE)?
+        .delete_on_publish(config.on_publish == OnPublish::Delete);
     database.check_statements().await?;
-    database
-        .check_privileges(config.retention.is_some())
-        .await?;
+    let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
+    database.check_privileges(deletes).await?;
     let kafka_settings = config.kafka_settings()?;
     let publisher = Arc::new(Publisher::new(&config.kafka_brokers, &kafka_settings)?);
     publisher

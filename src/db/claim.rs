@@ -40,6 +40,8 @@ const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 pub struct ClaimedBatch {
     connection: Option<Object>,
     sql: Arc<Sql>,
+    /// `--on-publish delete`: published rows are deleted, not marked.
+    delete_published: bool,
     pub rows: Vec<OutboxRow>,
 }
 
@@ -54,6 +56,7 @@ impl Database {
         let mut batch = ClaimedBatch {
             connection: Some(connection),
             sql: Arc::clone(self.sql()),
+            delete_published: self.deletes_published(),
             rows: Vec::new(),
         };
         let params = OutboxClaimDueParams {
@@ -93,24 +96,29 @@ impl ClaimedBatch {
         let fail = |e: tokio_postgres::Error| Error::database("recording results", &e);
         let sql = Arc::clone(&self.sql);
         let client = self.client();
-        let mark = OutboxMarkPublishedParams { ids: published };
+        let delete = self.delete_published;
         let mut recorded = RecordedBatch::default();
 
         if failures.is_empty() {
             // The common case in one round trip. Should the UPDATE fail, the
             // server turns the COMMIT into a rollback; its error is returned.
-            queries::prepare(client, &sql, &sql.outbox_mark_published)
+            let statement = if delete {
+                &sql.outbox_delete_published
+            } else {
+                &sql.outbox_mark_published
+            };
+            queries::prepare(client, &sql, statement)
                 .await
                 .map_err(fail)?;
             let (marked, committed) = tokio::join!(
-                queries::outbox_mark_published(client, &sql, mark),
+                publish(client, &sql, delete, published),
                 client.batch_execute("COMMIT")
             );
             recorded.published = marked.map_err(fail)?;
             committed.map_err(fail)?;
         } else {
             if !published.is_empty() {
-                recorded.published = queries::outbox_mark_published(client, &sql, mark)
+                recorded.published = publish(client, &sql, delete, published)
                     .await
                     .map_err(fail)?;
             }
@@ -131,6 +139,21 @@ impl ClaimedBatch {
                 let _ = Object::take(connection);
             }
         }
+    }
+}
+
+/// Mark the published rows, or delete them (`--on-publish delete`).
+async fn publish(
+    client: &Object,
+    sql: &Sql,
+    delete: bool,
+    ids: &[i64],
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let params = OutboxMarkPublishedParams { ids };
+    if delete {
+        queries::outbox_delete_published(client, sql, params).await
+    } else {
+        queries::outbox_mark_published(client, sql, params).await
     }
 }
 

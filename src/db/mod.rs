@@ -43,6 +43,8 @@ pub struct ConnectOptions<'a> {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// `--on-publish delete`: batches delete their published rows.
+    delete_published: bool,
     connector: Connector,
     sql: Arc<Sql>,
     table: TableName,
@@ -82,11 +84,23 @@ impl Database {
             .map_err(|e| Error::InvalidConfig(format!("cannot build the connection pool: {e}")))?;
         Ok(Database {
             pool,
+            delete_published: false,
             connector,
             sql: Arc::new(Sql::for_table(table, options.pooler_safe)),
             table: table.clone(),
             target,
         })
+    }
+
+    /// Batches claimed from now on delete their published rows instead of
+    /// marking them (`--on-publish delete`).
+    pub fn delete_on_publish(mut self, delete: bool) -> Self {
+        self.delete_published = delete;
+        self
+    }
+
+    pub fn deletes_published(&self) -> bool {
+        self.delete_published
     }
 
     /// Whether statements run pooler-safe (unnamed, nothing kept between

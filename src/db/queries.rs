@@ -306,6 +306,18 @@ pub async fn outbox_mark_published(
     execute(client, sql, &sql.outbox_mark_published, &bound).await
 }
 
+// --- outbox_delete_published ----------------------------------------------
+
+/// Delete pending rows (`--on-publish delete`); returns how many were.
+pub async fn outbox_delete_published(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxMarkPublishedParams<'_>,
+) -> PgResult<u64> {
+    let bound: Params<1> = [(&params.ids, Type::INT8_ARRAY)];
+    execute(client, sql, &sql.outbox_delete_published, &bound).await
+}
+
 // --- outbox_record_failures -----------------------------------------------
 
 /// A failed attempt to record for one row.

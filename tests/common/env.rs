@@ -153,6 +153,29 @@ impl TestEnv {
         (row.get(0), row.get(1), row.get(2))
     }
 
+    /// Keep a copy of every committed row's (id, event_id) in
+    /// `<schema>.committed`, for checks on a table whose rows the relay
+    /// deletes (`--on-publish delete`). Returns the copy's name. A rolled-back
+    /// insert leaves no copy: the trigger runs in the inserting transaction.
+    pub async fn keep_copies(&self) -> String {
+        let schema = self.table.split_once('.').expect("schema-qualified").0;
+        let copies = format!("{schema}.committed");
+        self.client
+            .batch_execute(&format!(
+                "CREATE TABLE {copies} (id bigint, event_id text);
+                 CREATE FUNCTION {schema}.keep_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     INSERT INTO {copies} VALUES (NEW.id, NEW.event_id::text);
+                     RETURN NULL;
+                 END $$;
+                 CREATE TRIGGER keep_copy AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {schema}.keep_copy();",
+                self.table
+            ))
+            .await
+            .expect("copy trigger");
+        copies
+    }
+
     /// Drop the topic-name CHECK, as on a table an older version migrated,
     /// so a row with an invalid topic can be written and reach the relay.
     pub async fn drop_topic_check(&self) {
