@@ -45,6 +45,15 @@ pub struct DatabaseArgs {
     pub pooler: Pooler,
 }
 
+/// How replicas on one table share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Election {
+    /// One replica leads (holds a session advisory lock), the others wait.
+    AdvisoryLock,
+    /// Every replica claims; rows are shared by row locks.
+    None,
+}
+
 /// What happens to a row once Kafka acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnPublish {
@@ -153,6 +162,12 @@ pub struct RelayConfig {
     #[arg(long, env = "OUTBOX_NO_LISTEN", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub no_listen: bool,
 
+    /// How replicas on one table share it: `advisory-lock` (one leads and claims, the others
+    /// stand by and take over within moments when it dies), or `none` (all claim). Off behind a
+    /// transaction-mode pooler, where session locks do not hold.
+    #[arg(long, env = "OUTBOX_ELECTION", value_enum, default_value_t = Election::AdvisoryLock)]
+    pub election: Election,
+
     /// What recording a published row does: `mark` keeps it (status published, an audit trail
     /// that allows replays; delete it later with --retention or prune), `delete` removes it in
     /// the same transaction (faster, the table stays small; dead rows stay either way).
@@ -204,6 +219,12 @@ impl RelayConfig {
             return invalid("--retry-backoff-base-ms must not exceed --retry-backoff-max-secs");
         }
         Ok(())
+    }
+
+    /// Whether replicas elect a leader: asked for, and possible (not behind a
+    /// transaction-mode pooler).
+    pub fn elects_leader(&self) -> bool {
+        self.election == Election::AdvisoryLock && self.database.pooler == Pooler::None
     }
 
     /// LISTEN for wake-ups: not asked to stay off, and no transaction-mode

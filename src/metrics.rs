@@ -39,6 +39,7 @@ pub struct Metrics {
     pub pruned: IntCounter,
     pub table_size: IntGauge,
     pub in_flight: IntGauge,
+    pub role: IntGauge,
 }
 
 fn int_gauge(name: &str, help: &str) -> IntGauge {
@@ -125,6 +126,10 @@ impl Metrics {
                 "outbox_in_flight_messages",
                 "Rows handed to the producer and not yet recorded.",
             ),
+            role: int_gauge(
+                "outbox_relay_role",
+                "1 while this replica leads its table (claims), 0 while it stands by.",
+            ),
         };
         metrics.register_all();
         metrics.register_process_and_build();
@@ -135,7 +140,8 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(self.role.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.pending.clone()),
             Box::new(self.oldest_pending_age.clone()),

@@ -58,6 +58,8 @@ pub struct Sql {
     pub outbox_published_summary: Statement,
     pub outbox_objects: Statement,
     pub outbox_delete_published: Statement,
+    pub leader_lock: Statement,
+    pub leader_session: String,
 }
 
 /// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
@@ -99,6 +101,8 @@ impl Sql {
             outbox_published_summary: statement!(render, "outbox_published_summary"),
             outbox_objects: statement!(render, "outbox_objects"),
             outbox_delete_published: statement!(render, "outbox_delete_published"),
+            leader_lock: statement!(render, "leader_lock"),
+            leader_session: render(include_str!("../sql/queries/leader_session.sql")),
         }
     }
 
@@ -132,6 +136,8 @@ impl Sql {
             self.outbox_table_exists.text.as_str(),
             self.outbox_privileges.text.as_str(),
             self.outbox_objects.text.as_str(),
+            self.leader_lock.text.as_str(),
+            self.leader_session.as_str(),
             self.notify_trigger.as_str(),
             self.listen_for_inserts.as_str(),
         ]);
@@ -157,8 +163,9 @@ mod tests {
     fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap(), false);
         let texts = sql.all_texts();
-        // 18 queries, LISTEN, the trigger and each migration.
-        assert_eq!(texts.len(), 20 + MIGRATIONS.len());
+        // 19 queries, LISTEN, the leader's session settings, the trigger and
+        // each migration.
+        assert_eq!(texts.len(), 22 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -170,7 +177,7 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 18 named statements and LISTEN.
-        assert_eq!(files, 19, "a file in sql/queries/ is not wired into Sql");
+        // The 19 named statements, LISTEN and the leader's session settings.
+        assert_eq!(files, 21, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -30,8 +30,9 @@ async fn three_relays_on_one_table_publish_every_row_exactly_once_in_key_order()
     }
 
     let mut relays: Vec<_> = (0..3)
-        // Batches smaller than the key count let relays work side by side.
-        .map(|_| env.start_relay(&["--batch-size", "20"]))
+        // Batches smaller than the key count let relays work side by side;
+        // without an elected leader, all three claim.
+        .map(|_| env.start_relay(&["--batch-size", "20", "--election", "none"]))
         .collect();
     for relay in &mut relays {
         relay.wait_ready().await;

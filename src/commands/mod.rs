@@ -12,11 +12,12 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::cli::Command;
-use crate::config::{KafkaOption, OnPublish, RelayConfig};
+use crate::config::{Election, KafkaOption, OnPublish, RelayConfig};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::kafka::Publisher;
+use crate::leader::{self, Leadership};
 use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -91,6 +92,12 @@ where
         Arc::clone(&metrics),
         Arc::clone(&health),
     ));
+    let leadership = if config.elects_leader() {
+        Leadership::elected()
+    } else {
+        metrics.role.set(1);
+        Leadership::always()
+    };
     let background = Background {
         database: &database,
         publisher: &publisher,
@@ -98,7 +105,7 @@ where
         health: &health,
         shutdown: &shutdown,
     }
-    .spawn(&config, &wakeup);
+    .spawn(&config, &wakeup, &leadership);
     log_start(&config, &database, &kafka_settings, &bound);
     let started = std::time::Instant::now();
     let shutdown_timeout = config.shutdown_timeout;
@@ -106,9 +113,9 @@ where
         config,
         database,
         publisher,
-        Arc::clone(&metrics),
-        Arc::clone(&health),
+        (Arc::clone(&metrics), Arc::clone(&health)),
         wakeup,
+        leadership,
     );
     let relay_task = tokio::spawn(relay.run(shutdown));
     let begin_stop = begin_stop(&trigger, &health, &metrics, shutdown_timeout);
@@ -189,6 +196,9 @@ fn log_start(config: &RelayConfig, database: &Database, kafka: &[KafkaOption], b
             "LISTEN is off behind a transaction-mode pooler (--pooler transaction); polling instead"
         );
     }
+    if !config.elects_leader() && config.election == Election::AdvisoryLock {
+        tracing::info!("leader election is off behind a transaction-mode pooler (session locks do not hold there): every replica claims, and row locks keep them apart");
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         table = %config.database.table,
@@ -211,7 +221,12 @@ struct Background<'a> {
 }
 
 impl Background<'_> {
-    fn spawn(self, config: &RelayConfig, wakeup: &Arc<Notify>) -> Vec<JoinHandle<()>> {
+    fn spawn(
+        self,
+        config: &RelayConfig,
+        wakeup: &Arc<Notify>,
+        leadership: &Leadership,
+    ) -> Vec<JoinHandle<()>> {
         let mut tasks = vec![
             tokio::spawn(monitor::watch_backlog(
                 self.database.clone(),
@@ -230,6 +245,15 @@ impl Background<'_> {
         if config.listen() {
             tasks.push(tokio::spawn(listener::listen_for_inserts(
                 self.database.clone(),
+                Arc::clone(wakeup),
+                self.shutdown.clone(),
+            )));
+        }
+        if config.elects_leader() {
+            tasks.push(tokio::spawn(leader::contend(
+                self.database.clone(),
+                leadership.clone(),
+                Arc::clone(self.metrics),
                 Arc::clone(wakeup),
                 self.shutdown.clone(),
             )));

@@ -33,6 +33,7 @@ use crate::db::Database;
 use crate::error::{Error, ErrorPath, Result};
 use crate::health::Health;
 use crate::kafka::{KnownTopics, Publisher};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use backoff::{OutageBackoff, RetryBackoff};
@@ -55,6 +56,7 @@ pub struct Relay {
     wakeup: Arc<Notify>,
     retry_backoff: RetryBackoff,
     known_topics: KnownTopics,
+    leadership: Leadership,
 }
 
 impl Relay {
@@ -62,10 +64,11 @@ impl Relay {
         config: RelayConfig,
         database: Database,
         publisher: Arc<Publisher>,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
+        observers: (Arc<Metrics>, Arc<Health>),
         wakeup: Arc<Notify>,
+        leadership: Leadership,
     ) -> Self {
+        let (metrics, health) = observers;
         let retry_backoff = RetryBackoff {
             base: config.retry_backoff_base,
             max: config.retry_backoff_max,
@@ -78,6 +81,7 @@ impl Relay {
             wakeup,
             retry_backoff,
             known_topics: KnownTopics::default(),
+            leadership,
         }
     }
 
@@ -134,7 +138,8 @@ impl Relay {
         in_flight: &mut Option<InFlight>,
         shutdown_requested: bool,
     ) -> Turn {
-        let may_claim = state.may_claim(shutdown_requested);
+        // Standbys stay connected and ready, and claim nothing.
+        let may_claim = state.may_claim(shutdown_requested) && self.leadership.is_leader();
         let previous = in_flight.take();
         let ours = previous.as_ref().map(InFlight::ids).unwrap_or_default();
         let held_before = std::mem::take(&mut state.held_keys);

@@ -1,0 +1,126 @@
+//! Leadership among the replicas that serve one table: the one that holds a
+//! session-level advisory lock claims; the others wait on the same lock,
+//! connected and ready, and one of them takes over as soon as the server
+//! releases it (the leader's session ended).
+//!
+//! Guarantees: a relay claims only while it believes it leads, and stops
+//! believing the moment its lock session ends. Two relays may briefly both
+//! believe it during a handover (the old one has not noticed yet); the
+//! claim's own per-key rule — a row locked elsewhere holds its key back —
+//! keeps order through that overlap. Behind a transaction-mode pooler session
+//! locks do not hold, so election is off there and every replica claims.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_postgres::types::Type;
+
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::relay::backoff::OutageBackoff;
+use crate::shutdown::Shutdown;
+
+/// Whether this relay may claim. Shared by the loop and the election.
+#[derive(Clone)]
+pub struct Leadership {
+    leading: Arc<AtomicBool>,
+}
+
+impl Leadership {
+    /// Every replica claims (election off).
+    pub fn always() -> Self {
+        Leadership {
+            leading: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Claims only once [`contend`] won the lock.
+    pub fn elected() -> Self {
+        Leadership {
+            leading: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, leading: bool, metrics: &Metrics) {
+        self.leading.store(leading, Ordering::SeqCst);
+        metrics.role.set(i64::from(leading));
+    }
+}
+
+/// Hold or wait for the table's lock until shutdown, reconnecting as needed.
+/// `wakeup` is notified on winning, so an idle loop claims at once.
+pub async fn contend(
+    database: Database,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    wakeup: Arc<Notify>,
+    mut shutdown: Shutdown,
+) {
+    let mut backoff = OutageBackoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let held = hold(&database, &leadership, &metrics, &wakeup, &mut backoff);
+        let ended = tokio::select! {
+            () = shutdown.requested() => return,
+            ended = held => ended,
+        };
+        let reason = ended.err().map(|e| e.to_string()).unwrap_or_default();
+        if leadership.is_leader() {
+            tracing::warn!(error = %reason, "lost the leadership of this table; claiming stops until it is won again");
+        } else {
+            tracing::debug!(error = %reason, "cannot wait for the leadership");
+        }
+        leadership.set(false, &metrics);
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// One session: wait for the lock, then hold it until the session ends.
+/// Always ends in an error (the session ended).
+async fn hold(
+    database: &Database,
+    leadership: &Leadership,
+    metrics: &Metrics,
+    wakeup: &Notify,
+    backoff: &mut OutageBackoff,
+) -> Result<()> {
+    let (client, connection) = database.connect_dedicated().await?;
+    let mut driver = tokio::spawn(connection);
+    let lost = |action| move |e: tokio_postgres::Error| Error::database(action, &e);
+    let sql = database.sql();
+    client
+        .batch_execute(&sql.leader_session)
+        .await
+        .map_err(lost("preparing the leader session"))?;
+    backoff.reset();
+    let quoted = database.table().quoted();
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&quoted, Type::TEXT)];
+    tokio::select! {
+        locked = client.query_typed(&sql.leader_lock.text, &params) => {
+            locked.map_err(lost("waiting for the leadership"))?;
+        }
+        _ = &mut driver => return Err(session_ended()),
+    }
+    leadership.set(true, metrics);
+    wakeup.notify_one();
+    tracing::info!(table = %database.table(), "this relay leads the table; other replicas stand by");
+    let _ = (&mut driver).await;
+    drop(client);
+    Err(session_ended())
+}
+
+fn session_ended() -> Error {
+    Error::Database {
+        action: "holding the leadership",
+        reason: "the session ended".to_owned(),
+    }
+}
