@@ -23,7 +23,7 @@
 //! 8. `--on-publish delete` against `mark`: ceiling and drain in both modes.
 //!
 //! `OUTBOX_BENCH_ONLY=tls`, `=pooler` or `=delete` runs stage 6, 7 or 8
-//! alone.
+//! alone; `=replicas` drains with one, two and three replicas.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -108,6 +108,9 @@ async fn run() -> serde_json::Value {
         Ok("pooler") => {
             return json!({ "rows": rows, "pooler": pooler_stage(rows, batch, repeat).await })
         }
+        Ok("replicas") => {
+            return json!({ "rows": rows, "replicas": replicas_stage(rows, batch).await })
+        }
         Ok("delete") => {
             return json!({ "rows": rows, "on_publish_delete": delete_stage(rows, batch, repeat).await })
         }
@@ -165,6 +168,23 @@ async fn run() -> serde_json::Value {
         "on_publish_delete": on_publish_delete,
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
+    })
+}
+
+/// The one-relay drain against two and three replicas (with the default
+/// leader election), in one run.
+async fn replicas_stage(rows: i64, batch: usize) -> serde_json::Value {
+    let mut rates = Vec::new();
+    for relays in 1..=3 {
+        let rate = drain(rows, batch, relays).await.rows_per_sec;
+        eprintln!("bench: drain with {relays} replicas: {rate:.0} rows/s");
+        rates.push(round(rate));
+    }
+    json!({
+        "drain_1_relay_rows_per_sec": rates[0],
+        "drain_2_relays_rows_per_sec": rates[1],
+        "drain_3_relays_rows_per_sec": rates[2],
+        "three_vs_one": (rates[2] / rates[0] * 100.0).round() / 100.0,
     })
 }
 
@@ -473,6 +493,13 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     }
     let topic = common::unique_name("topic");
     common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
+    // With `--on-publish delete` the read-back checks copies a trigger keeps.
+    let deletes = cluster.relay_args.iter().any(|a| a == "delete");
+    let copies = if deletes {
+        Some(env.keep_copies().await)
+    } else {
+        None
+    };
     fill(&env, &topic, rows).await;
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
     let extra = cluster.relay_extra_args();
@@ -503,14 +530,20 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         },
     )
     .await;
+    // Deleted rows leave no published_at: then the probe's own time (up to
+    // 250 ms late, which counts against `delete`).
     let end = db_epoch(
         &env,
-        &format!("(SELECT max(published_at) FROM {})", env.table),
+        &format!(
+            "coalesce((SELECT max(published_at) FROM {}), clock_timestamp())",
+            env.table
+        ),
     )
     .await;
     // Read the topic back: "in Kafka" means a consumer sees every row.
     // (Tansu's reported high watermarks can lag what it serves.)
-    let committed = load::committed_rows(&env.client, &env.table).await;
+    let committed =
+        load::committed_rows(&env.client, copies.as_deref().unwrap_or(&env.table)).await;
     assert_eq!(committed.len() as i64, rows);
     let event_ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
     let received = common::kafka::consume_event_ids_with(

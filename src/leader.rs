@@ -1,7 +1,7 @@
 //! Leadership among the replicas that serve one table: the one that holds a
-//! session-level advisory lock claims; the others wait on the same lock,
-//! connected and ready, and one of them takes over as soon as the server
-//! releases it (the leader's session ended).
+//! session-level advisory lock claims; the others, connected and ready, try
+//! for the same lock every 200 ms, and one of them takes over once the server
+//! released it (the leader's session ended).
 //!
 //! Guarantees: a relay claims only while it believes it leads, and stops
 //! believing the moment its lock session ends. Two relays may briefly both
@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::relay::backoff::OutageBackoff;
 use crate::shutdown::Shutdown;
+
+/// How often a standby tries for the lock: the bound on failover after the
+/// leader's session ended.
+const STANDBY_RETRY: Duration = Duration::from_millis(200);
 
 /// Whether this relay may claim. Shared by the loop and the election.
 #[derive(Clone)]
@@ -104,11 +108,19 @@ async fn hold(
     backoff.reset();
     let quoted = database.table().quoted();
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&quoted, Type::TEXT)];
-    tokio::select! {
-        locked = client.query_typed(&sql.leader_lock.text, &params) => {
-            locked.map_err(lost("waiting for the leadership"))?;
+    loop {
+        let tried = client.query_typed(&sql.leader_lock.text, &params);
+        let won = tokio::select! {
+            tried = tried => tried.map_err(lost("trying for the leadership"))?,
+            _ = &mut driver => return Err(session_ended()),
+        };
+        if won.first().is_some_and(|row| row.get::<_, bool>(0)) {
+            break;
         }
-        _ = &mut driver => return Err(session_ended()),
+        tokio::select! {
+            () = tokio::time::sleep(STANDBY_RETRY) => {}
+            _ = &mut driver => return Err(session_ended()),
+        }
     }
     leadership.set(true, metrics);
     wakeup.notify_one();

@@ -247,7 +247,10 @@ async fn postgres_refusing_new_connections_is_survived() {
     for _ in 0..20 {
         pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'outbox-relay'");
         grab_free_slots(&pg.relay_url(), &mut hog).await;
-        let left = pg.query("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay'");
+        let left = pg.query(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay'",
+        );
         if left == "0" {
             break;
         }
