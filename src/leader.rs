@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 
 use crate::db::Database;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorPath, Result};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::relay::backoff::OutageBackoff;
 use crate::shutdown::Shutdown;
@@ -63,17 +64,31 @@ impl Leadership {
 pub async fn contend(
     database: Database,
     leadership: Leadership,
-    metrics: Arc<Metrics>,
+    observers: (Arc<Metrics>, Arc<Health>),
     wakeup: Arc<Notify>,
     mut shutdown: Shutdown,
 ) {
-    let mut backoff = OutageBackoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let (metrics, health) = observers;
+    let mut backoff = OutageBackoff::new(Duration::from_millis(100), Duration::from_millis(500));
     loop {
-        let held = hold(&database, &leadership, &metrics, &wakeup, &mut backoff);
+        let held = hold(
+            &database,
+            &leadership,
+            (&metrics, &health),
+            &wakeup,
+            &mut backoff,
+        );
         let ended = tokio::select! {
             () = shutdown.requested() => return,
             ended = held => ended,
         };
+        // A standby that cannot reach the database is not ready either: its
+        // loop, claiming nothing, would never find out.
+        if let Err(error) = &ended {
+            if error.path() == ErrorPath::DatabaseUnreachable {
+                health.database_failed(error);
+            }
+        }
         let reason = ended.err().map(|e| e.to_string()).unwrap_or_default();
         if leadership.is_leader() {
             tracing::warn!(error = %reason, "lost the leadership of this table; claiming stops until it is won again");
@@ -93,11 +108,13 @@ pub async fn contend(
 async fn hold(
     database: &Database,
     leadership: &Leadership,
-    metrics: &Metrics,
+    observers: (&Metrics, &Health),
     wakeup: &Notify,
     backoff: &mut OutageBackoff,
 ) -> Result<()> {
+    let (metrics, health) = observers;
     let (client, connection) = database.connect_dedicated().await?;
+    health.database_ok();
     let mut driver = tokio::spawn(connection);
     let lost = |action| move |e: tokio_postgres::Error| Error::database(action, &e);
     let sql = database.sql();

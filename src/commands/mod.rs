@@ -253,7 +253,7 @@ impl Background<'_> {
             tasks.push(tokio::spawn(leader::contend(
                 self.database.clone(),
                 leadership.clone(),
-                Arc::clone(self.metrics),
+                (Arc::clone(self.metrics), Arc::clone(self.health)),
                 Arc::clone(wakeup),
                 self.shutdown.clone(),
             )));

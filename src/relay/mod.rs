@@ -141,6 +141,8 @@ impl Relay {
         // Standbys stay connected and ready, and claim nothing.
         let may_claim = state.may_claim(shutdown_requested) && self.leadership.is_leader();
         let previous = in_flight.take();
+        // An idle standby touches no table: it says nothing about the database.
+        let touched_database = may_claim || previous.is_some();
         let ours = previous.as_ref().map(InFlight::ids).unwrap_or_default();
         let held_before = std::mem::take(&mut state.held_keys);
         let (claimed, finished) = tokio::join!(
@@ -177,7 +179,8 @@ impl Relay {
             .in_flight(in_flight.as_ref().map_or(0, InFlight::len));
         // A claim alone proves little: the statement that failed may be the
         // record that follows it.
-        self.report(failure.as_ref(), recorded || claimed_nothing);
+        let statements_done = recorded || (may_claim && claimed_nothing);
+        self.report(failure.as_ref(), touched_database, statements_done);
         Turn {
             in_flight: in_flight.is_some(),
             claimed_nothing,
@@ -214,9 +217,9 @@ impl Relay {
         }
     }
 
-    fn report(&self, failure: Option<&Error>, statements_done: bool) {
+    fn report(&self, failure: Option<&Error>, touched_database: bool, statements_done: bool) {
         let health = self.telemetry.health();
-        if !failure.is_some_and(is_database_failure) {
+        if touched_database && !failure.is_some_and(is_database_failure) {
             health.database_ok();
         }
         match failure {
