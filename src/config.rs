@@ -275,7 +275,7 @@ fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
-        let query = redact_key_values(tail, '&');
+        let query = redact_query(tail);
         let Some(at) = authority.rfind('@') else {
             return format!("{scheme}://{authority}{query}");
         };
@@ -284,15 +284,28 @@ fn redact_password(url: &str) -> String {
         let password = if userinfo.contains(':') { ":***" } else { "" };
         return format!("{scheme}://{user}{password}{host}{query}");
     }
-    redact_key_values(url, ' ')
+    // A libpq key=value string, read as libpq reads it: a quoted password
+    // may hold spaces. One that cannot be read is not shown at all.
+    match crate::db::connect::key_value_pairs(url) {
+        Ok(pairs) => pairs
+            .iter()
+            .map(|(key, value)| match key.as_str() {
+                "password" => format!("{key}=***"),
+                _ => format!("{key}={value}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => "(a connection string that cannot be read; not shown)".to_owned(),
+    }
 }
 
-/// `password=…` becomes `password=***` in `a=b<sep>password=c` text.
-fn redact_key_values(text: &str, separator: char) -> String {
+/// `password=…` becomes `password=***` in the `a=b&password=c` query of a
+/// URL.
+fn redact_query(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for (index, part) in text.split(separator).enumerate() {
+    for (index, part) in text.split('&').enumerate() {
         if index > 0 {
-            out.push(separator);
+            out.push('&');
         }
         let key = part.split('=').next().unwrap_or("");
         let bare_key = key.trim_start_matches('?').trim();
@@ -512,6 +525,14 @@ mod tests {
             (
                 "host=db user=relay password=s3cret dbname=app",
                 "host=db user=relay password=*** dbname=app",
+            ),
+            (
+                r"host=db password = 'has s3cret spaces\' too' dbname=app",
+                "host=db password=*** dbname=app",
+            ),
+            (
+                "host=db password='unclosed s3cret",
+                "(a connection string that cannot be read; not shown)",
             ),
             (
                 "postgres://relay:p@ss@w0rd@db/app",

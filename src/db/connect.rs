@@ -205,11 +205,26 @@ fn percent_decode(value: &str) -> String {
 fn split_key_values(text: &str) -> Result<(String, Pairs)> {
     let mut kept = Vec::new();
     let mut tls = Vec::new();
+    for (key, value) in key_value_pairs(text)? {
+        if TLS_KEYS.contains(&key.as_str()) {
+            tls.push((key, value));
+        } else {
+            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+            kept.push(format!("{key}='{quoted}'"));
+        }
+    }
+    Ok((kept.join(" "), tls))
+}
+
+/// The pairs of a libpq `key=value` string, values unquoted, as libpq reads
+/// them (spaces around `=` allowed; single quotes with backslash escapes).
+pub fn key_value_pairs(text: &str) -> Result<Pairs> {
+    let mut pairs = Vec::new();
     let mut chars = text.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.peek().is_none() {
-            break;
+            return Ok(pairs);
         }
         let key: String =
             std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
@@ -221,14 +236,8 @@ fn split_key_values(text: &str) -> Result<(String, Pairs)> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let value = read_value(&mut chars)?;
-        if TLS_KEYS.contains(&key.as_str()) {
-            tls.push((key, value));
-        } else {
-            let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
-            kept.push(format!("{key}='{quoted}'"));
-        }
+        pairs.push((key, value));
     }
-    Ok((kept.join(" "), tls))
 }
 
 fn read_value(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String> {
