@@ -258,15 +258,8 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         ],
         ..plain.clone()
     };
-    let (mut plain_rates, mut tls_rates) = (Vec::new(), Vec::new());
-    for round in 1..=repeat {
-        let without = drain_on(&plain, rows, batch, 1).await.rows_per_sec;
-        let with = drain_on(&secure, rows, batch, 1).await.rows_per_sec;
-        eprintln!("bench: round {round}: drain plain {without:.0} rows/s, TLS on both sides {with:.0} rows/s");
-        plain_rates.push(without);
-        tls_rates.push(with);
-    }
-    let (without, with) = (median(plain_rates), median(tls_rates));
+    let labels = ("plain", "TLS on both sides");
+    let (without, with) = compare_drains((&plain, &secure), labels, rows, batch, repeat).await;
     eprintln!(
         "bench: TLS costs {:.0} % of drain throughput",
         (1.0 - with / without) * 100.0
@@ -276,6 +269,29 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         "drain_tls_rows_per_sec": round(with),
         "tls_vs_plain": (with / without * 100.0).round() / 100.0,
     })
+}
+
+/// The one-relay drain on two clusters, in interleaved rounds so slow phases
+/// of a noisy machine hit both alike; the medians.
+async fn compare_drains(
+    clusters: (&Cluster, &Cluster),
+    labels: (&str, &str),
+    rows: i64,
+    batch: usize,
+    repeat: u64,
+) -> (f64, f64) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for round in 1..=repeat {
+        let a = drain_on(clusters.0, rows, batch, 1).await.rows_per_sec;
+        let b = drain_on(clusters.1, rows, batch, 1).await.rows_per_sec;
+        eprintln!(
+            "bench: round {round}: drain {} {a:.0} rows/s, {} {b:.0} rows/s",
+            labels.0, labels.1
+        );
+        first.push(a);
+        second.push(b);
+    }
+    (median(first), median(second))
 }
 
 /// The drain through PgBouncer (transaction mode, pool of 5, default
@@ -294,15 +310,8 @@ async fn pooler_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value
         relay_args: vec!["--pooler".into(), "transaction".into()],
         ..Cluster::shared()
     };
-    let (mut direct_rates, mut pooled_rates) = (Vec::new(), Vec::new());
-    for round in 1..=repeat {
-        let without = drain_on(&direct, rows, batch, 1).await.rows_per_sec;
-        let with = drain_on(&pooled, rows, batch, 1).await.rows_per_sec;
-        eprintln!("bench: round {round}: drain direct {without:.0} rows/s, through PgBouncer (--pooler transaction) {with:.0} rows/s");
-        direct_rates.push(without);
-        pooled_rates.push(with);
-    }
-    let (without, with) = (median(direct_rates), median(pooled_rates));
+    let labels = ("direct", "through PgBouncer (--pooler transaction)");
+    let (without, with) = compare_drains((&direct, &pooled), labels, rows, batch, repeat).await;
     json!({
         "drain_direct_rows_per_sec": round(without),
         "drain_pgbouncer_rows_per_sec": round(with),
