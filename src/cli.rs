@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_duration, DatabaseArgs, RelayConfig};
+use crate::db::{KeyType, PayloadType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -135,8 +136,22 @@ pub struct MigrateArgs {
 
     /// Print the DDL instead of running it (no connection is made), for DBAs who apply
     /// migrations themselves.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adopt")]
     pub print_sql: bool,
+
+    /// Adopt an existing table (with --layout, --column, ...): add the relay's columns, checks
+    /// and indexes without rewriting or blocking it; existing rows become pending.
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// The payload column's type in a new table: jsonb (sent as JSON), bytea (sent byte for
+    /// byte: Protobuf, Avro) or text.
+    #[arg(long, value_enum, default_value_t = PayloadType::Jsonb, conflicts_with = "adopt")]
+    pub payload_type: PayloadType,
+
+    /// The key column's type in a new table: text or bytea.
+    #[arg(long, value_enum, default_value_t = KeyType::Text, conflicts_with = "adopt")]
+    pub key_type: KeyType,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,8 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::kafka::producer_defaults_help;
+use crate::kafka::{CloudEvents, MessageFormat, RecordTimestamp};
+use crate::layout::{Layout, PayloadKind, Preset};
 use crate::table::TableName;
 
 /// Where the outbox table lives.
@@ -43,6 +45,55 @@ pub struct DatabaseArgs {
     /// and LISTEN is off (polling instead).
     #[arg(long, env = "OUTBOX_POOLER", value_enum, default_value_t = Pooler::None)]
     pub pooler: Pooler,
+
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+}
+
+/// Which columns of the table make up a message.
+#[derive(Debug, Clone, Args)]
+pub struct LayoutArgs {
+    /// The table's layout: `relay` (the table `migrate` creates) or `debezium` (Debezium's
+    /// outbox table: topic outbox.event.<aggregatetype>, key aggregateid, value payload, header
+    /// id = the row's id).
+    #[arg(long, env = "OUTBOX_LAYOUT", value_enum, default_value_t = Preset::Relay)]
+    pub layout: Preset,
+
+    /// Map a role to an existing column, ROLE=COLUMN; repeatable. Roles: topic, key, payload,
+    /// headers, event_id, event_type (CloudEvents ce_type), sequence (the bigint that orders
+    /// rows).
+    #[arg(
+        long = "column",
+        value_name = "ROLE=COLUMN",
+        value_delimiter = ',',
+        env = "OUTBOX_COLUMNS"
+    )]
+    pub columns: Vec<String>,
+
+    /// Send a column as a Kafka header, HEADER=COLUMN; repeatable (NULL sends no header).
+    #[arg(
+        long = "header-column",
+        value_name = "HEADER=COLUMN",
+        value_delimiter = ',',
+        env = "OUTBOX_HEADER_COLUMNS"
+    )]
+    pub header_columns: Vec<String>,
+
+    /// Derive the topic from columns, e.g. 'outbox.event.{aggregatetype}'. A row whose template
+    /// yields no valid topic goes dead with the reason.
+    #[arg(long, env = "OUTBOX_TOPIC_TEMPLATE", value_name = "TEMPLATE")]
+    pub topic_template: Option<String>,
+}
+
+impl LayoutArgs {
+    pub fn layout(&self) -> Result<Layout> {
+        Ok(Layout::from_flags(
+            self.layout,
+            &self.columns,
+            &self.header_columns,
+            self.topic_template.as_deref(),
+        )?)
+    }
 }
 
 /// How replicas on one table share it.
@@ -89,7 +140,11 @@ impl DatabaseArgs {
             password_file: self.database_password_file.as_deref(),
             pooler_safe: self.pooler == Pooler::Transaction,
         };
-        crate::db::Database::open(url.expose(), &options, &self.table, pool_size)
+        let layout = self.layout.layout()?;
+        Ok(
+            crate::db::Database::open(url.expose(), &options, &self.table, pool_size)?
+                .with_layout(layout),
+        )
     }
 }
 
@@ -179,6 +234,29 @@ pub struct RelayConfig {
     #[arg(long, env = "OUTBOX_SUMMARY_INTERVAL", value_name = "DURATION", default_value = "60s", value_parser = parse_duration_or_zero)]
     pub summary_interval: Duration,
 
+    /// Add CloudEvents binary-mode headers (ce_specversion, ce_id, ce_source, ce_type, ce_time,
+    /// content-type) to every message; needs --cloudevents-source.
+    #[arg(long, env = "OUTBOX_CLOUDEVENTS", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true", requires = "cloudevents_source")]
+    pub cloudevents: bool,
+
+    /// CloudEvents `source` (a URI reference, e.g. /orders-service).
+    #[arg(long, env = "OUTBOX_CLOUDEVENTS_SOURCE", value_name = "URI")]
+    pub cloudevents_source: Option<String>,
+
+    /// CloudEvents `content-type` for bytea and text payloads (JSON payloads say
+    /// application/json), e.g. application/protobuf.
+    #[arg(
+        long,
+        env = "OUTBOX_CLOUDEVENTS_CONTENT_TYPE",
+        value_name = "MEDIA_TYPE"
+    )]
+    pub cloudevents_content_type: Option<String>,
+
+    /// The Kafka record timestamp: `send-time` (when the relay sends it) or `created-at` (the
+    /// row's created_at, so consumers can measure end-to-end delay).
+    #[arg(long, env = "OUTBOX_RECORD_TIMESTAMP", value_enum, default_value_t = RecordTimestamp::SendTime)]
+    pub record_timestamp: RecordTimestamp,
+
     /// Delete published rows older than this (e.g. 24h, 7d). Off unless set. Dead rows are never deleted.
     #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
@@ -201,6 +279,21 @@ impl RelayConfig {
     }
 
     /// Cross-field and range checks that clap cannot express.
+    /// How rows become messages, for a table whose payload is `payload`.
+    pub fn message_format(&self, payload: PayloadKind) -> MessageFormat {
+        let cloudevents = self.cloudevents.then(|| CloudEvents {
+            source: self.cloudevents_source.clone().unwrap_or_default(),
+            content_type: self.cloudevents_content_type.clone().or_else(|| {
+                (payload == PayloadKind::Text).then(|| "text/plain; charset=utf-8".to_owned())
+            }),
+        });
+        MessageFormat {
+            payload,
+            cloudevents,
+            record_timestamp: self.record_timestamp,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         validate_brokers(&self.kafka_brokers)?;
         let kafka_options = self.kafka_settings()?;

@@ -34,6 +34,9 @@ pub enum Error {
     #[error("PostgreSQL at {target} refused the login: {reason}; check the user, password and database name in --database-url (and --database-password-file)")]
     DatabaseLoginRefused { target: String, reason: String },
 
+    #[error("invalid layout: {0}")]
+    Layout(#[from] crate::layout::LayoutError),
+
     #[error("table {table} does not exist; run `outbox-relay migrate` with the same --database-url and --table first")]
     MissingTable { table: String },
 
@@ -157,6 +160,7 @@ impl Error {
             Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
+            | Error::Layout(_)
             | Error::InvalidDatabaseUrl(_)
             | Error::InvalidBrokers { .. }
             | Error::MetricsBind { .. }

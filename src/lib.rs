@@ -30,6 +30,7 @@ pub mod error;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod kafka;
+pub mod layout;
 pub(crate) mod leader;
 pub(crate) mod listener;
 pub(crate) mod metrics;

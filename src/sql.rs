@@ -6,6 +6,7 @@
 //! connection. The typed functions that run these statements live in
 //! [`crate::db::queries`].
 
+use crate::layout::ColumnSql;
 use crate::table::TableName;
 
 /// Schema migrations, applied in order by `migrate`. Each one is idempotent.
@@ -34,6 +35,8 @@ pub struct Statement {
 /// run.
 #[derive(Debug, Clone)]
 pub struct Sql {
+    /// The expressions rendered into the statements.
+    pub columns: ColumnSql,
     /// Behind a transaction-mode pooler: statements run unnamed (nothing
     /// prepared outlives a transaction), see `db::queries`.
     pub pooler_safe: bool,
@@ -42,6 +45,7 @@ pub struct Sql {
     pub listen_for_inserts: String,
     pub migration_lock: Statement,
     pub outbox_table_exists: Statement,
+    pub outbox_columns: Statement,
     pub outbox_claim_due: Statement,
     pub outbox_mark_published: Statement,
     pub outbox_record_failures: Statement,
@@ -73,9 +77,10 @@ macro_rules! statement {
 }
 
 impl Sql {
-    pub fn for_table(table: &TableName, pooler_safe: bool) -> Self {
-        let render = |template: &str| render(template, table);
+    pub fn for_table(table: &TableName, columns: &ColumnSql, pooler_safe: bool) -> Self {
+        let render = |template: &str| render(template, table, columns);
         Sql {
+            columns: columns.clone(),
             pooler_safe,
             migrations: MIGRATIONS
                 .iter()
@@ -85,6 +90,7 @@ impl Sql {
             listen_for_inserts: render(include_str!("../sql/queries/listen_for_inserts.sql")),
             migration_lock: statement!(render, "migration_lock"),
             outbox_table_exists: statement!(render, "outbox_table_exists"),
+            outbox_columns: statement!(render, "outbox_columns"),
             outbox_claim_due: statement!(render, "outbox_claim_due"),
             outbox_mark_published: statement!(render, "outbox_mark_published"),
             outbox_record_failures: statement!(render, "outbox_record_failures"),
@@ -104,6 +110,16 @@ impl Sql {
             leader_lock: statement!(render, "leader_lock"),
             leader_session: render(include_str!("../sql/queries/leader_session.sql")),
         }
+    }
+
+    /// The declared key type of the relay's own table.
+    pub fn key_type(&self) -> &'static str {
+        self.columns.key_type
+    }
+
+    /// The declared payload type of the relay's own table.
+    pub fn payload_type(&self) -> &'static str {
+        self.columns.payload_type
     }
 
     /// The statements that read or write the outbox table: prepared at
@@ -134,6 +150,7 @@ impl Sql {
         texts.extend([
             self.migration_lock.text.as_str(),
             self.outbox_table_exists.text.as_str(),
+            self.outbox_columns.text.as_str(),
             self.outbox_privileges.text.as_str(),
             self.outbox_objects.text.as_str(),
             self.leader_lock.text.as_str(),
@@ -146,10 +163,21 @@ impl Sql {
     }
 }
 
-fn render(template: &str, table: &TableName) -> String {
+fn render(template: &str, table: &TableName, columns: &ColumnSql) -> String {
     template
         .replace("{{table}}", &table.quoted())
-        .replace("{{name}}", table.name())
+        .replace("{{name}}", &table.stem())
+        .replace("{{sequence}}", &columns.sequence)
+        .replace("{{key}}", &columns.key)
+        .replace("{{key_bytes}}", &columns.key_bytes)
+        .replace("{{key_display}}", &columns.key_display)
+        .replace("{{topic}}", &columns.topic)
+        .replace("{{payload}}", &columns.payload)
+        .replace("{{event_id}}", &columns.event_id)
+        .replace("{{event_type}}", &columns.event_type)
+        .replace("{{headers}}", &columns.headers)
+        .replace("{{payload_type}}", columns.payload_type)
+        .replace("{{key_type}}", columns.key_type)
         .replace("{{enqueue_function}}", &table.quoted_sibling("enqueue"))
         .replace("{{notify_function}}", &table.quoted_sibling("notify"))
         .replace("{{notify_channel}}", &table.notify_channel())
@@ -161,11 +189,11 @@ mod tests {
 
     #[test]
     fn every_placeholder_of_every_statement_is_rendered() {
-        let sql = Sql::for_table(&"app.events".parse().unwrap(), false);
+        let sql = Sql::for_table(&"app.events".parse().unwrap(), &ColumnSql::default(), false);
         let texts = sql.all_texts();
-        // 19 queries, LISTEN, the leader's session settings, the trigger and
+        // 20 queries, LISTEN, the leader's session settings, the trigger and
         // each migration.
-        assert_eq!(texts.len(), 22 + MIGRATIONS.len());
+        assert_eq!(texts.len(), 23 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -177,7 +205,7 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 19 named statements, LISTEN and the leader's session settings.
-        assert_eq!(files, 21, "a file in sql/queries/ is not wired into Sql");
+        // The 20 named statements, LISTEN and the leader's session settings.
+        assert_eq!(files, 22, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -8,9 +8,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Longest bare table name: PostgreSQL truncates identifiers at 63 bytes and
-/// the longest derived index name adds `_pending_key_idx`.
-const MAX_NAME_LEN: usize = 63 - "_pending_key_idx".len();
+/// Longest table name used as it is in derived object names (`<name>_pkey`,
+/// `<name>_pending_key_idx`, ...): what earlier versions allowed, so their
+/// objects keep their names. Longer names derive a shortened stem.
+const MAX_STEM_LEN: usize = 47;
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
+const MAX_IDENTIFIER_LEN: usize = 63;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
@@ -26,9 +30,16 @@ pub struct InvalidTableName {
 }
 
 impl TableName {
-    /// The bare table name, used to derive constraint and index names.
+    /// The bare table name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The stem of derived object names: the name itself when it is short
+    /// enough for every suffix to fit in 63 bytes, otherwise a prefix and a
+    /// hash of the whole name, so two long names never share objects.
+    pub fn stem(&self) -> String {
+        shorten(&self.name, MAX_STEM_LEN)
     }
 
     /// `"schema"."name"` or `"name"`, ready for SQL text.
@@ -42,7 +53,7 @@ impl TableName {
     /// The quoted name of an object living beside the table, such as the
     /// `<table>_enqueue` function: same schema, name plus `_suffix`.
     pub fn quoted_sibling(&self, suffix: &str) -> String {
-        let sibling = format!("{}_{suffix}", self.name);
+        let sibling = format!("{}_{suffix}", self.stem());
         match &self.schema {
             Some(schema) => format!("\"{schema}\".\"{sibling}\""),
             None => format!("\"{sibling}\""),
@@ -51,10 +62,7 @@ impl TableName {
 
     /// The channel the optional NOTIFY trigger signals on for this table.
     pub fn notify_channel(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("{schema}.{}", self.name),
-            None => self.name.clone(),
-        }
+        shorten(&self.to_string(), MAX_IDENTIFIER_LEN)
     }
 }
 
@@ -83,14 +91,25 @@ impl FromStr for TableName {
             check_identifier(schema).map_err(invalid)?;
         }
         check_identifier(name).map_err(invalid)?;
-        if name.len() > MAX_NAME_LEN {
-            return Err(invalid("the table name is longer than 47 characters"));
-        }
         Ok(TableName {
             schema: schema.map(str::to_owned),
             name: name.to_owned(),
         })
     }
+}
+
+/// `text` if it fits in `max` bytes, else its first bytes, `_` and eight hex
+/// digits of a hash of all of it (FNV-1a: stable across versions and
+/// platforms, unlike `DefaultHasher`). Identifiers here are ASCII, so any
+/// byte offset is a character boundary.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}_{:08x}", &text[..max - 9], hash as u32)
 }
 
 fn check_identifier(part: &str) -> Result<(), &'static str> {
@@ -145,8 +164,20 @@ mod tests {
     }
 
     #[test]
-    fn overlong_names_are_rejected() {
-        assert!("a".repeat(47).parse::<TableName>().is_ok());
-        assert!("a".repeat(48).parse::<TableName>().is_err());
+    fn long_names_derive_object_names_that_fit_and_differ() {
+        let short: TableName = "a".repeat(47).parse().unwrap();
+        assert_eq!(short.stem(), "a".repeat(47));
+        let long: TableName = format!("{}x", "a".repeat(62)).parse().unwrap();
+        let other: TableName = format!("{}y", "a".repeat(62)).parse().unwrap();
+        assert_eq!(long.stem().len(), 47);
+        assert_ne!(long.stem(), other.stem());
+        assert!(format!("{}_attempts_not_negative", long.stem()).len() <= 69);
+        assert!(format!("{}_pending_key_idx", long.stem()).len() <= 63);
+        assert!(long.quoted_sibling("enqueue").len() <= 63 + 2);
+        let qualified: TableName = format!("{}.{}", "s".repeat(63), "t".repeat(63))
+            .parse()
+            .unwrap();
+        assert_eq!(qualified.notify_channel().len(), 63);
+        assert!("a".repeat(64).parse::<TableName>().is_err());
     }
 }

@@ -224,11 +224,16 @@ async fn requeue_and_prune_take_at_most_their_limit() {
 
 #[tokio::test]
 async fn a_table_that_drifted_from_this_version_fails_at_start_up_naming_the_statement() {
-    let (env, database) = setup().await;
+    let (env, mut database) = setup().await;
     database.check_statements().await.expect("a migrated table");
-    let drop = format!("ALTER TABLE {} DROP COLUMN last_error", env.table);
+    // A column of the wrong type: present (so the layout check passes) but
+    // unusable by the statement that writes it.
+    let drop = format!(
+        "ALTER TABLE {} ALTER COLUMN last_error TYPE integer USING NULL",
+        env.table
+    );
     env.client.batch_execute(&drop).await.unwrap();
-    let fresh = Database::new(&env.database_url, database.table(), 1).unwrap();
+    let mut fresh = Database::new(&env.database_url, database.table(), 1).unwrap();
     let error = fresh.check_statements().await.unwrap_err();
     assert!(
         matches!(

@@ -6,8 +6,8 @@
 CREATE TABLE IF NOT EXISTS {{table}} (
     -- Columns applications write.
     topic           text        NOT NULL,
-    message_key     text        NULL,
-    payload         jsonb       NULL,
+    message_key     {{key_type}} NULL,
+    payload         {{payload_type}} NULL,
     headers         jsonb       NOT NULL DEFAULT '{}'::jsonb,
     -- Columns the relay owns.
     id              bigint      GENERATED ALWAYS AS IDENTITY,
@@ -40,8 +40,8 @@ CREATE INDEX IF NOT EXISTS "{{name}}_dead_id_idx"
 -- Enqueue helper: the same as a plain INSERT in the caller's transaction.
 CREATE OR REPLACE FUNCTION {{enqueue_function}}(
     p_topic text,
-    p_key text,
-    p_payload jsonb,
+    p_key {{key_type}},
+    p_payload {{payload_type}},
     p_headers jsonb DEFAULT '{}'::jsonb
 ) RETURNS uuid
 LANGUAGE sql

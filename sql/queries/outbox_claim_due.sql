@@ -9,18 +9,20 @@
 -- are locked here but held back stay locked until this transaction ends,
 -- which is harmless: no other relay could publish them either.
 WITH candidate AS MATERIALIZED (
-    SELECT id,
-           event_id::text AS event_id,
-           topic,
-           message_key,
-           payload::text AS payload,
-           headers,
+    SELECT {{sequence}} AS id,
+           {{event_id}} AS event_id,
+           {{topic}} AS topic,
+           {{key}} AS key_stored,
+           {{key_bytes}} AS message_key,
+           {{payload}} AS payload,
+           {{headers}} AS headers,
+           {{event_type}} AS event_type,
            attempts,
            created_at
     FROM {{table}}
     WHERE status = 'pending'
       AND next_attempt_at <= now()
-    ORDER BY id
+    ORDER BY {{sequence}}
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ),
@@ -29,15 +31,16 @@ ours AS MATERIALIZED (
     UNION ALL
     SELECT unnest($2::bigint[])
 )
-SELECT c.*
+SELECT c.id, c.event_id, c.topic, c.message_key, c.payload, c.headers,
+       c.event_type, c.attempts, c.created_at
 FROM candidate c
-WHERE c.message_key IS NULL
+WHERE c.key_stored IS NULL
    OR NOT EXISTS (
         SELECT 1
         FROM {{table}} earlier
-        WHERE earlier.message_key = c.message_key
+        WHERE earlier.{{key}} = c.key_stored
           AND earlier.status = 'pending'
-          AND earlier.id < c.id
-          AND earlier.id NOT IN (SELECT id FROM ours)
+          AND earlier.{{sequence}} < c.id
+          AND earlier.{{sequence}} NOT IN (SELECT id FROM ours)
    )
 ORDER BY c.id

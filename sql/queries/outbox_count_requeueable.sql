@@ -3,5 +3,5 @@
 SELECT count(*)
 FROM {{table}}
 WHERE status = 'dead'
-  AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
-  AND ($2::text IS NULL OR topic = $2::text)
+  AND ($1::bigint[] IS NULL OR {{sequence}} = ANY($1::bigint[]))
+  AND ($2::text IS NULL OR {{topic}} = $2::text)

@@ -3,5 +3,5 @@
 -- No published row is kept, so no retention and no dead tuples of marked
 -- rows piling up; dead rows stay for an operator.
 DELETE FROM {{table}}
-WHERE id = ANY($1::bigint[])
+WHERE {{sequence}} = ANY($1::bigint[])
   AND status = 'pending'

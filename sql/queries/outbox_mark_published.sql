@@ -4,5 +4,5 @@
 UPDATE {{table}}
 SET status = 'published',
     published_at = statement_timestamp()
-WHERE id = ANY($1::bigint[])
+WHERE {{sequence}} = ANY($1::bigint[])
   AND status = 'pending'

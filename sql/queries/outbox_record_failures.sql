@@ -13,6 +13,6 @@ SET attempts = o.attempts + 1,
     next_attempt_at = now() + make_interval(secs => f.delay_secs)
 FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::double precision[])
     AS f(id, error, is_final, delay_secs)
-WHERE o.id = f.id
+WHERE o.{{sequence}} = f.id
   AND o.status = 'pending'
-RETURNING o.id, o.status
+RETURNING o.{{sequence}} AS id, o.status

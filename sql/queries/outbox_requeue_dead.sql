@@ -4,14 +4,14 @@ UPDATE {{table}}
 SET status = 'pending',
     attempts = 0,
     next_attempt_at = '-infinity'
-WHERE id IN (
-    SELECT id
+WHERE {{sequence}} IN (
+    SELECT {{sequence}}
     FROM {{table}}
     WHERE status = 'dead'
-      AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
-      AND ($2::text IS NULL OR topic = $2::text)
-    ORDER BY id
+      AND ($1::bigint[] IS NULL OR {{sequence}} = ANY($1::bigint[]))
+      AND ($2::text IS NULL OR {{topic}} = $2::text)
+    ORDER BY {{sequence}}
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id
+RETURNING {{sequence}} AS id

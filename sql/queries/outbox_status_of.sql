@@ -1,6 +1,6 @@
 -- The status of each of the rows $1 that exist, so `requeue --id` can say
 -- why it moved nothing.
-SELECT id, status
+SELECT {{sequence}} AS id, status
 FROM {{table}}
-WHERE id = ANY($1::bigint[])
-ORDER BY id
+WHERE {{sequence}} = ANY($1::bigint[])
+ORDER BY {{sequence}}

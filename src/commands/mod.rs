@@ -169,6 +169,7 @@ async fn check_everything(config: &RelayConfig) -> Result<Checked> {
         .database
         .open(RELAY_POOL_SIZE)?
         .delete_on_publish(config.on_publish == OnPublish::Delete);
+    let mut database = database;
     database.check_statements().await?;
     let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
     database.check_privileges(deletes).await?;

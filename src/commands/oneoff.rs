@@ -13,6 +13,7 @@ use crate::config::DatabaseArgs;
 use crate::db::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
 use crate::db::{migration_sql, Database, MigrateOptions, RequeueSelection};
 use crate::error::{Error, Result};
+use crate::layout::{Layout, Preset};
 use crate::status;
 
 const TOOL_POOL_SIZE: usize = 1;
@@ -20,7 +21,17 @@ const TOOL_POOL_SIZE: usize = 1;
 pub async fn migrate(args: MigrateArgs) -> Result<()> {
     let options = MigrateOptions {
         notify_trigger: args.notify_trigger,
+        payload_type: args.payload_type,
+        key_type: args.key_type,
     };
+    if args.adopt {
+        return adopt(&args).await;
+    }
+    if args.database.layout.layout()? != Layout::preset(Preset::Relay) {
+        return Err(Error::InvalidConfig(
+            "--layout, --column, --header-column and --topic-template describe an existing table: add --adopt to adopt it".to_owned(),
+        ));
+    }
     if args.print_sql {
         print!("{}", migration_sql(&args.database.table, options));
         return Ok(());
@@ -37,9 +48,33 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
     Ok(())
 }
 
+async fn adopt(args: &MigrateArgs) -> Result<()> {
+    let database = args.database.open(TOOL_POOL_SIZE)?;
+    let started = std::time::Instant::now();
+    let report = database
+        .adopt(args.notify_trigger, |step| eprintln!("adopt: {step}"))
+        .await?;
+    // The table must now read as the layout describes.
+    let mut check = database.clone();
+    check.check_statements().await?;
+    let list = |items: &[String]| match items {
+        [] => "none".to_owned(),
+        items => items.join(", "),
+    };
+    println!(
+        "outbox table {} adopted in {:.1}s",
+        database.table(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("columns added: {}", list(&report.added_columns));
+    println!("existing rows backfilled: {}", report.backfilled);
+    println!("lock waits given way to writers: {}", report.lock_retries);
+    Ok(())
+}
+
 /// Connect for a one-off command and check that the table exists.
 async fn open_table(args: &DatabaseArgs) -> Result<Database> {
-    let database = args.open(TOOL_POOL_SIZE)?;
+    let mut database = args.open(TOOL_POOL_SIZE)?;
     database.check().await?;
     Ok(database)
 }

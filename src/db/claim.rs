@@ -7,7 +7,7 @@
 //! with [`ClaimedBatch::abandon`]. Dropping a batch without either discards
 //! its connection, so an unfinished transaction never returns to the pool.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
@@ -171,11 +171,11 @@ async fn record_failures(
         max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
     };
     let outcomes = queries::outbox_record_failures(client, sql, params).await?;
-    let key_of: HashMap<i64, Option<&str>> = failures
+    let keyed: HashSet<i64> = failures
         .iter()
-        .map(|f| (f.id, f.message_key.as_deref()))
+        .filter(|f| f.message_key.is_some())
+        .map(|f| f.id)
         .collect();
-    let mut keys: Vec<&str> = Vec::new();
     let mut head_ids: Vec<i64> = Vec::new();
     for outcome in outcomes {
         if outcome.dead {
@@ -183,14 +183,12 @@ async fn record_failures(
             continue;
         }
         recorded.retrying += 1;
-        if let Some(Some(key)) = key_of.get(&outcome.id) {
-            keys.push(key);
+        if keyed.contains(&outcome.id) {
             head_ids.push(outcome.id);
         }
     }
-    if !keys.is_empty() {
+    if !head_ids.is_empty() {
         let params = OutboxHoldBackKeysParams {
-            keys: &keys,
             head_ids: &head_ids,
         };
         queries::outbox_hold_back_keys(client, sql, params).await?;

@@ -9,6 +9,7 @@ use deadpool_postgres::Object;
 use super::queries::{self, MigrationLockParams};
 use super::Database;
 use crate::error::{Error, Result};
+use crate::layout::ColumnSql;
 use crate::sql::Sql;
 use crate::table::TableName;
 
@@ -20,6 +21,47 @@ const MIGRATION_LOCK_KEY: i64 = 0x6f75_7462_6f78;
 pub struct MigrateOptions {
     /// Install the optional NOTIFY-on-insert trigger.
     pub notify_trigger: bool,
+    /// The payload column's type in a new table.
+    pub payload_type: PayloadType,
+    /// The key column's type in a new table.
+    pub key_type: KeyType,
+}
+
+/// `migrate --payload-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PayloadType {
+    /// JSON, sent as compact JSON text.
+    #[default]
+    Jsonb,
+    /// Bytes sent as they are (Protobuf, Avro, Schema Registry framing).
+    Bytea,
+    /// Text sent as UTF-8.
+    Text,
+}
+
+/// `migrate --key-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyType {
+    #[default]
+    Text,
+    Bytea,
+}
+
+impl MigrateOptions {
+    /// The statements for the relay's own table with these column types.
+    fn sql(&self, table: &TableName, pooler_safe: bool) -> Sql {
+        let mut columns = ColumnSql::default();
+        columns.payload_type = match self.payload_type {
+            PayloadType::Jsonb => "jsonb",
+            PayloadType::Bytea => "bytea",
+            PayloadType::Text => "text",
+        };
+        columns.key_type = match self.key_type {
+            KeyType::Text => "text",
+            KeyType::Bytea => "bytea",
+        };
+        Sql::for_table(table, &columns, pooler_safe)
+    }
 }
 
 /// What `migrate` found and did, object by object.
@@ -31,7 +73,7 @@ pub struct MigrationReport {
 
 /// The DDL `migrate` runs, for DBAs who apply migrations themselves.
 pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
-    let sql = Sql::for_table(table, false);
+    let sql = options.sql(table, false);
     let mut text = String::from("BEGIN;\n\n");
     for (name, migration) in &sql.migrations {
         text.push_str(&format!("-- migration {name}\n{}\n", migration.trim_end()));
@@ -57,14 +99,20 @@ struct Objects {
 
 impl Objects {
     fn of(table: &TableName, options: MigrateOptions) -> Self {
-        let name = table.name();
+        let name = table.stem();
+        let sql = options.sql(table, false);
         let mut relations = vec![(format!("table {table}"), table.quoted())];
         for index in ["pending_id_idx", "pending_key_idx", "dead_id_idx"] {
             relations.push((format!("index {name}_{index}"), table.quoted_sibling(index)));
         }
         let mut functions = vec![(
             format!("function {name}_enqueue"),
-            format!("{}(text,text,jsonb,jsonb)", table.quoted_sibling("enqueue")),
+            format!(
+                "{}(text,{},{},jsonb)",
+                table.quoted_sibling("enqueue"),
+                sql.key_type(),
+                sql.payload_type()
+            ),
         )];
         let mut triggers = Vec::new();
         if options.notify_trigger {
@@ -140,7 +188,7 @@ impl Database {
         options: MigrateOptions,
     ) -> Result<Vec<&'static str>> {
         let fail = |e: tokio_postgres::Error| Error::database("migrating the schema", &e);
-        let sql = self.sql();
+        let sql = &options.sql(self.table(), self.pooler_safe());
         connection.batch_execute("BEGIN").await.map_err(fail)?;
         let lock = MigrationLockParams {
             key: MIGRATION_LOCK_KEY,

@@ -4,6 +4,7 @@
 //! table) and runs through the typed functions of [`queries`]; connection
 //! failures are turned into errors that say how to fix them.
 
+mod adopt;
 mod claim;
 pub mod connect;
 mod maintenance;
@@ -17,13 +18,15 @@ use std::sync::Arc;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use postgres_openssl::TlsStream;
 
+pub use adopt::AdoptReport;
 pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
-pub use migrate::{migration_sql, MigrateOptions, MigrationReport};
+pub use migrate::{migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType};
 pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
 use crate::error::{Error, Result};
+use crate::layout::{ColumnSql, ColumnTypes, Layout, PayloadKind, Preset};
 use crate::sql::Sql;
 use crate::table::TableName;
 use connect::{ConnectFailure, ConnectSettings, Connector};
@@ -48,6 +51,10 @@ pub struct Database {
     connector: Connector,
     sql: Arc<Sql>,
     table: TableName,
+    /// Which columns play which part; checked against the table by
+    /// [`Database::check`].
+    layout: Layout,
+    payload: PayloadKind,
     target: String,
 }
 
@@ -86,8 +93,14 @@ impl Database {
             pool,
             delete_published: false,
             connector,
-            sql: Arc::new(Sql::for_table(table, options.pooler_safe)),
+            sql: Arc::new(Sql::for_table(
+                table,
+                &ColumnSql::default(),
+                options.pooler_safe,
+            )),
             table: table.clone(),
+            layout: Layout::preset(Preset::Relay),
+            payload: PayloadKind::Json,
             target,
         })
     }
@@ -97,6 +110,22 @@ impl Database {
     pub fn delete_on_publish(mut self, delete: bool) -> Self {
         self.delete_published = delete;
         self
+    }
+
+    /// Read the table through `layout` once [`Database::check`] has checked
+    /// it against the table's columns.
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// How the payload column's bytes become the message value.
+    pub fn payload_kind(&self) -> PayloadKind {
+        self.payload
     }
 
     pub fn deletes_published(&self) -> bool {
@@ -142,8 +171,37 @@ impl Database {
             .map_err(|e| self.connect_error(PoolError::Backend(e)))
     }
 
-    /// Connect and confirm that the outbox table exists.
-    pub async fn check(&self) -> Result<()> {
+    /// Connect, confirm that the outbox table exists, and check the layout
+    /// against its columns: from now on the statements read the columns it
+    /// maps.
+    pub async fn check(&mut self) -> Result<()> {
+        self.check_exists().await?;
+        let types = self.column_types().await?;
+        let resolved = self
+            .layout
+            .resolve(&self.table.to_string(), &types)
+            .map_err(Error::Layout)?;
+        self.payload = resolved.payload;
+        self.sql = Arc::new(Sql::for_table(
+            &self.table,
+            &resolved.sql,
+            self.sql.pooler_safe,
+        ));
+        Ok(())
+    }
+
+    /// The table's columns and their types (empty if it does not exist).
+    pub async fn column_types(&self) -> Result<ColumnTypes> {
+        let client = self.connection().await?;
+        let params = queries::OutboxColumnsParams {
+            quoted_table: &self.table.quoted(),
+        };
+        queries::outbox_columns(&client, &self.sql, params)
+            .await
+            .map_err(|e| Error::database("reading the table's columns", &e))
+    }
+
+    async fn check_exists(&self) -> Result<()> {
         let client = self.connection().await?;
         let exists = queries::outbox_table_exists(
             &client,
@@ -166,7 +224,7 @@ impl Database {
     /// [`check`](Self::check), then prepare every statement the relay runs,
     /// so a table that drifted from this version fails now, naming the
     /// statement, instead of looping later.
-    pub async fn check_statements(&self) -> Result<()> {
+    pub async fn check_statements(&mut self) -> Result<()> {
         self.check().await?;
         let client = self.connection().await?;
         queries::prepare_all(&client, &self.sql, &self.table.quoted())

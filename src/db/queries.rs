@@ -147,10 +147,7 @@ async fn dry_run_statements(client: &Client, sql: &Sql, quoted_table: &str) -> R
     outbox_record_failures(client, sql, record)
         .await
         .map_err(drift(&sql.outbox_record_failures))?;
-    let hold = OutboxHoldBackKeysParams {
-        keys: &[],
-        head_ids: &[],
-    };
+    let hold = OutboxHoldBackKeysParams { head_ids: &[] };
     outbox_hold_back_keys(client, sql, hold)
         .await
         .map_err(drift(&sql.outbox_hold_back_keys))?;
@@ -224,6 +221,26 @@ pub async fn outbox_table_exists(
     Ok(regclass.transpose()?.flatten().is_some())
 }
 
+// --- outbox_columns -------------------------------------------------------
+
+pub struct OutboxColumnsParams<'a> {
+    /// The quoted, possibly schema-qualified name.
+    pub quoted_table: &'a str,
+}
+
+/// Column name -> type name of the table.
+pub async fn outbox_columns(
+    client: &Client,
+    sql: &Sql,
+    params: OutboxColumnsParams<'_>,
+) -> PgResult<crate::layout::ColumnTypes> {
+    let bound: Params<1> = [(&params.quoted_table, Type::TEXT)];
+    let rows = query(client, sql, &sql.outbox_columns, &bound).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
 // --- outbox_claim_due -----------------------------------------------------
 
 /// One claimed row, as the publisher needs it.
@@ -231,11 +248,16 @@ pub async fn outbox_table_exists(
 pub struct OutboxRow {
     pub id: i64,
     pub event_id: String,
+    /// Empty when a topic template met a NULL column.
     pub topic: String,
-    pub message_key: Option<String>,
-    /// The payload as PostgreSQL renders jsonb; `None` means a tombstone.
-    pub payload: Option<String>,
+    /// The key's bytes: see [`crate::layout::ColumnSql::key_bytes`].
+    pub message_key: Option<Vec<u8>>,
+    /// The payload column's bytes (JSON text for json and jsonb); `None`
+    /// means a tombstone.
+    pub payload: Option<Vec<u8>>,
     pub headers: serde_json::Value,
+    /// The mapped `event_type` column, for CloudEvents' `ce_type`.
+    pub event_type: Option<String>,
     /// Failed attempts so far.
     pub attempts: i32,
     pub created_at: SystemTime,
@@ -250,6 +272,7 @@ impl OutboxRow {
         "message_key",
         "payload",
         "headers",
+        "event_type",
         "attempts",
         "created_at",
     ];
@@ -258,12 +281,13 @@ impl OutboxRow {
         Ok(OutboxRow {
             id: row.try_get(0)?,
             event_id: row.try_get(1)?,
-            topic: row.try_get(2)?,
-            message_key: row.try_get(3)?,
-            payload: row.try_get(4)?,
+            topic: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
+            message_key: row.try_get::<_, Option<RawBytes>>(3)?.map(|k| k.0),
+            payload: row.try_get::<_, Option<RawBytes>>(4)?.map(|p| p.0),
             headers: row.try_get(5)?,
-            attempts: row.try_get(6)?,
-            created_at: row.try_get(7)?,
+            event_type: row.try_get(6)?,
+            attempts: row.try_get(7)?,
+            created_at: row.try_get(8)?,
         })
     }
 }
@@ -288,6 +312,37 @@ pub async fn outbox_claim_due(
     ];
     let rows = query(client, sql, &sql.outbox_claim_due, &bound).await?;
     rows.iter().map(OutboxRow::decode).collect()
+}
+
+/// A column's bytes as sent: bytea as stored, text types as UTF-8, json as
+/// its text and jsonb as its text after the binary format's version byte.
+struct RawBytes(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawBytes {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            return match raw.split_first() {
+                Some((1, text)) => Ok(RawBytes(text.to_vec())),
+                _ => Err("unsupported jsonb binary version".into()),
+            };
+        }
+        Ok(RawBytes(raw.to_vec()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [
+            Type::BYTEA,
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::BPCHAR,
+            Type::JSON,
+            Type::JSONB,
+        ]
+        .contains(ty)
+    }
 }
 
 // --- outbox_mark_published ------------------------------------------------
@@ -324,7 +379,7 @@ pub async fn outbox_delete_published(
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailureRecord {
     pub id: i64,
-    pub message_key: Option<String>,
+    pub message_key: Option<Vec<u8>>,
     pub error: String,
     /// No retry can fix it: the row goes dead now.
     pub is_final: bool,
@@ -376,9 +431,7 @@ pub async fn outbox_record_failures(
 // --- outbox_hold_back_keys ------------------------------------------------
 
 pub struct OutboxHoldBackKeysParams<'a> {
-    /// Keys whose head row waits for a retry.
-    pub keys: &'a [&'a str],
-    /// The id of that head row, per key.
+    /// The rows that wait for a retry at the head of their key, one per key.
     pub head_ids: &'a [i64],
 }
 
@@ -389,10 +442,7 @@ pub async fn outbox_hold_back_keys(
     sql: &Sql,
     params: OutboxHoldBackKeysParams<'_>,
 ) -> PgResult<u64> {
-    let bound: Params<2> = [
-        (&params.keys, Type::TEXT_ARRAY),
-        (&params.head_ids, Type::INT8_ARRAY),
-    ];
+    let bound: Params<1> = [(&params.head_ids, Type::INT8_ARRAY)];
     execute(client, sql, &sql.outbox_hold_back_keys, &bound).await
 }
 

@@ -10,7 +10,7 @@ mod topics;
 
 pub use defaults::producer_defaults_help;
 pub use failure::{Disposition, FailureReason};
-pub use message::prepare;
+pub use message::{prepare, CloudEvents, MessageFormat, RecordTimestamp};
 pub use options::read_properties;
 pub use publisher::{Delivery, PendingDelivery, Publisher};
 pub use topics::{missing_topic_error, KnownTopics, TopicState};

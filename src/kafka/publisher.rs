@@ -152,13 +152,16 @@ impl Publisher {
     pub async fn send(
         &self,
         topic: &str,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         message: PreparedMessage,
         queue_wait: Duration,
     ) -> PendingDelivery {
         let producer = self.current();
         let deadline = Instant::now() + queue_wait;
-        let mut record = FutureRecord::<str, str>::to(topic).headers(message.headers);
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(message.headers);
+        if let Some(timestamp) = message.timestamp {
+            record = record.timestamp(timestamp);
+        }
         if let Some(key) = key {
             record = record.key(key);
         }

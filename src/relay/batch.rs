@@ -50,7 +50,7 @@ impl InFlight {
 pub struct Finished {
     pub report: BatchReport,
     /// Keys this batch held back: the batch after it must hold them too.
-    pub held_keys: HashSet<String>,
+    pub held_keys: HashSet<Vec<u8>>,
     pub cluster_down: bool,
     pub producer_suspect: bool,
 }
@@ -71,7 +71,7 @@ impl Relay {
             return Ok(None);
         }
         let queue_wait = self.config.shutdown_timeout;
-        let prepared: Vec<_> = rows.iter().map(prepare).collect();
+        let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
         let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
         let mut deliveries = Vec::with_capacity(rows.len());
@@ -127,7 +127,7 @@ impl Relay {
     pub(super) async fn finish(
         &self,
         flight: InFlight,
-        held_before: &HashSet<String>,
+        held_before: &HashSet<Vec<u8>>,
     ) -> Result<Finished> {
         let InFlight {
             started,
@@ -265,7 +265,10 @@ fn dead_rows(
             Some(DeadRow {
                 id: *id,
                 topic: row.topic.clone(),
-                key: row.message_key.clone(),
+                key: row
+                    .message_key
+                    .as_deref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
                 attempts: row.attempts.saturating_add(1),
                 reason,
                 error: error_of.get(id).copied().unwrap_or_default().to_owned(),

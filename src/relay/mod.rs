@@ -32,7 +32,7 @@ use crate::config::RelayConfig;
 use crate::db::Database;
 use crate::error::{Error, ErrorPath, Result};
 use crate::health::Health;
-use crate::kafka::{KnownTopics, Publisher};
+use crate::kafka::{KnownTopics, MessageFormat, Publisher};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -57,6 +57,7 @@ pub struct Relay {
     retry_backoff: RetryBackoff,
     known_topics: KnownTopics,
     leadership: Leadership,
+    format: MessageFormat,
 }
 
 impl Relay {
@@ -73,7 +74,9 @@ impl Relay {
             base: config.retry_backoff_base,
             max: config.retry_backoff_max,
         };
+        let format = config.message_format(database.payload_kind());
         Relay {
+            format,
             config,
             database,
             publisher,

@@ -30,7 +30,7 @@ pub struct BatchDecision {
     pub left_pending: usize,
     /// Keys with a row left pending: the batch sent after this one must not
     /// publish rows of these keys either.
-    pub held_keys: HashSet<String>,
+    pub held_keys: HashSet<Vec<u8>>,
 }
 
 /// Decide the fate of each row. `rows` and `deliveries` are parallel and in
@@ -40,12 +40,12 @@ pub fn decide(
     rows: &[OutboxRow],
     deliveries: &[Delivery],
     cluster_down: bool,
-    held_before: &HashSet<String>,
+    held_before: &HashSet<Vec<u8>>,
     backoff: &RetryBackoff,
     mut jitter: impl FnMut() -> f64,
 ) -> BatchDecision {
     let mut decision = BatchDecision::default();
-    let mut held_keys: HashSet<&str> = held_before.iter().map(String::as_str).collect();
+    let mut held_keys: HashSet<&[u8]> = held_before.iter().map(Vec::as_slice).collect();
     for (index, (row, delivery)) in rows.iter().zip(deliveries).enumerate() {
         let key = row.message_key.as_deref();
         match delivery {
@@ -91,7 +91,7 @@ pub fn decide(
             .failures
             .push(failure_record(row, message, is_final, backoff, &mut jitter));
     }
-    decision.held_keys = held_keys.into_iter().map(str::to_owned).collect();
+    decision.held_keys = held_keys.into_iter().map(<[u8]>::to_vec).collect();
     decision
 }
 
@@ -145,9 +145,10 @@ mod tests {
             id,
             event_id: format!("e{id}"),
             topic: "t".into(),
-            message_key: key.map(str::to_owned),
+            message_key: key.map(|k| k.as_bytes().to_vec()),
             payload: None,
             headers: serde_json::json!({}),
+            event_type: None,
             attempts: 0,
             created_at: SystemTime::now(),
         }
@@ -252,7 +253,7 @@ mod tests {
     #[test]
     fn keys_held_by_the_previous_batch_stay_held() {
         let rows = [row(1, Some("a")), row(2, Some("b"))];
-        let held: HashSet<String> = ["a".to_owned()].into();
+        let held: HashSet<Vec<u8>> = [b"a".to_vec()].into();
         let decision = decide(
             &rows,
             &[Delivery::Delivered, Delivery::Delivered],
@@ -263,8 +264,8 @@ mod tests {
         );
         assert_eq!(ids(&decision, &rows), vec![2]);
         assert_eq!(decision.left_pending, 1);
-        assert!(decision.held_keys.contains("a"));
-        assert!(!decision.held_keys.contains("b"));
+        assert!(decision.held_keys.contains(b"a".as_slice()));
+        assert!(!decision.held_keys.contains(b"b".as_slice()));
     }
 
     #[test]
@@ -278,7 +279,7 @@ mod tests {
             &BACKOFF,
             || 0.0,
         );
-        assert!(decision.held_keys.contains("a"));
+        assert!(decision.held_keys.contains(b"a".as_slice()));
     }
 
     #[test]

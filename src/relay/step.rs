@@ -24,7 +24,7 @@ pub const PRODUCER_REPLACEMENT_INTERVAL: Duration = Duration::from_secs(30);
 pub struct LoopState {
     /// Keys the last recorded batch held back: the batch after it must not
     /// publish them either.
-    pub held_keys: HashSet<String>,
+    pub held_keys: HashSet<Vec<u8>>,
     /// A probe confirmed that no broker answers.
     pub cluster_down: bool,
     /// Every delivery of a batch failed as if the cluster were gone, yet the
@@ -142,7 +142,7 @@ mod tests {
 
     fn held(keys: &[&str]) -> LoopState {
         LoopState {
-            held_keys: keys.iter().map(|k| k.to_string()).collect(),
+            held_keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
             ..LoopState::default()
         }
     }
@@ -157,7 +157,7 @@ mod tests {
         };
         assert_eq!(state.step(turn, Instant::now()).next, Next::Continue);
         assert!(
-            state.held_keys.contains("a"),
+            state.held_keys.contains(b"a".as_slice()),
             "the hold stays while in flight"
         );
     }
