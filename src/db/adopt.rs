@@ -130,7 +130,7 @@ impl Database {
     ) -> Result<AdoptReport> {
         let connection = self.connection().await?;
         let fail = |e: tokio_postgres::Error| Error::database("adopting the table", &e);
-        let before = self.column_types().await?;
+        let before = self.column_types_on(&connection).await?;
         if before.is_empty() {
             return Err(Error::MissingTable {
                 table: self.table().to_string(),
@@ -144,7 +144,7 @@ impl Database {
             types: &before,
         };
         report.lock_retries += ddl(&connection, &plain.render(ADD_COLUMNS)).await?;
-        let after = self.column_types().await?;
+        let after = self.column_types_on(&connection).await?;
         report.added_columns = after
             .keys()
             .filter(|c| !before.contains_key(*c))

@@ -50,15 +50,17 @@ pub enum KeyType {
 impl MigrateOptions {
     /// The statements for the relay's own table with these column types.
     fn sql(&self, table: &TableName, pooler_safe: bool) -> Sql {
-        let mut columns = ColumnSql::default();
-        columns.payload_type = match self.payload_type {
-            PayloadType::Jsonb => "jsonb",
-            PayloadType::Bytea => "bytea",
-            PayloadType::Text => "text",
-        };
-        columns.key_type = match self.key_type {
-            KeyType::Text => "text",
-            KeyType::Bytea => "bytea",
+        let columns = ColumnSql {
+            payload_type: match self.payload_type {
+                PayloadType::Jsonb => "jsonb",
+                PayloadType::Bytea => "bytea",
+                PayloadType::Text => "text",
+            },
+            key_type: match self.key_type {
+                KeyType::Text => "text",
+                KeyType::Bytea => "bytea",
+            },
+            ..ColumnSql::default()
         };
         Sql::for_table(table, &columns, pooler_safe)
     }

@@ -193,6 +193,12 @@ impl Database {
     /// The table's columns and their types (empty if it does not exist).
     pub async fn column_types(&self) -> Result<ColumnTypes> {
         let client = self.connection().await?;
+        self.column_types_on(&client).await
+    }
+
+    /// [`column_types`](Self::column_types) on a connection already held
+    /// (one-off commands have a pool of one).
+    pub async fn column_types_on(&self, client: &Object) -> Result<ColumnTypes> {
         let params = queries::OutboxColumnsParams {
             quoted_table: &self.table.quoted(),
         };

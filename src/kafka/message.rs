@@ -163,7 +163,7 @@ pub fn rfc3339(time: SystemTime) -> String {
 
 fn check_topic(topic: &str) -> Result<(), Rejected> {
     let problem = if topic.is_empty() {
-        Some("is empty")
+        Some("is empty (with --topic-template: a column it names is NULL)")
     } else if topic.len() > MAX_TOPIC_LEN {
         Some("is longer than 249 characters")
     } else if topic == "." || topic == ".." {

@@ -56,6 +56,15 @@ impl TestEnv {
 
     /// A fresh schema on the database at `database_url`, migrated.
     pub async fn on(database_url: &str) -> Self {
+        let env = Self::bare(database_url).await;
+        let output = env.command(&["migrate"]).output().expect("run migrate");
+        assert_success(&output, "migrate");
+        env
+    }
+
+    /// A fresh schema with nothing in it: `table` names a table the test
+    /// creates itself.
+    pub async fn bare(database_url: &str) -> Self {
         let database_url = database_url.to_owned();
         let schema = unique_name("t");
         let table = format!("{schema}.outbox");
@@ -64,17 +73,14 @@ impl TestEnv {
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("create schema");
-        let env = TestEnv {
+        TestEnv {
             relay_database_url: database_url.clone(),
             database_url,
             brokers: brokers(),
             table,
             client,
             dir: tempfile::tempdir().expect("temp dir"),
-        };
-        let output = env.command(&["migrate"]).output().expect("run migrate");
-        assert_success(&output, "migrate");
-        env
+        }
     }
 
     /// A new client, after the database restarted under the old one.

@@ -11,6 +11,7 @@ pub mod env;
 pub mod kafka;
 pub mod load;
 pub mod order;
+pub mod outside;
 pub mod pgbouncer;
 pub mod private_broker;
 pub mod private_pg;
