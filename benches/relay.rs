@@ -22,8 +22,11 @@
 //!
 //! 8. `--on-publish delete` against `mark`: ceiling and drain in both modes.
 //!
-//! `OUTBOX_BENCH_ONLY=tls`, `=pooler` or `=delete` runs stage 6, 7 or 8
-//! alone; `=replicas` drains with one, two and three replicas.
+//! 9. layouts: the drain with a bytea payload and on an adopted Debezium
+//!    table (`--layout debezium`) beside the default table.
+//!
+//! `OUTBOX_BENCH_ONLY=tls`, `=pooler`, `=delete` or `=layouts` runs stage 6,
+//! 7, 8 or 9 alone; `=replicas` drains with one, two and three replicas.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -111,6 +114,9 @@ async fn run() -> serde_json::Value {
         Ok("replicas") => {
             return json!({ "rows": rows, "replicas": replicas_stage(rows, batch).await })
         }
+        Ok("layouts") => {
+            return json!({ "rows": rows, "layouts": layouts_stage(rows, batch, repeat).await })
+        }
         Ok("delete") => {
             return json!({ "rows": rows, "on_publish_delete": delete_stage(rows, batch, repeat).await })
         }
@@ -142,6 +148,7 @@ async fn run() -> serde_json::Value {
     let tls = tls_stage(rows, batch, repeat).await;
     let pooler = pooler_stage(rows, batch, repeat).await;
     let on_publish_delete = delete_stage(rows, batch, repeat).await;
+    let layouts = layouts_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -166,6 +173,7 @@ async fn run() -> serde_json::Value {
         "tls": tls,
         "pooler": pooler,
         "on_publish_delete": on_publish_delete,
+        "layouts": layouts,
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
     })
@@ -244,6 +252,7 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         kafka_settings: Vec::new(),
         delete_topics: false,
         relay_args: Vec::new(),
+        shape: Shape::Relay,
     };
     let ca = certs.path("ca.pem");
     let secure = Cluster {
@@ -459,6 +468,19 @@ struct Cluster {
     delete_topics: bool,
     /// More `run` flags (e.g. `--pooler transaction`).
     relay_args: Vec<String>,
+    /// The table's shape.
+    shape: Shape,
+}
+
+/// The outbox table a drain runs on: the same rows in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The relay's own table (jsonb payload).
+    Relay,
+    /// The relay's own table with a bytea payload.
+    Bytea,
+    /// Debezium's outbox table, adopted, run with `--layout debezium`.
+    Debezium,
 }
 
 impl Cluster {
@@ -471,6 +493,7 @@ impl Cluster {
             kafka_settings: Vec::new(),
             delete_topics: true,
             relay_args: Vec::new(),
+            shape: Shape::Relay,
         }
     }
 
@@ -500,7 +523,10 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     if let Some(url) = &cluster.relay_database_url {
         env.relay_database_url = url.clone();
     }
-    let topic = common::unique_name("topic");
+    let topic = match cluster.shape {
+        Shape::Debezium => format!("outbox.event.{}", common::unique_name("order")),
+        Shape::Relay | Shape::Bytea => common::unique_name("topic"),
+    };
     common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
     // With `--on-publish delete` the read-back checks copies a trigger keeps.
     let deletes = cluster.relay_args.iter().any(|a| a == "delete");
@@ -510,6 +536,7 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         None
     };
     fill(&env, &topic, rows).await;
+    reshape(&mut env, cluster.shape, &topic).await;
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
     let extra = cluster.relay_extra_args();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -551,8 +578,12 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     .await;
     // Read the topic back: "in Kafka" means a consumer sees every row.
     // (Tansu's reported high watermarks can lag what it serves.)
-    let committed =
-        load::committed_rows(&env.client, copies.as_deref().unwrap_or(&env.table)).await;
+    let committed = match cluster.shape {
+        Shape::Debezium => debezium_rows(&env).await,
+        Shape::Relay | Shape::Bytea => {
+            load::committed_rows(&env.client, copies.as_deref().unwrap_or(&env.table)).await
+        }
+    };
     assert_eq!(committed.len() as i64, rows);
     let event_ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
     let received = common::kafka::consume_event_ids_with(
@@ -577,6 +608,96 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         cpu_seconds,
     }
+}
+
+/// Turn the filled relay table into `shape`, outside the measurement: the
+/// same rows, with a bytea payload, or moved into Debezium's outbox table
+/// (topic `outbox.event.<aggregatetype>`) and adopted.
+async fn reshape(env: &mut TestEnv, shape: Shape, topic: &str) {
+    let sql = match shape {
+        Shape::Relay => return,
+        Shape::Bytea => {
+            let alter = format!(
+                "ALTER TABLE {} ALTER COLUMN payload TYPE bytea USING convert_to(payload::text, 'UTF8')",
+                env.table
+            );
+            env.client
+                .batch_execute(&alter)
+                .await
+                .expect("bytea payload");
+            format!("VACUUM ANALYZE {}", env.table)
+        }
+        Shape::Debezium => {
+            let debezium = format!("{}_debezium", env.table);
+            let aggregate = topic.trim_start_matches("outbox.event.");
+            let sql = format!(
+                "CREATE TABLE {debezium} (
+                     id uuid NOT NULL PRIMARY KEY, aggregatetype varchar(255) NOT NULL,
+                     aggregateid varchar(255) NOT NULL, type varchar(255) NOT NULL, payload jsonb);
+                 INSERT INTO {debezium}
+                     SELECT event_id, '{aggregate}', message_key, 'OrderPlaced', payload
+                     FROM {t} ORDER BY id;",
+                t = env.table
+            );
+            env.client
+                .batch_execute(&sql)
+                .await
+                .expect("debezium table");
+            env.table = debezium;
+            let adopt = env
+                .command(&["migrate", "--adopt", "--layout", "debezium"])
+                .output()
+                .expect("adopt");
+            common::assert_success(&adopt, "migrate --adopt --layout debezium");
+            format!("VACUUM ANALYZE {}", env.table)
+        }
+    };
+    env.client.batch_execute(&sql).await.expect("reshape");
+}
+
+/// (sequence, event id) of every row of an adopted Debezium table.
+async fn debezium_rows(env: &TestEnv) -> Vec<(i64, String)> {
+    let sql = format!(
+        "SELECT outbox_sequence, id::text FROM {} ORDER BY outbox_sequence",
+        env.table
+    );
+    let rows = env.client.query(&sql, &[]).await.expect("rows");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The drain on the default table, with a bytea payload, and on an adopted
+/// Debezium table with `--layout debezium`: interleaved rounds, medians.
+async fn layouts_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let relay = Cluster::shared();
+    let bytea = Cluster {
+        shape: Shape::Bytea,
+        ..Cluster::shared()
+    };
+    let debezium = Cluster {
+        shape: Shape::Debezium,
+        relay_args: vec!["--layout".into(), "debezium".into()],
+        ..Cluster::shared()
+    };
+    let (mut plain, mut bytes, mut dbz) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=repeat {
+        let p = drain_on(&relay, rows, batch, 1).await.rows_per_sec;
+        let b = drain_on(&bytea, rows, batch, 1).await.rows_per_sec;
+        let d = drain_on(&debezium, rows, batch, 1).await.rows_per_sec;
+        eprintln!(
+            "bench: round {round}: drain jsonb {p:.0}, bytea {b:.0}, debezium layout {d:.0} rows/s"
+        );
+        plain.push(p);
+        bytes.push(b);
+        dbz.push(d);
+    }
+    let (p, b, d) = (median(plain), median(bytes), median(dbz));
+    json!({
+        "drain_default_rows_per_sec": round(p),
+        "drain_bytea_rows_per_sec": round(b),
+        "drain_debezium_rows_per_sec": round(d),
+        "bytea_vs_default": (b / p * 100.0).round() / 100.0,
+        "debezium_vs_default": (d / p * 100.0).round() / 100.0,
+    })
 }
 
 async fn db_epoch(env: &TestEnv, expression: &str) -> f64 {

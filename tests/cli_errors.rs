@@ -283,3 +283,66 @@ async fn a_table_that_is_not_an_outbox_is_named_at_start_up() {
     assert_one_line_error(&output, "has no column message_key, payload, headers");
     assert_one_line_error(&output, "--column role=column");
 }
+
+/// Every layout mistake is one line at start-up, exit 1, naming the column.
+#[tokio::test]
+async fn layout_mistakes_are_named_at_start_up() {
+    let env = TestEnv::new().await;
+    env.client
+        .batch_execute(&format!("ALTER TABLE {} ADD COLUMN body xml", env.table))
+        .await
+        .unwrap();
+    let run_with = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--database-url",
+            &env.database_url,
+            "--table",
+            &env.table,
+            "--kafka-brokers",
+            &env.brokers,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    for (extra, needle) in [
+        (&["--column", "key=nope"][..], "has no column nope"),
+        (
+            &["--column", "key=message_key", "--column", "key=topic"][..],
+            "role key is mapped twice",
+        ),
+        (
+            &["--column", "payload=body"][..],
+            "the payload column body has type xml",
+        ),
+        (
+            &["--column", "key=created_at"][..],
+            "the key column created_at has type timestamp with time zone",
+        ),
+        (
+            &["--column", "topic=", "--topic-template", "x.{nope}"][..],
+            "--column",
+        ),
+        (&["--topic-template", "x.{nope}"][..], "has no column nope"),
+        (&["--topic-template", "x y.{topic}"][..], "--topic-template"),
+        (
+            &["--layout", "debezium"][..],
+            "has no column aggregatetype, aggregateid, type",
+        ),
+    ] {
+        assert_one_line_error(&run_with(extra), needle);
+    }
+    // And `migrate` without --adopt refuses a layout it would not create.
+    let output = run(&[
+        "migrate",
+        "--database-url",
+        &env.database_url,
+        "--table",
+        &env.table,
+        "--layout",
+        "debezium",
+    ]);
+    assert_one_line_error(&output, "add --adopt");
+}

@@ -273,6 +273,11 @@ async fn a_debezium_table_is_adopted_and_relayed_as_debeziums_router_would() {
 
 #[tokio::test]
 async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent() {
+    // OUTBOX_ADOPT_ROWS=1000000 gives the README's measurement.
+    let old_rows: i32 = std::env::var("OUTBOX_ADOPT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let env = TestEnv::bare(&common::database_url()).await;
     let aggregate = unique_name("busy");
     env.client
@@ -281,7 +286,7 @@ async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent()
         .unwrap();
     let insert = debezium_insert(&env.table);
     env.client
-        .execute(&insert, &[&aggregate, &100, &0, &49_999])
+        .execute(&insert, &[&aggregate, &100, &0, &(old_rows - 1)])
         .await
         .unwrap();
 
@@ -296,7 +301,7 @@ async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent()
         let (stop, written, longest) = (stop.clone(), written.clone(), longest_wait_us.clone());
         let (insert, aggregate) = (insert.clone(), aggregate.clone());
         writers.push(tokio::spawn(async move {
-            let mut n = 100_000 + w * 1_000_000;
+            let mut n = i32::MAX / 2 + w * 100_000_000;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 client
@@ -339,16 +344,19 @@ async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent()
             &format!(
                 "SELECT count(*), count(*) FILTER (WHERE status = 'pending' AND outbox_sequence IS NOT NULL
                                                    AND created_at IS NOT NULL),
-                        count(*) FILTER (WHERE (payload->>'n')::int < 50000 AND outbox_sequence >= 0)
+                        count(*) FILTER (WHERE (payload->>'n')::int < $1 AND outbox_sequence >= 0)
                  FROM {}",
                 env.table
             ),
-            &[],
+            &[&old_rows],
         )
         .await
         .unwrap();
     let (total, ready, old_after_new): (i64, i64, i64) = (check.get(0), check.get(1), check.get(2));
-    assert_eq!(total, 50_000 + written.load(Ordering::Relaxed) as i64);
+    assert_eq!(
+        total,
+        i64::from(old_rows) + written.load(Ordering::Relaxed) as i64
+    );
     assert_eq!(ready, total);
     assert_eq!(old_after_new, 0);
 

@@ -202,7 +202,7 @@ impl Database {
         let params = queries::OutboxColumnsParams {
             quoted_table: &self.table.quoted(),
         };
-        queries::outbox_columns(&client, &self.sql, params)
+        queries::outbox_columns(client, &self.sql, params)
             .await
             .map_err(|e| Error::database("reading the table's columns", &e))
     }
