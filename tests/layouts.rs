@@ -18,6 +18,9 @@ use common::{
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A message's key and value bytes.
+type KeyAndValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[tokio::test]
 async fn bytea_payloads_and_keys_arrive_byte_for_byte() {
     let env = TestEnv::bare(&common::database_url()).await;
@@ -51,12 +54,11 @@ async fn bytea_payloads_and_keys_arrive_byte_for_byte() {
     env.wait_for_status("published", Count::Exactly(3), WAIT)
         .await;
     let messages = read_topic(&env.brokers, &topic, 3, false);
-    let got: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = messages
+    let got: Vec<KeyAndValue> = messages
         .iter()
         .map(|m| (m.key.clone(), m.value.clone()))
         .collect();
-    let expected: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> =
-        keys.into_iter().map(Some).zip(payloads).collect();
+    let expected: Vec<KeyAndValue> = keys.into_iter().map(Some).zip(payloads).collect();
     assert_eq!(got, expected);
 }
 
@@ -237,14 +239,40 @@ async fn a_debezium_table_is_adopted_and_relayed_as_debeziums_router_would() {
         .await
         .unwrap();
 
+    // The enqueue function adopt made takes the mapped columns (and the id
+    // gets a default); the NOTIFY trigger is in place.
+    let schema = env.table.split('.').next().unwrap().to_owned();
+    let enqueued: String = env
+        .client
+        .query_one(
+            &format!(
+                "SELECT {schema}.outbox_enqueue($1, 'order-0', '{{\"n\": 1000, \"key\": \"order-0\"}}'::jsonb, 'OrderCreated')::text"
+            ),
+            &[&aggregate],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enqueued.len(), 36);
+    let trigger: i64 = env
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'outbox_notify' AND tgrelid = $1::text::regclass",
+            &[&env.table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(trigger, 1);
+
     let run = ["--layout", "debezium", "--header-column", "type=type"];
     let mut relays = [env.start_relay(&run), env.start_relay(&run)];
     for relay in &mut relays {
         relay.wait_ready().await;
     }
-    env.wait_for_status("published", Count::Exactly(1000), WAIT)
+    env.wait_for_status("published", Count::Exactly(1001), WAIT)
         .await;
-    let received = consume_until(&env.brokers, &topic, WAIT, |r| r.len() >= 1000).await;
+    let received = consume_until(&env.brokers, &topic, WAIT, |r| r.len() >= 1001).await;
     let rows = env
         .client
         .query(

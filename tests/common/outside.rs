@@ -56,7 +56,7 @@ pub fn read_topic(
         .lines()
         .map(|line| {
             let v: Value = serde_json::from_str(line).expect("one JSON object per line");
-            let hex = |field: &str| v[field].as_str().map(|h| decode_hex(h));
+            let hex = |field: &str| v[field].as_str().map(decode_hex);
             OutsideMessage {
                 key: hex("key_hex"),
                 value: hex("value_hex"),
