@@ -435,3 +435,33 @@ async fn cloudevents_headers_parse_with_the_cloudevents_sdk() {
     );
     assert_eq!(messages[0].timestamp, Some(created_ms.floor() as i64));
 }
+
+/// A 63-byte table name (the longest PostgreSQL allows): every derived
+/// object fits, and migrate finds them all in place the second time.
+#[tokio::test]
+async fn the_longest_table_name_gets_objects_that_fit() {
+    let mut env = TestEnv::bare(&common::database_url()).await;
+    let schema = env.table.split('.').next().unwrap().to_owned();
+    env.table = format!("{schema}.{}", "a".repeat(63));
+    let first = assert_success(
+        &env.command(&["migrate", "--notify-trigger"])
+            .output()
+            .unwrap(),
+        "migrate",
+    );
+    assert!(first.contains("already in place: nothing"), "{first}");
+    let second = assert_success(
+        &env.command(&["migrate", "--notify-trigger"])
+            .output()
+            .unwrap(),
+        "migrate again",
+    );
+    assert!(second.contains("created: nothing"), "{second}");
+    let topic = env.create_topic(1).await;
+    env.insert(&[NewRow::new(&topic, Some("k"), serde_json::json!({"a": 1}))])
+        .await;
+    let mut relay = env.start_relay(&[]);
+    relay.wait_ready().await;
+    env.wait_for_status("published", Count::Exactly(1), WAIT)
+        .await;
+}

@@ -37,8 +37,10 @@ pub struct PreparedMessage {
 pub enum RecordTimestamp {
     /// When the relay sends it (Kafka's default).
     #[default]
+    #[value(alias = "send_time")]
     SendTime,
     /// The row's created_at, so consumers can measure end-to-end delay.
+    #[value(alias = "created_at")]
     CreatedAt,
 }
 
