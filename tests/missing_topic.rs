@@ -56,7 +56,13 @@ async fn a_missing_topic_fails_its_rows_at_once_and_other_topics_flow() {
         "the key's later row waits"
     );
     let reason = "outbox_publish_failures_total{reason=\"unknown_topic\"}";
-    assert!(relay.metric(reason).await.unwrap_or(0.0) >= 1.0);
+    // Telemetry follows the commit the status above saw: poll, do not race.
+    wait_for(
+        "the unknown_topic failure metric",
+        Duration::from_secs(10),
+        || async { (relay.metric(reason).await.unwrap_or(0.0) >= 1.0).then_some(()) },
+    )
+    .await;
 
     // Several retries later, still one warning for the topic.
     wait_for("a few retries", Duration::from_secs(30), || async {
