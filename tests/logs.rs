@@ -138,8 +138,11 @@ async fn text_logs_show_the_dead_row_the_stop_and_a_summary_at_exit() {
     ] {
         assert!(dead.contains(field), "{field} not in {dead}");
     }
+    // The last batch may still be on its way out of the relay's books when
+    // the signal lands (its commit is what the status above saw): any count.
     assert!(
-        log.contains("stopped claiming; waiting for 0 rows in flight (up to 30s"),
+        log.contains("stopped claiming; waiting for ")
+            && log.contains(" rows in flight (up to 30s"),
         "{log}"
     );
     assert!(log.contains("relay stopped: 1 published"), "{log}");
