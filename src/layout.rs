@@ -261,25 +261,8 @@ impl Layout {
             .chain(self.column(Role::Sequence))
             .filter(|c| !types.contains_key(*c))
             .collect();
-        let missing_app: Vec<&str> = self
-            .application_columns()
-            .into_iter()
-            .chain(self.column(Role::EventId))
-            .filter(|c| !types.contains_key(*c))
-            .filter(|c| !missing_relay.contains(c))
-            .collect();
-        if !missing_app.is_empty() {
-            let why = match self.preset {
-                Preset::Debezium => {
-                    " (Debezium's outbox columns: id, aggregatetype, aggregateid, type, payload)"
-                }
-                Preset::Relay => "",
-            };
-            return Err(error(format!(
-                "table {table} has no column {}{why}; map existing columns with --column role=column",
-                missing_app.join(", ")
-            )));
-        }
+        let event_id = self.column(Role::EventId);
+        self.check_application_columns(table, types, event_id, &missing_relay)?;
         if !missing_relay.is_empty() {
             return Err(error(format!(
                 "table {table} lacks the relay's columns {}: run `outbox-relay migrate --adopt` with the same layout flags",
@@ -287,6 +270,39 @@ impl Layout {
             )));
         }
         resolve_types(self, table, types)
+    }
+}
+
+impl Layout {
+    /// Fail, naming them, if the table lacks columns the layout reads: the
+    /// application's columns and `event_id` (`None` when `migrate --adopt`
+    /// adds it). Columns in `skip` are reported elsewhere.
+    pub fn check_application_columns(
+        &self,
+        table: &str,
+        types: &ColumnTypes,
+        event_id: Option<&str>,
+        skip: &[&str],
+    ) -> Result<(), LayoutError> {
+        let missing: Vec<&str> = self
+            .application_columns()
+            .into_iter()
+            .chain(event_id)
+            .filter(|c| !types.contains_key(*c) && !skip.contains(c))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let why = match self.preset {
+            Preset::Debezium => {
+                " (Debezium's outbox columns: id, aggregatetype, aggregateid, type, payload)"
+            }
+            Preset::Relay => "",
+        };
+        Err(error(format!(
+            "table {table} has no column {}{why}; map existing columns with --column role=column",
+            missing.join(", ")
+        )))
     }
 }
 

@@ -205,23 +205,30 @@ fn debezium_insert(table: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_debezium_table_is_adopted_and_relayed_as_debeziums_router_would() {
+/// A Debezium table holding `rows` rows over `keys` aggregate ids of a new
+/// aggregate type; returns the env, the aggregate type and the INSERT.
+async fn debezium_table(prefix: &str, keys: i32, rows: i32) -> (TestEnv, String, String) {
     let env = TestEnv::bare(&common::database_url()).await;
-    let aggregate = unique_name("order");
-    let topic = format!("outbox.event.{aggregate}");
-    create_topic(&env.brokers, &topic, 3).await;
+    let aggregate = unique_name(prefix);
     env.client
         .batch_execute(&debezium_ddl(&env.table))
         .await
         .unwrap();
     let insert = debezium_insert(&env.table);
-    // Rows from before the switch-over, then the adoption (twice: the
-    // second finds everything in place), then rows after it.
     env.client
-        .execute(&insert, &[&aggregate, &20, &0, &199])
+        .execute(&insert, &[&aggregate, &keys, &0, &(rows - 1)])
         .await
         .unwrap();
+    (env, aggregate, insert)
+}
+
+#[tokio::test]
+async fn a_debezium_table_is_adopted_and_relayed_as_debeziums_router_would() {
+    // Rows from before the switch-over, then the adoption (twice: the
+    // second finds everything in place), then rows after it.
+    let (env, aggregate, insert) = debezium_table("order", 20, 200).await;
+    let topic = format!("outbox.event.{aggregate}");
+    create_topic(&env.brokers, &topic, 3).await;
     let adopt = [
         "migrate",
         "--adopt",
@@ -306,17 +313,7 @@ async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent()
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    let env = TestEnv::bare(&common::database_url()).await;
-    let aggregate = unique_name("busy");
-    env.client
-        .batch_execute(&debezium_ddl(&env.table))
-        .await
-        .unwrap();
-    let insert = debezium_insert(&env.table);
-    env.client
-        .execute(&insert, &[&aggregate, &100, &0, &(old_rows - 1)])
-        .await
-        .unwrap();
+    let (env, aggregate, insert) = debezium_table("busy", 100, old_rows).await;
 
     // Writers insert one row per transaction for as long as the adoption
     // runs.

@@ -203,26 +203,12 @@ struct Defaults {
 
 /// The layout's own columns must exist before anything is added: adopting
 /// a table that lacks its payload would only add columns nobody reads.
+/// Adopt adds an `event_id` column when the layout keeps the default name.
 fn check_application_columns(database: &Database, types: &ColumnTypes) -> Result<()> {
     let layout = database.layout();
-    let mut missing: Vec<&str> = layout
-        .application_columns()
-        .into_iter()
-        .filter(|c| !types.contains_key(*c))
-        .collect();
-    if let Some(event_id) = layout.column(Role::EventId) {
-        if event_id != "event_id" && !types.contains_key(event_id) {
-            missing.push(event_id);
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Layout(crate::layout::LayoutError(format!(
-        "table {} has no column {}; map existing columns with --column role=column",
-        database.table(),
-        missing.join(", ")
-    ))))
+    let event_id = layout.column(Role::EventId).filter(|c| *c != "event_id");
+    let table = database.table().to_string();
+    Ok(layout.check_application_columns(&table, types, event_id, &[])?)
 }
 
 /// Run one DDL statement with a short lock timeout, retrying while it cannot
