@@ -205,6 +205,13 @@ pub struct RelayConfig {
     #[arg(long = "shutdown-timeout-secs", visible_alias = "shutdown-timeout", env = "OUTBOX_SHUTDOWN_TIMEOUT_SECS", value_name = "DURATION", default_value = "30", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
+    /// Longest a claimed batch may wait for its Kafka acks, in seconds. Past it
+    /// the claim transaction is rolled back and its rows stay pending (they go
+    /// out again: duplicates, never losses). Bounds how long the relay holds a
+    /// transaction open, which holds back vacuum on the whole database.
+    #[arg(long = "claim-timeout-secs", visible_alias = "claim-timeout", env = "OUTBOX_CLAIM_TIMEOUT_SECS", value_name = "DURATION", default_value = "60", value_parser = parse_secs)]
+    pub claim_timeout: Duration,
+
     /// How long start-up waits for a Kafka broker to answer before giving up, in seconds.
     #[arg(long = "kafka-startup-timeout-secs", visible_alias = "kafka-startup-timeout", env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "DURATION", default_value = "15", value_parser = parse_secs)]
     pub kafka_startup_timeout: Duration,
@@ -300,6 +307,11 @@ impl RelayConfig {
         let invalid = |message: &str| Err(Error::InvalidConfig(message.to_owned()));
         if self.poll_interval.is_zero() {
             return invalid("--poll-interval-ms must be at least 1");
+        }
+        if self.claim_timeout < Duration::from_millis(100) {
+            return invalid(
+                "--claim-timeout-secs must be at least 100ms: a batch needs time for its acks",
+            );
         }
         let acks = kafka_options
             .iter()

@@ -16,7 +16,8 @@
 //! - [`config`] is the one configuration type, parsed by clap ([`cli`]);
 //!   [`commands`] runs each subcommand; `listener` wakes the loop on NOTIFY;
 //!   `monitor` keeps the backlog gauges, probes and retention; `http`,
-//!   `health` and `metrics` serve `/metrics`, `/healthz` and `/readyz`.
+//!   `health` and `metrics` serve `/metrics`, `/healthz` and `/readyz`;
+//!   `open_claims` times the claim transactions held open.
 //!
 //! The binary is a thin shell over [`commands::execute`]; [`db`] is public so
 //! the query-level tests and the benchmark can drive the database layer
@@ -35,6 +36,7 @@ pub(crate) mod leader;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod monitor;
+pub(crate) mod open_claims;
 pub(crate) mod relay;
 pub(crate) mod shutdown;
 pub(crate) mod sql;

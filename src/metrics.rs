@@ -9,8 +9,12 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::db::Backlog;
 use crate::kafka::FailureReason;
+use crate::open_claims::OpenClaims;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -40,6 +44,11 @@ pub struct Metrics {
     pub table_size: IntGauge,
     pub in_flight: IntGauge,
     pub role: IntGauge,
+    pub claims_released: IntCounter,
+    /// Set from `open_claims` at every scrape: a batch stuck waiting for acks
+    /// reports nothing itself.
+    oldest_open_claim: Gauge,
+    pub open_claims: Arc<OpenClaims>,
 }
 
 fn int_gauge(name: &str, help: &str) -> IntGauge {
@@ -130,6 +139,16 @@ impl Metrics {
                 "outbox_relay_role",
                 "1 while this replica leads its table (claims), 0 while it stands by.",
             ),
+            claims_released: counter(
+                "outbox_claims_released_total",
+                "Batches rolled back unrecorded because their acks took longer than --claim-timeout-secs (their rows stay pending).",
+            ),
+            oldest_open_claim: Gauge::new(
+                "outbox_oldest_open_claim_seconds",
+                "Age of this relay's oldest open claim transaction (0 when none is open).",
+            )
+            .expect("valid metric"),
+            open_claims: Arc::default(),
         };
         metrics.register_all();
         metrics.register_process_and_build();
@@ -140,8 +159,10 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(self.role.clone()),
+            Box::new(self.claims_released.clone()),
+            Box::new(self.oldest_open_claim.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.pending.clone()),
             Box::new(self.oldest_pending_age.clone()),
@@ -202,6 +223,8 @@ impl Metrics {
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
+        let oldest = self.open_claims.oldest_age(Instant::now());
+        self.oldest_open_claim.set(oldest.as_secs_f64());
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

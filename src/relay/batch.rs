@@ -2,7 +2,9 @@
 //! await each row's own delivery report, decide, record and commit.
 //!
 //! Guarantees: a batch's transaction (and so its row locks) stays open from
-//! the claim until [`Relay::finish`] records it; a row is marked published
+//! the claim until [`Relay::finish`] records it, and never longer than
+//! `--claim-timeout-secs`: a batch whose acks take longer is rolled back
+//! unrecorded (released), its rows still pending; a row is marked published
 //! only on its own successful delivery report (see [`super::outcome`]).
 
 use std::collections::{HashMap, HashSet};
@@ -16,6 +18,7 @@ use crate::error::Result;
 use crate::kafka::{
     missing_topic_error, prepare, Delivery, Disposition, FailureReason, PendingDelivery, TopicState,
 };
+use crate::open_claims::OpenClaim;
 
 /// How long one metadata request may take when checking for an outage.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +31,8 @@ pub struct InFlight {
     batch: ClaimedBatch,
     rows: Vec<OutboxRow>,
     deliveries: Vec<PendingDelivery>,
+    /// Counts towards `outbox_oldest_open_claim_seconds` until dropped.
+    _open: OpenClaim,
 }
 
 impl InFlight {
@@ -53,6 +58,9 @@ pub struct Finished {
     pub held_keys: HashSet<Vec<u8>>,
     pub cluster_down: bool,
     pub producer_suspect: bool,
+    /// Rolled back at the claim timeout: every row is pending again, so the
+    /// batch sent after it must not be recorded either.
+    pub released: bool,
 }
 
 impl Relay {
@@ -60,6 +68,7 @@ impl Relay {
     /// could be claimed. `ours` are the ids still in flight here.
     pub(super) async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
         let started = Instant::now();
+        let open = self.telemetry.claim_opened(started);
         let mut batch = self
             .database
             .claim(self.config.batch_size as usize, ours)
@@ -104,6 +113,7 @@ impl Relay {
             batch,
             rows,
             deliveries,
+            _open: open,
         }))
     }
 
@@ -135,8 +145,13 @@ impl Relay {
             batch,
             rows,
             deliveries: pending,
+            _open,
         } = flight;
-        let (deliveries, delivery_latencies) = self.await_deliveries(&rows, pending).await;
+        let budget = self.config.claim_timeout.saturating_sub(started.elapsed());
+        let awaited = tokio::time::timeout(budget, self.await_deliveries(&rows, pending)).await;
+        let Ok((deliveries, delivery_latencies)) = awaited else {
+            return Ok(self.release(batch, rows.len(), started).await);
+        };
         let delivered_after = started.elapsed();
 
         let cluster_down = self.confirm_outage(&deliveries).await;
@@ -171,7 +186,35 @@ impl Relay {
             held_keys: decision.held_keys,
             cluster_down,
             producer_suspect: all_unavailable && !cluster_down,
+            released: false,
         })
+    }
+
+    /// Roll back a batch whose acks outlasted the claim timeout: its rows stay
+    /// pending and go out again (their first copies may still arrive, ahead
+    /// of the second, since both sit in the same producer in order). Asks the
+    /// cluster whether it is gone, so an outage is waited out, not re-sent.
+    async fn release(&self, batch: ClaimedBatch, rows: usize, started: Instant) -> Finished {
+        batch.abandon().await;
+        self.telemetry.claim_released(rows, started.elapsed());
+        let cluster_down = match self.publisher.probe(PROBE_TIMEOUT).await {
+            Ok(()) => false,
+            Err(error) => {
+                self.telemetry.health().kafka_failed(&error);
+                true
+            }
+        };
+        Finished {
+            report: BatchReport {
+                claimed: rows,
+                left_pending: rows,
+                elapsed: started.elapsed(),
+                ..BatchReport::default()
+            },
+            cluster_down,
+            released: true,
+            ..Finished::default()
+        }
     }
 
     /// Each row's own delivery report, in order, and `created_at` → ack for

@@ -163,10 +163,14 @@ impl Relay {
                 }
             }
         );
-        let recorded = matches!(finished, Some(Ok(_)));
+        let recorded = matches!(&finished, Some(Ok(f)) if !f.released);
+        let mut released = false;
         let mut failure = match finished {
             Some(Ok(finished)) => {
-                self.telemetry.batch_recorded(&finished.report);
+                released = finished.released;
+                if !released {
+                    self.telemetry.batch_recorded(&finished.report);
+                }
                 state.absorb(finished);
                 None
             }
@@ -177,7 +181,9 @@ impl Relay {
         if let Err(error) = self.replace_if_fatal() {
             failure.get_or_insert(error);
         }
-        let claimed_nothing = self.keep_claimed(claimed, &mut failure, in_flight).await;
+        let claimed_nothing = self
+            .keep_claimed(claimed, &mut failure, released, in_flight)
+            .await;
         self.telemetry
             .in_flight(in_flight.as_ref().map_or(0, InFlight::len));
         // A claim alone proves little: the statement that failed may be the
@@ -193,18 +199,20 @@ impl Relay {
     }
 
     /// Keep a newly claimed batch in flight, unless the database failed this
-    /// turn. Returns whether the claim came back empty (or was dropped).
+    /// turn or the batch before it was released. Returns whether the claim
+    /// came back empty (or was dropped).
     async fn keep_claimed(
         &self,
         claimed: Option<Result<Option<InFlight>>>,
         failure: &mut Option<Error>,
+        previous_released: bool,
         in_flight: &mut Option<InFlight>,
     ) -> bool {
         let database_failed = failure.as_ref().is_some_and(is_database_failure);
         match claimed {
             // Its rows were sent after rows that are now pending again:
             // record nothing, so all of them go out again in order.
-            Some(Ok(Some(next))) if database_failed => {
+            Some(Ok(Some(next))) if database_failed || previous_released => {
                 next.abandon().await;
                 true
             }

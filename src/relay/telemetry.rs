@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorPath};
 use crate::health::Health;
 use crate::kafka::FailureReason;
 use crate::metrics::Metrics;
+use crate::open_claims::OpenClaim;
 
 /// At most one "row is dead" line per topic and reason in this window.
 const DEAD_WARNING_WINDOW: Duration = Duration::from_secs(10);
@@ -130,6 +131,21 @@ impl Telemetry {
     /// Rows handed to the producer and not yet recorded.
     pub fn in_flight(&self, rows: usize) {
         self.metrics.in_flight.set(rows as i64);
+    }
+
+    /// A claim transaction opened at `at`; it counts as open until the
+    /// returned guard is dropped.
+    pub fn claim_opened(&self, at: Instant) -> OpenClaim {
+        self.metrics.open_claims.open(at)
+    }
+
+    pub fn claim_released(&self, rows: usize, waited: Duration) {
+        self.metrics.claims_released.inc();
+        tracing::warn!(
+            rows,
+            waited_ms = waited.as_millis() as u64,
+            "a batch waited longer than --claim-timeout-secs for its Kafka acks; rolled it back, its rows stay pending and will be sent again"
+        );
     }
 
     pub fn producer_replaced(&self, reason: &str) {
