@@ -434,7 +434,7 @@ async fn db_ceiling_with(rows: i64, batch: usize, delete: bool) -> f64 {
     let started = Instant::now();
     let mut marked = 0;
     loop {
-        let mut claim = database.claim(batch, &[]).await.expect("claim");
+        let mut claim = database.claim(batch, &[], None).await.expect("claim");
         let ids: Vec<i64> = claim.rows.drain(..).map(|r| r.id).collect();
         if ids.is_empty() {
             claim.abandon().await;

@@ -4,20 +4,22 @@
 //! released it (the leader's session ended).
 //!
 //! Guarantees: a relay claims only while it believes it leads, and stops
-//! believing the moment its lock session ends. Two relays may briefly both
-//! believe it during a handover (the old one has not noticed yet); the
-//! claim's own per-key rule — a row locked elsewhere holds its key back —
-//! keeps order through that overlap. Behind a transaction-mode pooler session
+//! believing the moment it sees its lock session end. Its claims also carry a
+//! [`Fence`] (the lock session's pid and the lock's key) that the claim
+//! checks on the server, so once that session is gone (and another replica
+//! may hold the lock) it claims nothing, even before it notices. Batches it
+//! claimed just before keep their row locks, and the claim's own per-key rule
+//! — a row locked elsewhere holds its key back — keeps order through that
+//! overlap. Behind a transaction-mode pooler session
 //! locks do not hold, so election is off there and every replica claims.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 
-use crate::db::Database;
+use crate::db::{Database, Fence};
 use crate::error::{Error, ErrorPath, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -28,34 +30,65 @@ use crate::shutdown::Shutdown;
 /// leader's session ended.
 const STANDBY_RETRY: Duration = Duration::from_millis(200);
 
-/// Whether this relay may claim. Shared by the loop and the election.
+/// Whether this relay may claim, and the fence its claims carry. Shared by
+/// the loop and the election.
 #[derive(Clone)]
 pub struct Leadership {
-    leading: Arc<AtomicBool>,
+    state: Arc<Mutex<Role>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Election is off: claim, unfenced.
+    Always,
+    StandingBy,
+    Leading(Fence),
 }
 
 impl Leadership {
     /// Every replica claims (election off).
     pub fn always() -> Self {
-        Leadership {
-            leading: Arc::new(AtomicBool::new(true)),
-        }
+        Self::with(Role::Always)
     }
 
     /// Claims only once [`contend`] won the lock.
     pub fn elected() -> Self {
+        Self::with(Role::StandingBy)
+    }
+
+    fn with(role: Role) -> Self {
         Leadership {
-            leading: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(Mutex::new(role)),
         }
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+    fn role(&self) -> Role {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn set(&self, leading: bool, metrics: &Metrics) {
-        self.leading.store(leading, Ordering::SeqCst);
-        metrics.role.set(i64::from(leading));
+    pub fn is_leader(&self) -> bool {
+        self.role() != Role::StandingBy
+    }
+
+    /// What this relay's claims must prove on the server; `None` when
+    /// election is off.
+    pub fn fence(&self) -> Option<Fence> {
+        match self.role() {
+            Role::Leading(fence) => Some(fence),
+            Role::Always | Role::StandingBy => None,
+        }
+    }
+
+    fn set(&self, leading: Option<Fence>, metrics: &Metrics) {
+        let role = leading.map_or(Role::StandingBy, Role::Leading);
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = role;
+        metrics.role.set(i64::from(leading.is_some()));
     }
 }
 
@@ -95,7 +128,7 @@ pub async fn contend(
         } else {
             tracing::debug!(error = %reason, "cannot wait for the leadership");
         }
-        leadership.set(false, &metrics);
+        leadership.set(None, &metrics);
         tokio::select! {
             () = shutdown.requested() => return,
             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -125,21 +158,24 @@ async fn hold(
     backoff.reset();
     let quoted = database.table().quoted();
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&quoted, Type::TEXT)];
-    loop {
+    let fence = loop {
         let tried = client.query_typed(&sql.leader_lock.text, &params);
-        let won = tokio::select! {
+        let tried = tokio::select! {
             tried = tried => tried.map_err(lost("trying for the leadership"))?,
             _ = &mut driver => return Err(session_ended()),
         };
-        if won.first().is_some_and(|row| row.get::<_, bool>(0)) {
-            break;
+        if let Some(row) = tried.first().filter(|row| row.get::<_, bool>("won")) {
+            break Fence {
+                pid: row.get("pid"),
+                lock_key: row.get("key"),
+            };
         }
         tokio::select! {
             () = tokio::time::sleep(STANDBY_RETRY) => {}
             _ = &mut driver => return Err(session_ended()),
         }
-    }
-    leadership.set(true, metrics);
+    };
+    leadership.set(Some(fence), metrics);
     wakeup.notify_one();
     tracing::info!(table = %database.table(), "this relay leads the table; other replicas stand by");
     let _ = (&mut driver).await;

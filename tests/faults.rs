@@ -433,7 +433,9 @@ async fn churning_relays_that_delete_published_rows_lose_nothing_and_keep_key_or
 }
 
 /// Four relays (with `mode` flags) started, SIGTERMed and SIGKILLed at
-/// random under load; then everything committed must have arrived in order.
+/// random under load, half the stops aimed at the leader (always SIGKILL);
+/// then everything committed must have arrived in order, with duplicates
+/// bounded by what the killed relays had in flight.
 async fn churn_relays(mode: &[&str]) {
     let env = TestEnv::new().await;
     let copies = env.keep_copies().await;
@@ -442,13 +444,22 @@ async fn churn_relays(mode: &[&str]) {
     let mut slots: Vec<Option<common::RelayProcess>> = (0..4).map(|_| None).collect();
     let churn = Duration::from_secs(if long_form() { 60 } else { 15 });
     let started = Instant::now();
-    let (mut starts, mut stops) = (0, 0);
+    let (mut starts, mut stops, mut leader_kills) = (0, 0, 0);
     let args = [&["--batch-size", "50"][..], mode].concat();
     while started.elapsed() < churn {
-        let slot = fastrand::usize(..slots.len());
+        // Half the time, the leader (if one leads yet) is the one to go.
+        let slot = match leading_slot(&slots).await {
+            Some(leader) if fastrand::bool() => leader,
+            _ => fastrand::usize(..slots.len()),
+        };
         match slots[slot].take() {
             Some(relay) => {
-                relay.signal(if fastrand::bool() { "KILL" } else { "TERM" });
+                if relay.metric("outbox_relay_role").await == Some(1.0) {
+                    relay.signal("KILL");
+                    leader_kills += 1;
+                } else {
+                    relay.signal(if fastrand::bool() { "KILL" } else { "TERM" });
+                }
                 stops += 1;
             }
             None => {
@@ -470,5 +481,25 @@ async fn churn_relays(mode: &[&str]) {
             "published rows are deleted"
         );
     }
-    eprintln!("FAULT 4 relays {mode:?} churning for {churn:?} ({starts} starts, {stops} stops): {verdict}");
+    assert!(leader_kills > 0, "no leader was killed");
+    // A SIGKILLed relay re-sends at most its two batches in flight (50 rows
+    // each); a SIGTERMed one finishes them.
+    assert!(
+        verdict.duplicates <= stops * 100,
+        "{} duplicates from {stops} stops",
+        verdict.duplicates
+    );
+    eprintln!("FAULT 4 relays {mode:?} churning for {churn:?} ({starts} starts, {stops} stops, {leader_kills} leaders SIGKILLed): {verdict}");
+}
+
+/// The slot whose relay reports that it leads.
+async fn leading_slot(slots: &[Option<common::RelayProcess>]) -> Option<usize> {
+    for (i, slot) in slots.iter().enumerate() {
+        if let Some(relay) = slot {
+            if relay.metric("outbox_relay_role").await == Some(1.0) {
+                return Some(i);
+            }
+        }
+    }
+    None
 }

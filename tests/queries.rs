@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{NewRow, TestEnv};
 use outbox_relay::db::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
-use outbox_relay::db::{Database, FailureRecord};
+use outbox_relay::db::{Database, FailureRecord, Fence};
 use outbox_relay::Error;
 use serde_json::json;
 
@@ -39,7 +39,19 @@ async fn exec(env: &TestEnv, sql: &str, ids: &[i64]) {
 
 /// Ids a fresh claim returns (rolled back afterwards).
 async fn claimable(database: &Database, limit: usize, in_flight: &[i64]) -> Vec<i64> {
-    let mut batch = database.claim(limit, in_flight).await.expect("claim");
+    fenced_claimable(database, limit, in_flight, None).await
+}
+
+async fn fenced_claimable(
+    database: &Database,
+    limit: usize,
+    in_flight: &[i64],
+    fence: Option<Fence>,
+) -> Vec<i64> {
+    let mut batch = database
+        .claim(limit, in_flight, fence)
+        .await
+        .expect("claim");
     let ids = batch.rows.drain(..).map(|row| row.id).collect();
     batch.abandon().await;
     ids
@@ -109,10 +121,69 @@ async fn a_dead_row_releases_its_key() {
 }
 
 #[tokio::test]
+async fn a_fenced_claim_takes_rows_only_while_its_lock_session_holds_the_lock() {
+    let (env, database) = setup().await;
+    let ids = insert(&env, &[Some("a"), None]).await;
+    let session = common::connect(&env.database_url).await;
+    let row = session
+        .query_one(
+            "SELECT pg_backend_pid(), 4242::int8, pg_try_advisory_lock(4242::int8)",
+            &[],
+        )
+        .await
+        .expect("lock");
+    let fence = Fence {
+        pid: row.get(0),
+        lock_key: row.get(1),
+    };
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(fenced_claimable(&database, 10, &[], Some(fence)).await, ids);
+    // A key whose high half has its top bit set (the lock's classid above
+    // 2^31) is matched too.
+    let high = Fence {
+        lock_key: -4242,
+        ..fence
+    };
+    assert!(fenced_claimable(&database, 10, &[], Some(high))
+        .await
+        .is_empty());
+    session
+        .query_one("SELECT pg_try_advisory_lock(-4242::int8)", &[])
+        .await
+        .expect("lock");
+    assert_eq!(fenced_claimable(&database, 10, &[], Some(high)).await, ids);
+    let other_session = Fence {
+        pid: fence.pid + 1_000_000,
+        ..fence
+    };
+    assert!(fenced_claimable(&database, 10, &[], Some(other_session))
+        .await
+        .is_empty());
+    // The lock session ends: the fence stops every claim at once.
+    drop(session);
+    common::wait_for(
+        "the lock to be released",
+        Duration::from_secs(10),
+        || async {
+            fenced_claimable(&database, 10, &[], Some(fence))
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        claimable(&database, 10, &[]).await,
+        ids,
+        "unfenced claims go on"
+    );
+}
+
+#[tokio::test]
 async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[Some("a"), Some("a"), Some("b"), Some("a")]).await;
-    let batch = database.claim(1, &[]).await.expect("claim");
+    let batch = database.claim(1, &[], None).await.expect("claim");
     let failure = FailureRecord {
         id: ids[0],
         message_key: Some("a".into()),
@@ -155,7 +226,7 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
         &ids[..1],
     )
     .await;
-    let batch = database.claim(10, &[]).await.expect("claim");
+    let batch = database.claim(10, &[], None).await.expect("claim");
     let failure = |id, is_final| FailureRecord {
         id,
         message_key: None,
@@ -273,7 +344,7 @@ async fn marking_runs_inside_the_claiming_transaction_on_a_fresh_connection() {
         .unwrap();
     // A new pool: the mark statement was never prepared on its connection.
     let database = Database::new(&env.database_url, &env.table.parse().unwrap(), 1).unwrap();
-    let batch = database.claim(10, &[]).await.expect("claim");
+    let batch = database.claim(10, &[], None).await.expect("claim");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let recorded = batch.record(&ids, &[], 10).await.expect("record");
     assert_eq!(recorded.published, 2);

@@ -8,6 +8,12 @@
 -- relay, or waiting for its retry, holds the rest of its key back. Rows that
 -- are locked here but held back stay locked until this transaction ends,
 -- which is harmless: no other relay could publish them either.
+--
+-- Fence: with leader election, $3 and $4 are the pid of this relay's lock
+-- session and the lock's key, and the claim takes nothing unless that session
+-- still holds the lock. A leader whose lock session died (and whose lock
+-- another replica may hold by now) claims nothing from that moment, even
+-- before it notices. Without election both are NULL.
 WITH candidate AS MATERIALIZED (
     SELECT {{sequence}} AS id,
            {{event_id}} AS event_id,
@@ -22,6 +28,15 @@ WITH candidate AS MATERIALIZED (
     FROM {{table}}
     WHERE status = 'pending'
       AND next_attempt_at <= now()
+      AND ($3::int4 IS NULL OR EXISTS (
+            SELECT 1
+            FROM pg_locks lock
+            WHERE lock.locktype = 'advisory'
+              AND lock.granted
+              AND lock.pid = $3
+              AND lock.objsubid = 1
+              AND ((lock.classid::int8 << 32) | lock.objid::int8) = $4::int8
+          ))
     ORDER BY {{sequence}}
     LIMIT $1
     FOR UPDATE SKIP LOCKED

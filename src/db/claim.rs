@@ -13,8 +13,8 @@ use std::sync::Arc;
 use deadpool_postgres::Object;
 
 use super::queries::{
-    self, FailureRecord, OutboxClaimDueParams, OutboxHoldBackKeysParams, OutboxMarkPublishedParams,
-    OutboxRecordFailuresParams, OutboxRow,
+    self, FailureRecord, Fence, OutboxClaimDueParams, OutboxHoldBackKeysParams,
+    OutboxMarkPublishedParams, OutboxRecordFailuresParams, OutboxRow,
 };
 use super::Database;
 use crate::error::{Error, Result};
@@ -49,8 +49,14 @@ impl Database {
     /// Lock up to `limit` due rows and return those that may be published
     /// now without overtaking an earlier row of the same key. `in_flight`
     /// are rows this relay already handed to the producer (and so are ahead
-    /// of anything it sends now).
-    pub async fn claim(&self, limit: usize, in_flight: &[i64]) -> Result<ClaimedBatch> {
+    /// of anything it sends now). With a `fence`, nothing is claimed unless
+    /// that lock session still holds the leadership.
+    pub async fn claim(
+        &self,
+        limit: usize,
+        in_flight: &[i64],
+        fence: Option<Fence>,
+    ) -> Result<ClaimedBatch> {
         let connection = self.connection().await?;
         let fail = |e: tokio_postgres::Error| Error::database("claiming rows", &e);
         let mut batch = ClaimedBatch {
@@ -62,6 +68,7 @@ impl Database {
         let params = OutboxClaimDueParams {
             limit: i64::try_from(limit).unwrap_or(i64::MAX),
             in_flight,
+            fence,
         };
         // Both go out in one round trip: tokio-postgres pipelines requests
         // issued together, in order (BEGIN first, so even a first Parse of

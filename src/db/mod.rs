@@ -22,7 +22,7 @@ pub use adopt::AdoptReport;
 pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
 pub use migrate::{migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType};
-pub use queries::{FailureRecord, OutboxRow, TopicBacklog};
+pub use queries::{FailureRecord, Fence, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
 use crate::error::{Error, Result};

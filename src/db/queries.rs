@@ -132,6 +132,7 @@ async fn dry_run_statements(client: &Client, sql: &Sql, quoted_table: &str) -> R
     let claim = OutboxClaimDueParams {
         limit: 0,
         in_flight: &[],
+        fence: None,
     };
     outbox_claim_due(client, sql, claim)
         .await
@@ -297,6 +298,16 @@ pub struct OutboxClaimDueParams<'a> {
     pub limit: i64,
     /// Ids this relay has handed to the producer and not yet recorded.
     pub in_flight: &'a [i64],
+    /// The leader's lock session (pid, lock key); `None` without election.
+    pub fence: Option<Fence>,
+}
+
+/// What a leader's claim proves it still leads by: the pid of its lock
+/// session and the advisory lock's key (see `outbox_claim_due.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub pid: i32,
+    pub lock_key: i64,
 }
 
 /// Lock due rows and return those that may be published now (see the file).
@@ -306,9 +317,15 @@ pub async fn outbox_claim_due(
     sql: &Sql,
     params: OutboxClaimDueParams<'_>,
 ) -> PgResult<Vec<OutboxRow>> {
-    let bound: Params<2> = [
+    let (pid, lock_key) = match params.fence {
+        Some(fence) => (Some(fence.pid), Some(fence.lock_key)),
+        None => (None, None),
+    };
+    let bound: Params<4> = [
         (&params.limit, Type::INT8),
         (&params.in_flight, Type::INT8_ARRAY),
+        (&pid, Type::INT4),
+        (&lock_key, Type::INT8),
     ];
     let rows = query(client, sql, &sql.outbox_claim_due, &bound).await?;
     rows.iter().map(OutboxRow::decode).collect()

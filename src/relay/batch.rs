@@ -71,7 +71,11 @@ impl Relay {
         let open = self.telemetry.claim_opened(started);
         let mut batch = self
             .database
-            .claim(self.config.batch_size as usize, ours)
+            .claim(
+                self.config.batch_size as usize,
+                ours,
+                self.leadership.fence(),
+            )
             .await?;
         let claim_time = started.elapsed();
         let rows = std::mem::take(&mut batch.rows);
