@@ -95,6 +95,25 @@ async fn a_row_locked_by_another_transaction_holds_its_key_back() {
 }
 
 #[tokio::test]
+async fn a_passed_over_row_holds_back_only_the_later_rows_of_its_own_key() {
+    let (env, database) = setup().await;
+    let keys = [Some("a"), Some("b"), Some("a"), Some("a"), Some("b"), None];
+    let ids = insert(&env, &keys).await;
+    let other = common::connect(&env.database_url).await;
+    other.batch_execute("BEGIN").await.unwrap();
+    let lock = format!("SELECT 1 FROM {} WHERE id = $1 FOR UPDATE", env.table);
+    other.execute(&lock, &[&ids[2]]).await.unwrap();
+    // a's first row is before the locked one; its last is after it.
+    assert_eq!(
+        claimable(&database, 10, &[]).await,
+        vec![ids[0], ids[1], ids[4], ids[5]]
+    );
+    // With a limit that stops before the locked row, nothing is held.
+    assert_eq!(claimable(&database, 2, &[]).await, vec![ids[0], ids[1]]);
+    other.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test]
 async fn a_row_waiting_for_its_retry_holds_its_key_back() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[Some("a"), Some("a"), None]).await;

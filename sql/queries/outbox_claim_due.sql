@@ -45,17 +45,27 @@ ours AS MATERIALIZED (
     SELECT id FROM candidate
     UNION ALL
     SELECT unnest($2::bigint[])
+),
+-- Every pending row that sorts before the last candidate and is not ours was
+-- passed over by the candidate scan (locked elsewhere, or not due): per key,
+-- the first of them. One range scan of the pending index the candidate scan
+-- just walked, instead of one index probe per candidate row.
+blocker AS MATERIALIZED (
+    SELECT earlier.{{key}} AS key_stored, min(earlier.{{sequence}}) AS first_id
+    FROM {{table}} earlier
+    WHERE earlier.status = 'pending'
+      AND earlier.{{sequence}} < (SELECT max(id) FROM candidate)
+      AND earlier.{{key}} IS NOT NULL
+      AND earlier.{{sequence}} NOT IN (SELECT id FROM ours)
+    GROUP BY earlier.{{key}}
 )
 SELECT c.id, c.event_id, c.topic, c.message_key, c.payload, c.headers,
        c.event_type, c.attempts, c.created_at
 FROM candidate c
-WHERE c.key_stored IS NULL
-   OR NOT EXISTS (
-        SELECT 1
-        FROM {{table}} earlier
-        WHERE earlier.{{key}} = c.key_stored
-          AND earlier.status = 'pending'
-          AND earlier.{{sequence}} < c.id
-          AND earlier.{{sequence}} NOT IN (SELECT id FROM ours)
-   )
+WHERE NOT EXISTS (
+    SELECT 1
+    FROM blocker b
+    WHERE b.key_stored = c.key_stored
+      AND b.first_id < c.id
+)
 ORDER BY c.id
