@@ -112,7 +112,23 @@ async fn run() -> serde_json::Value {
             return json!({ "rows": rows, "pooler": pooler_stage(rows, batch, repeat).await })
         }
         Ok("replicas") => {
-            return json!({ "rows": rows, "replicas": replicas_stage(rows, batch).await })
+            return json!({ "rows": rows, "replicas": replicas_stage(rows, batch, repeat).await })
+        }
+        Ok("drain") => {
+            let (ceiling, plain, one) = throughput_rounds(rows, batch, repeat).await;
+            return json!({
+                "rows": rows,
+                "plain_ceiling_rows_per_sec": round(plain),
+                "db_ceiling_rows_per_sec": round(ceiling),
+                "drain_rows_per_sec": round(one.rows_per_sec),
+                "drain_vs_plain_ceiling": ratio(one.rows_per_sec, plain),
+                "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
+                "drain_broker_cpu_seconds": one.broker_cpu_seconds,
+                "drain_relay_cpu_seconds": one.cpu_seconds,
+            });
+        }
+        Ok("wal-level") => {
+            return json!({ "rows": rows, "wal_level": wal_level_stage(rows, batch, repeat).await })
         }
         Ok("layouts") => {
             return json!({ "rows": rows, "layouts": layouts_stage(rows, batch, repeat).await })
@@ -127,35 +143,21 @@ async fn run() -> serde_json::Value {
         return json!({ "sustained": sustained_stages(&rates, seconds, batch).await });
     }
     eprintln!("bench: {rows} rows, batch {batch}, {KEYS} keys, throughput stages {repeat} times (medians)");
-    // Interleaved, so slow phases of a noisy machine hit both alike.
-    let (mut ceilings, mut drains) = (Vec::new(), Vec::new());
-    for round in 1..=repeat {
-        let ceiling = db_ceiling(rows, batch).await;
-        let one = drain(rows, batch, 1).await;
-        eprintln!(
-            "bench: round {round}: db ceiling {ceiling:.0} rows/s, drain {:.0} rows/s",
-            one.rows_per_sec
-        );
-        ceilings.push(ceiling);
-        drains.push(one);
-    }
-    let ceiling = median(ceilings.clone());
-    drains.sort_by(|a, b| a.rows_per_sec.total_cmp(&b.rows_per_sec));
-    let one = drains.swap_remove(drains.len() / 2);
-    let three = drain(rows, batch, 3).await;
-    eprintln!("bench: drain, 3 relays: {:.0} rows/s", three.rows_per_sec);
+    let (ceiling, plain_ceiling, one) = throughput_rounds(rows, batch, repeat).await;
+    let replicas = replicas_stage(rows, batch, repeat).await;
     let sustained = sustained_stages(&rates, seconds, batch).await;
     let tls = tls_stage(rows, batch, repeat).await;
     let pooler = pooler_stage(rows, batch, repeat).await;
     let on_publish_delete = delete_stage(rows, batch, repeat).await;
     let layouts = layouts_stage(rows, batch, repeat).await;
+    let wal_level = wal_level_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
-        "\nsummary: ceiling {ceiling:.0}/s | drain {:.0}/s ({:.2} of ceiling) | 3 relays {:.0}/s | relay peak RSS {:.1} MiB, {:.2} CPU s per 100k rows",
+        "\nsummary: plain ceiling {plain_ceiling:.0}/s | relay-SQL ceiling {ceiling:.0}/s | drain {:.0}/s ({:.2} of plain) | 3 replicas {}/s | relay peak RSS {:.1} MiB, {:.2} CPU s per 100k rows",
         one.rows_per_sec,
-        one.rows_per_sec / ceiling,
-        three.rows_per_sec,
+        one.rows_per_sec / plain_ceiling,
+        replicas["drain_3_relays_rows_per_sec"],
         one.peak_rss_mib,
         cpu_per_100k
     );
@@ -165,68 +167,247 @@ async fn run() -> serde_json::Value {
         "keys": KEYS,
         "partitions": PARTITIONS,
         "throughput_rounds": repeat,
+        "plain_ceiling_rows_per_sec": round(plain_ceiling),
         "db_ceiling_rows_per_sec": round(ceiling),
         "drain_rows_per_sec": round(one.rows_per_sec),
-        "drain_vs_ceiling": (one.rows_per_sec / ceiling * 100.0).round() / 100.0,
-        "drain_rows_per_sec_3_relays": round(three.rows_per_sec),
+        "drain_vs_plain_ceiling": ratio(one.rows_per_sec, plain_ceiling),
+        "drain_vs_ceiling": ratio(one.rows_per_sec, ceiling),
+        "replicas": replicas,
         "sustained": sustained,
         "tls": tls,
         "pooler": pooler,
         "on_publish_delete": on_publish_delete,
         "layouts": layouts,
+        "wal_level": wal_level,
+        "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
+        "drain_broker_cpu_seconds_per_100k_rows": one
+            .broker_cpu_seconds
+            .map(|cpu| ratio(cpu / rows as f64 * 100_000.0, 1.0)),
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
     })
 }
 
-/// The one-relay drain against two and three replicas (with the default
-/// leader election), in one run.
-async fn replicas_stage(rows: i64, batch: usize) -> serde_json::Value {
-    let mut rates = Vec::new();
-    for relays in 1..=3 {
-        let rate = drain(rows, batch, relays).await.rows_per_sec;
-        eprintln!("bench: drain with {relays} replicas: {rate:.0} rows/s");
-        rates.push(round(rate));
+/// The relay-SQL ceiling, the plain ceiling and the one-relay drain, in
+/// interleaved rounds so slow phases of a noisy machine hit all alike;
+/// medians (the drain's median round whole).
+async fn throughput_rounds(rows: i64, batch: usize, repeat: u64) -> (f64, f64, Drain) {
+    let (mut ceilings, mut plain_ceilings, mut drains) = (Vec::new(), Vec::new(), Vec::new());
+    let url = common::database_url();
+    for round in 1..=repeat {
+        let ceiling = db_ceiling(rows, batch).await;
+        let plain = plain_ceiling_on(&url, rows, batch, false).await;
+        let one = drain(rows, batch, 1).await;
+        eprintln!(
+            "bench: round {round}: relay-SQL ceiling {ceiling:.0} rows/s, plain ceiling {plain:.0} rows/s, drain {:.0} rows/s (machine CPU {:.0} % busy, broker {:.2} CPU s)",
+            one.rows_per_sec,
+            one.machine_busy * 100.0,
+            one.broker_cpu_seconds.unwrap_or(f64::NAN)
+        );
+        ceilings.push(ceiling);
+        plain_ceilings.push(plain);
+        drains.push(one);
     }
+    let ceiling = median(ceilings);
+    let plain_ceiling = median(plain_ceilings);
+    drains.sort_by(|a, b| a.rows_per_sec.total_cmp(&b.rows_per_sec));
+    let one = drains.swap_remove(drains.len() / 2);
+    (ceiling, plain_ceiling, one)
+}
+
+/// `a / b`, to two places.
+fn ratio(a: f64, b: f64) -> f64 {
+    (a / b * 100.0).round() / 100.0
+}
+
+/// The drain with one, two and three replicas (the default leader
+/// election), interleaved rounds, medians; then failover: SIGKILL the leader
+/// under about 1,000 rows/s, `repeat` times.
+async fn replicas_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for round in 1..=repeat {
+        for (relays, rates) in (1..=3).zip(rates.iter_mut()) {
+            let rate = drain(rows, batch, relays).await.rows_per_sec;
+            eprintln!("bench: round {round}: drain with {relays} replica(s): {rate:.0} rows/s");
+            rates.push(rate);
+        }
+    }
+    let [one, two, three] = rates.map(median);
+    let failovers = failovers(batch, repeat).await;
+    let max = failovers.iter().copied().fold(0.0, f64::max);
     json!({
-        "drain_1_relay_rows_per_sec": rates[0],
-        "drain_2_relays_rows_per_sec": rates[1],
-        "drain_3_relays_rows_per_sec": rates[2],
-        "three_vs_one": (rates[2] / rates[0] * 100.0).round() / 100.0,
+        "drain_1_relay_rows_per_sec": round(one),
+        "drain_2_relays_rows_per_sec": round(two),
+        "drain_3_relays_rows_per_sec": round(three),
+        "three_vs_one": ratio(three, one),
+        "failover_ms": failovers.iter().map(|f| round(f * 1000.0)).collect::<Vec<_>>(),
+        "failover_median_ms": round(median(failovers) * 1000.0),
+        "failover_max_ms": round(max * 1000.0),
     })
 }
 
-/// `--on-publish delete` against `mark`: the claim + record ceiling and the
-/// one-relay drain in both modes, interleaved rounds, medians.
+/// Two replicas under about 1,000 rows/s; `times` times, SIGKILL the leader
+/// and measure, on the database's clock, from the kill to the first row a
+/// standby marks published; a new standby replaces the killed one. Then
+/// everything committed must have arrived, in order per key.
+async fn failovers(batch: usize, times: u64) -> Vec<f64> {
+    let env = fresh_env().await;
+    let topic = common::unique_name("failover");
+    common::kafka::create_topic(&env.brokers, &topic, PARTITIONS).await;
+    let load = load::Load::start(&env.database_url, &env.table, &topic, 10, KEYS).await;
+    let args = relay_args(batch, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let mut relay = env.start_relay(&args);
+        relay.wait_ready().await;
+        relays.push(relay);
+    }
+    let first_published_after = format!(
+        "SELECT extract(epoch FROM min(published_at))::float8 FROM {} WHERE published_at > to_timestamp($1)",
+        env.table
+    );
+    let mut failovers = Vec::new();
+    for round in 1..=times {
+        let leader = common::wait_for("one leader", Duration::from_secs(30), || async {
+            for (i, relay) in relays.iter().enumerate() {
+                if relay.metric("outbox_relay_role").await == Some(1.0) {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        let killed_at = db_epoch(&env, "clock_timestamp()").await;
+        relays.remove(leader).signal("KILL");
+        let resumed = common::wait_for_every(
+            "a standby to publish",
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            || async {
+                let row = env
+                    .client
+                    .query_one(&first_published_after, &[&killed_at])
+                    .await
+                    .expect("first row after the kill");
+                row.get::<_, Option<f64>>(0)
+            },
+        )
+        .await;
+        let failover = resumed - killed_at;
+        eprintln!(
+            "bench: failover {round}: rows flow again {:.0} ms after the SIGKILL",
+            failover * 1000.0
+        );
+        failovers.push(failover);
+        let mut replacement = env.start_relay(&args);
+        replacement.wait_ready().await;
+        relays.push(replacement);
+    }
+    load.stop().await;
+    let any_pending = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
+        env.table
+    );
+    common::wait_for("the backlog to drain", Duration::from_secs(60), || async {
+        let row = env
+            .client
+            .query_one(&any_pending, &[])
+            .await
+            .expect("probe");
+        (!row.get::<_, bool>(0)).then_some(())
+    })
+    .await;
+    let committed = load::committed_rows(&env.client, &env.table).await;
+    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        common::kafka::consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
+    load::verify(&received, &committed, &committed);
+    drop(relays);
+    clean_up(env, Some(&topic)).await;
+    failovers
+}
+
+/// `--on-publish delete` against `mark`: the relay-SQL and plain ceilings
+/// and the one-relay drain in both modes, interleaved rounds, medians.
 async fn delete_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
     let deleting = Cluster {
         relay_args: vec!["--on-publish".into(), "delete".into()],
         ..Cluster::shared()
     };
-    let (mut ceilings, mut drains) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let url = common::database_url();
+    // [relay mark, relay delete, plain mark, plain delete, drain mark, drain delete]
+    let mut samples: [Vec<f64>; 6] = Default::default();
     for round in 1..=repeat {
-        let (mark_ceiling, delete_ceiling) = (
-            db_ceiling_with(rows, batch, false).await,
-            db_ceiling_with(rows, batch, true).await,
-        );
-        let mark = drain(rows, batch, 1).await.rows_per_sec;
-        let delete = drain_on(&deleting, rows, batch, 1).await.rows_per_sec;
+        let measured = [
+            db_ceiling_on(&url, rows, batch, false).await,
+            db_ceiling_on(&url, rows, batch, true).await,
+            plain_ceiling_on(&url, rows, batch, false).await,
+            plain_ceiling_on(&url, rows, batch, true).await,
+            drain(rows, batch, 1).await.rows_per_sec,
+            drain_on(&deleting, rows, batch, 1).await.rows_per_sec,
+        ];
+        let [rm, rd, pm, pd, dm, dd] = measured;
         eprintln!(
-            "bench: round {round}: ceiling mark {mark_ceiling:.0} / delete {delete_ceiling:.0} rows/s; drain mark {mark:.0} / delete {delete:.0} rows/s"
+            "bench: round {round}: relay-SQL ceiling mark {rm:.0} / delete {rd:.0}; plain ceiling mark {pm:.0} / delete {pd:.0}; drain mark {dm:.0} / delete {dd:.0} rows/s"
         );
-        ceilings.0.push(mark_ceiling);
-        ceilings.1.push(delete_ceiling);
-        drains.0.push(mark);
-        drains.1.push(delete);
+        for (sample, value) in samples.iter_mut().zip(measured) {
+            sample.push(value);
+        }
     }
-    let (mark, delete) = (median(drains.0), median(drains.1));
+    let [rm, rd, pm, pd, dm, dd] = samples.map(median);
     json!({
-        "db_ceiling_mark_rows_per_sec": round(median(ceilings.0)),
-        "db_ceiling_delete_rows_per_sec": round(median(ceilings.1)),
-        "drain_mark_rows_per_sec": round(mark),
-        "drain_delete_rows_per_sec": round(delete),
-        "delete_vs_mark": (delete / mark * 100.0).round() / 100.0,
+        "db_ceiling_mark_rows_per_sec": round(rm),
+        "db_ceiling_delete_rows_per_sec": round(rd),
+        "plain_ceiling_mark_rows_per_sec": round(pm),
+        "plain_ceiling_delete_rows_per_sec": round(pd),
+        "drain_mark_rows_per_sec": round(dm),
+        "drain_delete_rows_per_sec": round(dd),
+        "delete_vs_mark": ratio(dd, dm),
+        "plain_ceiling_delete_vs_mark": ratio(pd, pm),
     })
+}
+
+/// The plain ceiling and the one-relay drain on two private servers that
+/// differ only in `wal_level` (`replica`, the default, and `logical`, as on
+/// databases that also feed CDC); interleaved rounds, medians.
+async fn wal_level_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let mut report = serde_json::Map::new();
+    let servers: Vec<(&str, PrivatePostgres)> = ["replica", "logical"]
+        .into_iter()
+        .map(|level| {
+            let settings = format!("wal_level = {level}\nmax_wal_senders = 4");
+            let pg = PrivatePostgres::start_configured(50, None, &settings);
+            pg.psql("GRANT pg_checkpoint TO relay");
+            (level, pg)
+        })
+        .collect();
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); servers.len()];
+    for round in 1..=repeat {
+        for ((level, pg), (plains, drains)) in servers.iter().zip(samples.iter_mut()) {
+            let cluster = Cluster {
+                database_url: pg.relay_url(),
+                ..Cluster::shared()
+            };
+            let plain = plain_ceiling_on(&cluster.database_url, rows, batch, false).await;
+            let drained = drain_on(&cluster, rows, batch, 1).await.rows_per_sec;
+            eprintln!("bench: round {round}: wal_level={level}: plain ceiling {plain:.0} rows/s, drain {drained:.0} rows/s");
+            plains.push(plain);
+            drains.push(drained);
+        }
+    }
+    for ((level, _), (plains, drains)) in servers.iter().zip(samples) {
+        let (plain, drained) = (median(plains), median(drains));
+        report.insert(
+            format!("wal_level_{level}"),
+            json!({
+                "plain_ceiling_rows_per_sec": round(plain),
+                "drain_rows_per_sec": round(drained),
+                "drain_vs_plain_ceiling": ratio(drained, plain),
+            }),
+        );
+    }
+    serde_json::Value::Object(report)
 }
 
 /// TLS on both sides against plain, on the same private PostgreSQL (which
@@ -425,7 +606,11 @@ async fn db_ceiling(rows: i64, batch: usize) -> f64 {
 
 /// The ceiling with published rows marked, or (`delete`) deleted.
 async fn db_ceiling_with(rows: i64, batch: usize, delete: bool) -> f64 {
-    let env = fresh_env().await;
+    db_ceiling_on(&common::database_url(), rows, batch, delete).await
+}
+
+async fn db_ceiling_on(database_url: &str, rows: i64, batch: usize, delete: bool) -> f64 {
+    let env = fresh_env_on(database_url).await;
     fill(&env, "ceiling", rows).await;
     let table = env.table.parse().expect("table name");
     let database = Database::new(&env.database_url, &table, 2)
@@ -448,10 +633,91 @@ async fn db_ceiling_with(rows: i64, batch: usize, delete: bool) -> f64 {
     rate
 }
 
+/// The database's own limit for this table, without the relay's design: claim
+/// the same columns with `ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED` (no
+/// per-key rule), then mark (or delete) by id and commit, back to back, with
+/// the relay's `synchronous_commit = off`. Measurement SQL, not the product's.
+async fn plain_ceiling_on(database_url: &str, rows: i64, batch: usize, delete: bool) -> f64 {
+    let env = fresh_env_on(database_url).await;
+    fill(&env, "ceiling", rows).await;
+    let claim = format!(
+        "SELECT id, event_id, topic, message_key, payload, headers, attempts, created_at
+         FROM {} WHERE status = 'pending' AND next_attempt_at <= now()
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        env.table
+    );
+    let record = if delete {
+        format!("DELETE FROM {} WHERE id = ANY($1)", env.table)
+    } else {
+        format!(
+            "UPDATE {} SET status = 'published', published_at = statement_timestamp()
+             WHERE id = ANY($1)",
+            env.table
+        )
+    };
+    let client = common::connect(&env.database_url).await;
+    let (claim, record) = (
+        client.prepare(&claim).await.expect("prepare claim"),
+        client.prepare(&record).await.expect("prepare record"),
+    );
+    let limit = batch as i64;
+    let started = Instant::now();
+    let mut recorded = 0;
+    loop {
+        client
+            .batch_execute("BEGIN; SET LOCAL synchronous_commit = off")
+            .await
+            .expect("begin");
+        let claimed = client.query(&claim, &[&limit]).await.expect("claim");
+        let ids: Vec<i64> = claimed.iter().map(|row| row.get(0)).collect();
+        if ids.is_empty() {
+            client.batch_execute("ROLLBACK").await.expect("rollback");
+            break;
+        }
+        recorded += client.execute(&record, &[&ids]).await.expect("record");
+        client.batch_execute("COMMIT").await.expect("commit");
+    }
+    assert_eq!(recorded as i64, rows);
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    drop(client);
+    clean_up(env, None).await;
+    rate
+}
+
 struct Drain {
     rows_per_sec: f64,
     peak_rss_mib: f64,
     cpu_seconds: f64,
+    /// Where the time goes: the share of the machine's CPU time in use during
+    /// the drain, and the shared broker's CPU seconds (when it is ours to see).
+    machine_busy: f64,
+    broker_cpu_seconds: Option<f64>,
+}
+
+/// (busy, total) jiffies of all CPUs so far, from `/proc/stat`.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The shared broker's pid, when `tests/services.sh` started it.
+fn shared_broker_pid() -> Option<u32> {
+    let dir = std::env::var("OUTBOX_TEST_SERVICES_DIR").ok()?;
+    std::fs::read_to_string(format!("{dir}/tansu.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where a drain runs: the database and brokers, and how the relay reaches
@@ -528,15 +794,20 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         Shape::Relay | Shape::Bytea => common::unique_name("topic"),
     };
     common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
-    // With `--on-publish delete` the read-back checks copies a trigger keeps.
-    let deletes = cluster.relay_args.iter().any(|a| a == "delete");
-    let copies = if deletes {
-        Some(env.keep_copies().await)
-    } else {
-        None
-    };
     fill(&env, &topic, rows).await;
     reshape(&mut env, cluster.shape, &topic).await;
+    // Read before the relays start, outside the measurement: with
+    // `--on-publish delete` the rows will be gone.
+    let committed = match cluster.shape {
+        Shape::Debezium => debezium_rows(&env).await,
+        Shape::Relay | Shape::Bytea => load::committed_rows(&env.client, &env.table).await,
+    };
+    assert_eq!(committed.len() as i64, rows);
+    let broker_pid = (cluster.brokers == common::brokers())
+        .then(shared_broker_pid)
+        .flatten();
+    let broker_cpu_before = broker_pid.map(cpu_seconds);
+    let jiffies_before = machine_jiffies();
     let start: f64 = db_epoch(&env, "clock_timestamp()").await;
     let extra = cluster.relay_extra_args();
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
@@ -550,10 +821,14 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
         env.table
     );
+    // Deleted rows leave no published_at: then the end is the probe's own
+    // time, so probe often.
+    let deletes = cluster.relay_args.iter().any(|a| a == "delete");
+    let probe_every = Duration::from_millis(if deletes { 20 } else { 250 });
     common::wait_for_every(
         "the drain to finish",
         Duration::from_secs(600),
-        Duration::from_millis(250),
+        probe_every,
         || {
             for process in &processes {
                 peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
@@ -566,8 +841,11 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         },
     )
     .await;
-    // Deleted rows leave no published_at: then the probe's own time (up to
-    // 250 ms late, which counts against `delete`).
+    let jiffies_after = machine_jiffies();
+    let broker_cpu_seconds = broker_pid
+        .map(cpu_seconds)
+        .zip(broker_cpu_before)
+        .map(|(after, before)| after - before);
     let end = db_epoch(
         &env,
         &format!(
@@ -578,13 +856,6 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     .await;
     // Read the topic back: "in Kafka" means a consumer sees every row.
     // (Tansu's reported high watermarks can lag what it serves.)
-    let committed = match cluster.shape {
-        Shape::Debezium => debezium_rows(&env).await,
-        Shape::Relay | Shape::Bytea => {
-            load::committed_rows(&env.client, copies.as_deref().unwrap_or(&env.table)).await
-        }
-    };
-    assert_eq!(committed.len() as i64, rows);
     let event_ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
     let received = common::kafka::consume_event_ids_with(
         &env.brokers,
@@ -607,6 +878,9 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
         rows_per_sec: rows as f64 / (end - start),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         cpu_seconds,
+        machine_busy: (jiffies_after.0 - jiffies_before.0) as f64
+            / (jiffies_after.1 - jiffies_before.1).max(1) as f64,
+        broker_cpu_seconds,
     }
 }
 

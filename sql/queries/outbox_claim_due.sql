@@ -68,4 +68,5 @@ WHERE NOT EXISTS (
     WHERE b.key_stored = c.key_stored
       AND b.first_id < c.id
 )
-ORDER BY c.id
+-- No ORDER BY: the caller sorts by id (cheaper there than a sort of wide
+-- rows here).

@@ -80,6 +80,8 @@ impl Database {
         );
         begun.map_err(fail)?;
         batch.rows = rows.map_err(fail)?;
+        // The statement leaves the order to us: rows go out in id order.
+        batch.rows.sort_unstable_by_key(|row| row.id);
         Ok(batch)
     }
 }

@@ -73,6 +73,11 @@ impl PrivatePostgres {
     }
 
     pub fn start_with(max_connections: u32, tls: Option<Tls<'_>>) -> Self {
+        Self::start_configured(max_connections, tls, "")
+    }
+
+    /// With more `postgresql.conf` lines (e.g. `wal_level = logical`).
+    pub fn start_configured(max_connections: u32, tls: Option<Tls<'_>>, settings: &str) -> Self {
         let bin = std::env::var("OUTBOX_TEST_PG_BIN")
             .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
         let dir = std::env::temp_dir().join(super::unique_name("outbox-pg"));
@@ -102,6 +107,8 @@ impl PrivatePostgres {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
         text.push_str(&config);
+        text.push_str(settings);
+        text.push('\n');
         if let Some(tls) = &tls {
             text.push_str(&enable_tls(&data, tls));
         }
