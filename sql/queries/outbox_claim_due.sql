@@ -28,6 +28,9 @@ WITH candidate AS MATERIALIZED (
     FROM {{table}}
     WHERE status = 'pending'
       AND next_attempt_at <= now()
+      -- Locked by our own batch in flight: skipped anyway, but filtering
+      -- them here spares the scan an attempt to lock each one.
+      AND {{sequence}} NOT IN (SELECT unnest($2::bigint[]))
       AND ($3::int4 IS NULL OR EXISTS (
             SELECT 1
             FROM pg_locks lock
