@@ -754,6 +754,8 @@ enum Shape {
     Bytea,
     /// Debezium's outbox table, adopted, run with `--layout debezium`.
     Debezium,
+    /// The relay's own table made by `migrate --partition-by day`.
+    Partitioned,
 }
 
 impl Cluster {
@@ -798,7 +800,7 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     }
     let topic = match cluster.shape {
         Shape::Debezium => format!("outbox.event.{}", common::unique_name("order")),
-        Shape::Relay | Shape::Bytea => common::unique_name("topic"),
+        Shape::Relay | Shape::Bytea | Shape::Partitioned => common::unique_name("topic"),
     };
     common::kafka::create_topic_with(&env.brokers, &topic, PARTITIONS, &cluster.settings()).await;
     fill(&env, &topic, rows).await;
@@ -807,7 +809,9 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     // `--on-publish delete` the rows will be gone.
     let committed = match cluster.shape {
         Shape::Debezium => debezium_rows(&env).await,
-        Shape::Relay | Shape::Bytea => load::committed_rows(&env.client, &env.table).await,
+        Shape::Relay | Shape::Bytea | Shape::Partitioned => {
+            load::committed_rows(&env.client, &env.table).await
+        }
     };
     assert_eq!(committed.len() as i64, rows);
     let broker_pid = (cluster.brokers == common::brokers())
@@ -917,8 +921,9 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
 }
 
 /// Turn the filled relay table into `shape`, outside the measurement: the
-/// same rows, with a bytea payload, or moved into Debezium's outbox table
-/// (topic `outbox.event.<aggregatetype>`) and adopted.
+/// same rows, with a bytea payload, moved into Debezium's outbox table
+/// (topic `outbox.event.<aggregatetype>`) and adopted, or moved into a table
+/// partitioned by day.
 async fn reshape(env: &mut TestEnv, shape: Shape, topic: &str) {
     let sql = match shape {
         Shape::Relay => return,
@@ -957,6 +962,21 @@ async fn reshape(env: &mut TestEnv, shape: Shape, topic: &str) {
             common::assert_success(&adopt, "migrate --adopt --layout debezium");
             format!("VACUUM ANALYZE {}", env.table)
         }
+        Shape::Partitioned => {
+            let plain = std::mem::replace(&mut env.table, format!("{}_by_day", env.table));
+            let migrate = env
+                .command(&["migrate", "--partition-by", "day"])
+                .output()
+                .expect("migrate");
+            common::assert_success(&migrate, "migrate --partition-by day");
+            let copy = format!(
+                "INSERT INTO {} (topic, message_key, payload, headers)
+                 SELECT topic, message_key, payload, headers FROM {plain} ORDER BY id",
+                env.table
+            );
+            env.client.batch_execute(&copy).await.expect("copy rows");
+            format!("VACUUM ANALYZE {}", env.table)
+        }
     };
     env.client.batch_execute(&sql).await.expect("reshape");
 }
@@ -984,25 +1004,30 @@ async fn layouts_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Valu
         relay_args: vec!["--layout".into(), "debezium".into()],
         ..Cluster::shared()
     };
-    let (mut plain, mut bytes, mut dbz) = (Vec::new(), Vec::new(), Vec::new());
+    let partitioned = Cluster {
+        shape: Shape::Partitioned,
+        ..Cluster::shared()
+    };
+    let shapes = [&relay, &bytea, &debezium, &partitioned];
+    let mut samples: [Vec<f64>; 4] = Default::default();
     for round in 1..=repeat {
-        let p = drain_on(&relay, rows, batch, 1).await.rows_per_sec;
-        let b = drain_on(&bytea, rows, batch, 1).await.rows_per_sec;
-        let d = drain_on(&debezium, rows, batch, 1).await.rows_per_sec;
+        for (cluster, sample) in shapes.iter().zip(samples.iter_mut()) {
+            sample.push(drain_on(cluster, rows, batch, 1).await.rows_per_sec);
+        }
+        let [p, b, d, t] = [0, 1, 2, 3].map(|i| samples[i][samples[i].len() - 1]);
         eprintln!(
-            "bench: round {round}: drain jsonb {p:.0}, bytea {b:.0}, debezium layout {d:.0} rows/s"
+            "bench: round {round}: drain jsonb {p:.0}, bytea {b:.0}, debezium layout {d:.0}, partitioned by day {t:.0} rows/s"
         );
-        plain.push(p);
-        bytes.push(b);
-        dbz.push(d);
     }
-    let (p, b, d) = (median(plain), median(bytes), median(dbz));
+    let [p, b, d, t] = samples.map(median);
     json!({
         "drain_default_rows_per_sec": round(p),
         "drain_bytea_rows_per_sec": round(b),
         "drain_debezium_rows_per_sec": round(d),
-        "bytea_vs_default": (b / p * 100.0).round() / 100.0,
-        "debezium_vs_default": (d / p * 100.0).round() / 100.0,
+        "drain_partitioned_rows_per_sec": round(t),
+        "bytea_vs_default": ratio(b, p),
+        "debezium_vs_default": ratio(d, p),
+        "partitioned_vs_default": ratio(t, p),
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_duration, DatabaseArgs, RelayConfig};
-use crate::db::{KeyType, PayloadType};
+use crate::db::{KeyType, PartitionUnit, PayloadType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -152,6 +152,12 @@ pub struct MigrateArgs {
     /// The key column's type in a new table: text or bytea.
     #[arg(long, value_enum, default_value_t = KeyType::Text, conflicts_with = "adopt")]
     pub key_type: KeyType,
+
+    /// Make a new table range-partitioned on created_at (UTC) by day or hour, with a default
+    /// partition and partitions 3 ahead; `run` keeps creating them and `--retention` drops
+    /// whole partitions.
+    #[arg(long, value_enum, value_name = "UNIT", conflicts_with = "adopt")]
+    pub partition_by: Option<PartitionUnit>,
 }
 
 #[derive(Debug, Args)]

@@ -348,6 +348,9 @@ pub struct ColumnSql {
     /// Declared types for the DDL of the relay's own table (`migrate`).
     pub payload_type: &'static str,
     pub key_type: &'static str,
+    /// The DDL makes a table range-partitioned on `created_at` (`migrate
+    /// --partition-by`).
+    pub partitioned: bool,
 }
 
 impl Default for ColumnSql {
@@ -439,6 +442,7 @@ fn resolve_types(
             headers,
             payload_type: declared(type_of(payload_column)),
             key_type: declared(layout.column(Role::Key).map_or("text", type_of)),
+            partitioned: false,
         },
     })
 }

@@ -23,6 +23,7 @@
 //! the query-level tests and the benchmark can drive the database layer
 //! directly.
 
+pub(crate) mod claim_gate;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub role: IntGauge,
     pub claims_released: IntCounter,
+    pub default_partition_rows: IntGauge,
+    pub partitions_dropped: IntCounter,
+    pub partitions_kept: IntGauge,
     /// Set from `open_claims` at every scrape: a batch stuck waiting for acks
     /// reports nothing itself.
     oldest_open_claim: Gauge,
@@ -143,6 +146,18 @@ impl Metrics {
                 "outbox_claims_released_total",
                 "Batches rolled back unrecorded because their acks took longer than --claim-timeout-secs (their rows stay pending).",
             ),
+            default_partition_rows: int_gauge(
+                "outbox_default_partition_rows",
+                "Rows in the default partition of a partitioned outbox table (up to 10000): rows whose created_at had no range partition.",
+            ),
+            partitions_dropped: counter(
+                "outbox_partitions_dropped_total",
+                "Partitions dropped by retention (every row published and older than --retention).",
+            ),
+            partitions_kept: int_gauge(
+                "outbox_partitions_kept",
+                "Partitions past --retention kept because they hold pending or dead rows.",
+            ),
             oldest_open_claim: Gauge::new(
                 "outbox_oldest_open_claim_seconds",
                 "Age of this relay's oldest open claim transaction (0 when none is open).",
@@ -159,9 +174,12 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.role.clone()),
             Box::new(self.claims_released.clone()),
+            Box::new(self.default_partition_rows.clone()),
+            Box::new(self.partitions_dropped.clone()),
+            Box::new(self.partitions_kept.clone()),
             Box::new(self.oldest_open_claim.clone()),
             Box::new(self.in_flight.clone()),
             Box::new(self.pending.clone()),

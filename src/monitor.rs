@@ -1,24 +1,44 @@
 //! Background monitors for `run`: the backlog gauges, refreshed on a timer,
-//! and the readiness probes of PostgreSQL and Kafka.
+//! the readiness probes of PostgreSQL and Kafka, retention, and the upkeep
+//! of a partitioned table's partitions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::Database;
+use crate::claim_gate::ClaimGate;
+use crate::db::{Database, PartitionUnit};
 use crate::health::Health;
 use crate::kafka::Publisher;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
-/// Refresh pending / oldest age / dead (and table size) every `interval`.
+/// How often a standby looks whether it leads now (and should refresh).
+const STANDBY_CHECK: Duration = Duration::from_millis(250);
+
+/// Refresh pending / oldest age / dead (and table size) every `interval`,
+/// on the replica that claims only: the refresh scans the pending rows, and
+/// a standby should cost the database nothing. A standby reports zeros, so
+/// the `max` over replicas that dashboards and alerts take is always the
+/// leader's view and never a stale one from a former leader.
 pub async fn watch_backlog(
     database: Database,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    observers: (Arc<Metrics>, Arc<Health>),
     interval: Duration,
+    leadership: Leadership,
     mut shutdown: Shutdown,
 ) {
+    let (metrics, health) = observers;
     loop {
+        if !leadership.is_leader() {
+            metrics.observe_backlog(&crate::db::Backlog::default());
+            metrics.table_size.set(0);
+            tokio::select! {
+                () = shutdown.requested() => return,
+                () = tokio::time::sleep(STANDBY_CHECK) => {}
+            }
+            continue;
+        }
         match database.backlog().await {
             Ok(backlog) => {
                 metrics.observe_backlog(&backlog);
@@ -94,6 +114,100 @@ pub async fn enforce_retention(
         tokio::select! {
             () = shutdown.requested() => return,
             () = tokio::time::sleep(RETENTION_INTERVAL) => {}
+        }
+    }
+}
+
+/// Pause between two passes over a partitioned table's partitions.
+const PARTITION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the partition upkeep works with.
+pub struct PartitionUpkeep {
+    pub database: Database,
+    pub metrics: Arc<Metrics>,
+    pub unit: PartitionUnit,
+    /// Drop whole partitions older than this (`--retention`).
+    pub retention: Option<Duration>,
+    /// Drops run between this relay's claims.
+    pub gate: ClaimGate,
+    /// Only the replica that claims drops (its claims are the ones it can
+    /// hold back); every replica creates partitions ahead.
+    pub leadership: Leadership,
+}
+
+/// Once a minute: create the partitions ahead, count the rows in the
+/// default partition, and with a retention drop the old partitions that are
+/// fully published.
+pub async fn maintain_partitions(upkeep: PartitionUpkeep, mut shutdown: Shutdown) {
+    tracing::info!(
+        unit = %upkeep.unit,
+        ahead = crate::db::PARTITIONS_AHEAD,
+        drop_after = ?upkeep.retention,
+        "the table is partitioned: keeping partitions ahead{}",
+        if upkeep.retention.is_some() { " and dropping fully published ones past the retention" } else { "" }
+    );
+    let mut kept_before: Vec<String> = Vec::new();
+    loop {
+        let pass = upkeep.pass(&mut kept_before);
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = pass => {}
+        }
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = tokio::time::sleep(PARTITION_INTERVAL) => {}
+        }
+    }
+}
+
+impl PartitionUpkeep {
+    async fn pass(&self, kept_before: &mut Vec<String>) {
+        let database = &self.database;
+        match database.create_partitions(self.unit).await {
+            Ok(created) if !created.is_empty() => {
+                tracing::info!(partitions = ?created, "created partitions ahead");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not create partitions ahead; rows without one go to the default partition")
+            }
+        }
+        match database.default_partition_rows().await {
+            Ok(rows) => {
+                if rows > 0 && self.metrics.default_partition_rows.get() == 0 {
+                    tracing::warn!(rows, "rows landed in the default partition: their created_at has no partition; see outbox_default_partition_rows");
+                }
+                self.metrics.default_partition_rows.set(rows);
+            }
+            Err(error) => tracing::warn!(%error, "could not count the default partition's rows"),
+        }
+        let Some(retention) = self.retention else {
+            return;
+        };
+        if !self.leadership.is_leader() {
+            return;
+        }
+        let closed = self.gate.close().await;
+        let retired = database.drop_retired_partitions(self.unit, retention).await;
+        drop(closed);
+        match retired {
+            Ok(retired) => {
+                self.metrics
+                    .partitions_dropped
+                    .inc_by(retired.dropped.len() as u64);
+                self.metrics.partitions_kept.set(retired.kept.len() as i64);
+                if !retired.dropped.is_empty() {
+                    tracing::info!(partitions = ?retired.dropped, "retention dropped partitions whose rows were all published");
+                }
+                let kept: Vec<String> = retired.kept.iter().map(|(name, _)| name.clone()).collect();
+                if kept != *kept_before && !kept.is_empty() {
+                    tracing::warn!(partitions = ?retired.kept, "partitions past the retention still hold pending or dead rows; kept until every row is published (requeue or delete the dead ones)");
+                }
+                *kept_before = kept;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "retention could not drop old partitions; will retry")
+            }
         }
     }
 }

@@ -178,6 +178,22 @@ fn render(template: &str, table: &TableName, columns: &ColumnSql) -> String {
         .replace("{{headers}}", &columns.headers)
         .replace("{{payload_type}}", columns.payload_type)
         .replace("{{key_type}}", columns.key_type)
+        .replace(
+            "{{primary_key}}",
+            if columns.partitioned {
+                "id, created_at"
+            } else {
+                "id"
+            },
+        )
+        .replace(
+            "{{partitioning}}",
+            if columns.partitioned {
+                " PARTITION BY RANGE (created_at)"
+            } else {
+                ""
+            },
+        )
         .replace("{{enqueue_function}}", &table.quoted_sibling("enqueue"))
         .replace("{{notify_function}}", &table.quoted_sibling("notify"))
         .replace("{{notify_channel}}", &table.notify_channel())

@@ -2,6 +2,9 @@
 -- Idempotent: every statement can run again on an up-to-date schema.
 -- {{table}} is the quoted, possibly schema-qualified table; {{name}} its bare name;
 -- {{enqueue_function}} the quoted name of the enqueue function beside it.
+-- With `migrate --partition-by`, the table is range-partitioned on created_at,
+-- so its primary key also holds created_at; indexes made here are made on
+-- every partition.
 
 CREATE TABLE IF NOT EXISTS {{table}} (
     -- Columns applications write.
@@ -19,11 +22,11 @@ CREATE TABLE IF NOT EXISTS {{table}} (
     last_attempt_at timestamptz NULL,
     last_error      text        NULL,
     published_at    timestamptz NULL,
-    CONSTRAINT "{{name}}_pkey" PRIMARY KEY (id),
+    CONSTRAINT "{{name}}_pkey" PRIMARY KEY ({{primary_key}}),
     CONSTRAINT "{{name}}_status_valid" CHECK (status IN ('pending', 'published', 'dead')),
     CONSTRAINT "{{name}}_attempts_not_negative" CHECK (attempts >= 0),
     CONSTRAINT "{{name}}_headers_is_object" CHECK (jsonb_typeof(headers) = 'object')
-);
+){{partitioning}};
 
 -- The claim walks this index in id order: Limit -> LockRows -> Index Scan.
 CREATE INDEX IF NOT EXISTS "{{name}}_pending_id_idx"

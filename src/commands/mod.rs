@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle};
 
+use crate::claim_gate::ClaimGate;
 use crate::cli::Command;
 use crate::config::{Election, KafkaOption, OnPublish, RelayConfig};
-use crate::db::Database;
+use crate::db::{Database, PartitionUnit};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::kafka::Publisher;
@@ -79,6 +80,7 @@ where
         publisher,
         kafka_settings,
         listener_socket,
+        partitions,
     } = check_everything(&config).await?;
     let bound = listener_socket
         .local_addr()
@@ -98,14 +100,16 @@ where
         metrics.role.set(1);
         Leadership::always()
     };
+    let gate = ClaimGate::default();
     let background = Background {
         database: &database,
         publisher: &publisher,
         metrics: &metrics,
         health: &health,
         shutdown: &shutdown,
+        partitions,
     }
-    .spawn(&config, &wakeup, &leadership);
+    .spawn(&config, &wakeup, (&leadership, &gate));
     log_start(&config, &database, &kafka_settings, &bound);
     let started = std::time::Instant::now();
     let shutdown_timeout = config.shutdown_timeout;
@@ -116,6 +120,7 @@ where
         (Arc::clone(&metrics), Arc::clone(&health)),
         wakeup,
         leadership,
+        gate,
     );
     let relay_task = tokio::spawn(relay.run(shutdown));
     let begin_stop = begin_stop(&trigger, &health, &metrics, shutdown_timeout);
@@ -158,6 +163,8 @@ struct Checked {
     publisher: Arc<Publisher>,
     kafka_settings: Vec<KafkaOption>,
     listener_socket: tokio::net::TcpListener,
+    /// The unit of the partitions the relay keeps, for a partitioned table.
+    partitions: Option<PartitionUnit>,
 }
 
 /// The start-up checks, in order: the flags; the database, the table, its
@@ -173,6 +180,7 @@ async fn check_everything(config: &RelayConfig) -> Result<Checked> {
     database.check_statements().await?;
     let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
     database.check_privileges(deletes).await?;
+    let partitions = database.partitioning().await?;
     let kafka_settings = config.kafka_settings()?;
     let publisher = Arc::new(Publisher::new(&config.kafka_brokers, &kafka_settings)?);
     publisher
@@ -184,6 +192,7 @@ async fn check_everything(config: &RelayConfig) -> Result<Checked> {
         publisher,
         kafka_settings,
         listener_socket,
+        partitions,
     })
 }
 
@@ -219,6 +228,7 @@ struct Background<'a> {
     metrics: &'a Arc<Metrics>,
     health: &'a Arc<Health>,
     shutdown: &'a Shutdown,
+    partitions: Option<PartitionUnit>,
 }
 
 impl Background<'_> {
@@ -226,14 +236,14 @@ impl Background<'_> {
         self,
         config: &RelayConfig,
         wakeup: &Arc<Notify>,
-        leadership: &Leadership,
+        (leadership, gate): (&Leadership, &ClaimGate),
     ) -> Vec<JoinHandle<()>> {
         let mut tasks = vec![
             tokio::spawn(monitor::watch_backlog(
                 self.database.clone(),
-                Arc::clone(self.metrics),
-                Arc::clone(self.health),
+                (Arc::clone(self.metrics), Arc::clone(self.health)),
                 config.stats_interval,
+                leadership.clone(),
                 self.shutdown.clone(),
             )),
             tokio::spawn(monitor::watch_kafka(
@@ -266,7 +276,20 @@ impl Background<'_> {
                 self.shutdown.clone(),
             )));
         }
-        if let Some(retention) = config.retention {
+        if let Some(unit) = self.partitions {
+            let upkeep = monitor::PartitionUpkeep {
+                database: self.database.clone(),
+                metrics: Arc::clone(self.metrics),
+                unit,
+                retention: config.retention,
+                gate: gate.clone(),
+                leadership: leadership.clone(),
+            };
+            tasks.push(tokio::spawn(monitor::maintain_partitions(
+                upkeep,
+                self.shutdown.clone(),
+            )));
+        } else if let Some(retention) = config.retention {
             tasks.push(tokio::spawn(monitor::enforce_retention(
                 self.database.clone(),
                 Arc::clone(self.metrics),

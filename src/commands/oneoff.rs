@@ -23,6 +23,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         notify_trigger: args.notify_trigger,
         payload_type: args.payload_type,
         key_type: args.key_type,
+        partition_by: args.partition_by,
     };
     if args.adopt {
         return adopt(&args).await;

@@ -6,6 +6,7 @@
 
 use deadpool_postgres::Object;
 
+use super::partitions::{partition_key, partition_sql, PartitionUnit, PARTITION_KEY};
 use super::queries::{self, MigrationLockParams};
 use super::Database;
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ pub struct MigrateOptions {
     pub payload_type: PayloadType,
     /// The key column's type in a new table.
     pub key_type: KeyType,
+    /// Make a new table range-partitioned on `created_at` by this unit.
+    pub partition_by: Option<PartitionUnit>,
 }
 
 /// `migrate --payload-type`.
@@ -60,6 +63,7 @@ impl MigrateOptions {
                 KeyType::Text => "text",
                 KeyType::Bytea => "bytea",
             },
+            partitioned: self.partition_by.is_some(),
             ..ColumnSql::default()
         };
         Sql::for_table(table, &columns, pooler_safe)
@@ -87,6 +91,12 @@ pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
             sql.notify_trigger.trim_end()
         ));
     }
+    if let Some(unit) = options.partition_by {
+        text.push_str(&format!(
+            "-- partitions (the relay keeps creating them ahead while it runs)\n{}\n",
+            partition_sql(table, unit)
+        ));
+    }
     text.push_str("COMMIT;\n");
     text
 }
@@ -106,6 +116,12 @@ impl Objects {
         let mut relations = vec![(format!("table {table}"), table.quoted())];
         for index in ["pending_id_idx", "pending_key_idx", "dead_id_idx"] {
             relations.push((format!("index {name}_{index}"), table.quoted_sibling(index)));
+        }
+        if options.partition_by.is_some() {
+            relations.push((
+                format!("partition {name}_default"),
+                table.quoted_sibling("default"),
+            ));
         }
         let mut functions = vec![(
             format!("function {name}_enqueue"),
@@ -147,6 +163,17 @@ fn names(pairs: &[(String, String)]) -> Vec<String> {
     pairs.iter().map(|(_, name)| name.clone()).collect()
 }
 
+/// Take `migrate`'s transaction-level advisory lock (inside a transaction).
+pub(super) async fn lock_migrations(connection: &Object, sql: &Sql) -> Result<()> {
+    let lock = MigrationLockParams {
+        key: MIGRATION_LOCK_KEY,
+    };
+    queries::migration_lock(connection, sql, lock)
+        .await
+        .map_err(|e| Error::database("taking the migration lock", &e))?;
+    Ok(())
+}
+
 impl Database {
     /// Apply every migration (and the optional trigger) in one transaction,
     /// and say which objects it created and which were already in place.
@@ -154,6 +181,9 @@ impl Database {
         let connection = self.connection().await?;
         let objects = Objects::of(self.table(), options);
         let before = self.existing(&connection, &objects).await?;
+        if options.partition_by.is_some() && before.contains(&self.table().quoted()) {
+            self.check_partitioned(&connection).await?;
+        }
         let applied = self.migrate_on(&connection, options).await;
         if applied.is_err() {
             // Its transaction may still be open: keep it out of the pool.
@@ -169,6 +199,19 @@ impl Database {
             }
         }
         Ok(report)
+    }
+
+    /// `--partition-by` on a table that exists: it must already be
+    /// partitioned that way (an existing table is never rebuilt).
+    async fn check_partitioned(&self, connection: &Object) -> Result<()> {
+        let key = partition_key(connection, self.table()).await?;
+        if key.as_deref() == Some(PARTITION_KEY) {
+            return Ok(());
+        }
+        Err(Error::InvalidConfig(format!(
+            "table {} already exists and is not partitioned by created_at; --partition-by only creates a new table: migrate a new table with --partition-by and move the rows, or leave --partition-by off",
+            self.table()
+        )))
     }
 
     async fn existing(&self, connection: &Object, objects: &Objects) -> Result<Vec<String>> {
@@ -192,12 +235,7 @@ impl Database {
         let fail = |e: tokio_postgres::Error| Error::database("migrating the schema", &e);
         let sql = &options.sql(self.table(), self.pooler_safe());
         connection.batch_execute("BEGIN").await.map_err(fail)?;
-        let lock = MigrationLockParams {
-            key: MIGRATION_LOCK_KEY,
-        };
-        queries::migration_lock(connection, sql, lock)
-            .await
-            .map_err(fail)?;
+        lock_migrations(connection, sql).await?;
         let mut applied = Vec::new();
         for (name, text) in &sql.migrations {
             connection.batch_execute(text).await.map_err(fail)?;
@@ -209,6 +247,10 @@ impl Database {
                 .await
                 .map_err(fail)?;
             applied.push("notify_trigger");
+        }
+        if let Some(unit) = options.partition_by {
+            self.create_partitions_in(connection, unit).await?;
+            applied.push("partitions");
         }
         connection.batch_execute("COMMIT").await.map_err(fail)?;
         Ok(applied)

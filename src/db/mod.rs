@@ -9,6 +9,7 @@ mod claim;
 pub mod connect;
 mod maintenance;
 mod migrate;
+mod partitions;
 pub mod queries;
 mod stats;
 
@@ -22,6 +23,7 @@ pub use adopt::AdoptReport;
 pub use claim::{ClaimedBatch, RecordedBatch};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
 pub use migrate::{migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType};
+pub use partitions::{Partition, PartitionUnit, RetiredPartitions, PARTITIONS_AHEAD};
 pub use queries::{FailureRecord, Fence, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 

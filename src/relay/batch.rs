@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::outcome::{decide, BatchDecision};
 use super::telemetry::{BatchReport, DeadRow};
 use super::Relay;
+use crate::claim_gate::Pass;
 use crate::db::{ClaimedBatch, OutboxRow};
 use crate::error::Result;
 use crate::kafka::{
@@ -33,6 +34,8 @@ pub struct InFlight {
     deliveries: Vec<PendingDelivery>,
     /// Counts towards `outbox_oldest_open_claim_seconds` until dropped.
     _open: OpenClaim,
+    /// Keeps maintenance that needs no open claim waiting until dropped.
+    _pass: Pass,
 }
 
 impl InFlight {
@@ -67,6 +70,7 @@ impl Relay {
     /// Claim a batch and hand every row to the producer. `None` when nothing
     /// could be claimed. `ours` are the ids still in flight here.
     pub(super) async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
+        let pass = self.gate.enter().await;
         let started = Instant::now();
         let open = self.telemetry.claim_opened(started);
         let mut batch = self
@@ -118,6 +122,7 @@ impl Relay {
             rows,
             deliveries,
             _open: open,
+            _pass: pass,
         }))
     }
 
@@ -150,6 +155,7 @@ impl Relay {
             rows,
             deliveries: pending,
             _open,
+            _pass,
         } = flight;
         let budget = self.config.claim_timeout.saturating_sub(started.elapsed());
         let awaited = tokio::time::timeout(budget, self.await_deliveries(&rows, pending)).await;

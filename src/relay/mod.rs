@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::claim_gate::ClaimGate;
 use crate::config::RelayConfig;
 use crate::db::Database;
 use crate::error::{Error, ErrorPath, Result};
@@ -57,6 +58,7 @@ pub struct Relay {
     retry_backoff: RetryBackoff,
     known_topics: KnownTopics,
     leadership: Leadership,
+    gate: ClaimGate,
     format: MessageFormat,
 }
 
@@ -68,6 +70,7 @@ impl Relay {
         observers: (Arc<Metrics>, Arc<Health>),
         wakeup: Arc<Notify>,
         leadership: Leadership,
+        gate: ClaimGate,
     ) -> Self {
         let (metrics, health) = observers;
         let retry_backoff = RetryBackoff {
@@ -85,6 +88,7 @@ impl Relay {
             retry_backoff,
             known_topics: KnownTopics::default(),
             leadership,
+            gate,
         }
     }
 
