@@ -963,7 +963,8 @@ async fn reshape(env: &mut TestEnv, shape: Shape, topic: &str) {
             format!("VACUUM ANALYZE {}", env.table)
         }
         Shape::Partitioned => {
-            let plain = std::mem::replace(&mut env.table, format!("{}_by_day", env.table));
+            let by_day = format!("{}_by_day", env.table);
+            let plain = std::mem::replace(&mut env.table, by_day);
             let migrate = env
                 .command(&["migrate", "--partition-by", "day"])
                 .output()
