@@ -52,13 +52,15 @@ ours AS MATERIALIZED (
 -- Every pending row that sorts before the last candidate and is not ours was
 -- passed over by the candidate scan (locked elsewhere, or not due): per key,
 -- the first of them. One range scan of the pending index the candidate scan
--- just walked, instead of one index probe per candidate row.
+-- just walked, instead of one index probe per candidate row. Keyless rows
+-- are not filtered out here (a NULL key matches no candidate): a filter on
+-- the key would let the planner pick a full scan of the per-key index, which
+-- also covers these columns but not this range.
 blocker AS MATERIALIZED (
     SELECT earlier.{{key}} AS key_stored, min(earlier.{{sequence}}) AS first_id
     FROM {{table}} earlier
     WHERE earlier.status = 'pending'
       AND earlier.{{sequence}} < (SELECT max(id) FROM candidate)
-      AND earlier.{{key}} IS NOT NULL
       AND earlier.{{sequence}} NOT IN (SELECT id FROM ours)
     GROUP BY earlier.{{key}}
 )
