@@ -146,6 +146,16 @@ async fn a_table_partitioned_by_day_relays_rows_at_partition_boundaries_in_order
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_keeps_hour_partitions_ahead_and_counts_rows_in_the_default_partition() {
     let env = partitioned("hour").await;
+    let by_day = env
+        .command(&["migrate", "--partition-by", "day"])
+        .output()
+        .expect("migrate");
+    assert_eq!(by_day.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&by_day.stderr);
+    assert!(
+        stderr.contains("is partitioned by hour, not by day; run migrate with --partition-by hour"),
+        "{stderr}"
+    );
     let names = partitions(&env).await;
     let mut ranged: Vec<String> = names
         .iter()

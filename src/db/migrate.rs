@@ -181,8 +181,10 @@ impl Database {
         let connection = self.connection().await?;
         let objects = Objects::of(self.table(), options);
         let before = self.existing(&connection, &objects).await?;
-        if options.partition_by.is_some() && before.contains(&self.table().quoted()) {
-            self.check_partitioned(&connection).await?;
+        if let Some(unit) = options.partition_by {
+            if before.contains(&self.table().quoted()) {
+                self.check_partitioned(&connection, unit).await?;
+            }
         }
         let applied = self.migrate_on(&connection, options).await;
         if applied.is_err() {
@@ -203,10 +205,16 @@ impl Database {
 
     /// `--partition-by` on a table that exists: it must already be
     /// partitioned that way (an existing table is never rebuilt).
-    async fn check_partitioned(&self, connection: &Object) -> Result<()> {
+    async fn check_partitioned(&self, connection: &Object, unit: PartitionUnit) -> Result<()> {
         let key = partition_key(connection, self.table()).await?;
         if key.as_deref() == Some(PARTITION_KEY) {
-            return Ok(());
+            return match self.partitioning_on(connection).await? {
+                Some(existing) if existing != unit => Err(Error::InvalidConfig(format!(
+                    "table {} is partitioned by {existing}, not by {unit}; run migrate with --partition-by {existing}",
+                    self.table()
+                ))),
+                _ => Ok(()),
+            };
         }
         Err(Error::InvalidConfig(format!(
             "table {} already exists and is not partitioned by created_at; --partition-by only creates a new table: migrate a new table with --partition-by and move the rows, or leave --partition-by off",

@@ -162,12 +162,19 @@ impl Database {
     /// reads and writes it like any table and leaves its partitions alone).
     pub async fn partitioning(&self) -> Result<Option<PartitionUnit>> {
         let connection = self.connection().await?;
-        if partition_key(&connection, self.table()).await?.as_deref() != Some(PARTITION_KEY) {
+        self.partitioning_on(&connection).await
+    }
+
+    pub(super) async fn partitioning_on(
+        &self,
+        connection: &Object,
+    ) -> Result<Option<PartitionUnit>> {
+        if partition_key(connection, self.table()).await?.as_deref() != Some(PARTITION_KEY) {
             return Ok(None);
         }
         let stem = self.table().stem();
         Ok(self
-            .partitions_on(&connection)
+            .partitions_on(connection)
             .await?
             .iter()
             .rev()
