@@ -2,13 +2,16 @@
 //! its own registry (no global state), so tests can build as many as needed.
 //!
 //! Names carry the `outbox_` prefix and base units; label values come from
-//! bounded sets (topics the application writes, [`FailureReason`]s).
+//! bounded sets (topics the application writes, [`FailureReason`]s). Every
+//! series carries `table`: the outbox table as `--table` names it (a
+//! registry-wide label: one process serves one table).
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,9 +75,11 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The metrics of the relay for `table`, each series labelled with it.
+    pub fn new(table: &str) -> Self {
+        let labels = HashMap::from([("table".to_owned(), table.to_owned())]);
         let metrics = Metrics {
-            registry: Registry::new(),
+            registry: Registry::new_custom(None, Some(labels)).expect("a valid label"),
             pending: int_gauge("outbox_pending_messages", "Rows waiting to be published."),
             oldest_pending_age: Gauge::new(
                 "outbox_oldest_pending_age_seconds",
@@ -251,22 +256,16 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_failure_reason_is_exported_from_the_start() {
-        let text = Metrics::new().render();
+        let text = Metrics::new("outbox").render();
         for reason in FailureReason::ALL {
             let line = format!(
-                "outbox_publish_failures_total{{reason=\"{}\"}} 0",
+                "outbox_publish_failures_total{{reason=\"{}\",table=\"outbox\"}} 0",
                 reason.as_str()
             );
             assert!(text.contains(&line), "missing {line}");
@@ -275,12 +274,20 @@ mod tests {
 
     #[test]
     fn build_info_and_process_metrics_are_exported() {
-        let text = Metrics::new().render();
+        let text = Metrics::new("outbox").render();
         assert!(
             text.contains("outbox_relay_build_info{rdkafka_version="),
             "{text}"
         );
-        assert!(text.contains(&format!("version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        let build = text
+            .lines()
+            .find(|l| l.starts_with("outbox_relay_build_info{"))
+            .expect("build info");
+        assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            build.contains("table=\"outbox\"") && build.ends_with(" 1"),
+            "{build}"
+        );
         for name in [
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
@@ -293,7 +300,7 @@ mod tests {
 
     #[test]
     fn backlog_gauges_follow_the_backlog() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("app.outbox");
         metrics.observe_backlog(&Backlog {
             pending: 7,
             oldest_pending_age_seconds: Some(1.5),
@@ -301,8 +308,8 @@ mod tests {
             topics: Vec::new(),
         });
         let text = metrics.render();
-        assert!(text.contains("outbox_pending_messages 7"));
-        assert!(text.contains("outbox_oldest_pending_age_seconds 1.5"));
-        assert!(text.contains("outbox_dead_messages 2"));
+        assert!(text.contains("outbox_pending_messages{table=\"app.outbox\"} 7"));
+        assert!(text.contains("outbox_oldest_pending_age_seconds{table=\"app.outbox\"} 1.5"));
+        assert!(text.contains("outbox_dead_messages{table=\"app.outbox\"} 2"));
     }
 }

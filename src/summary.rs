@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn totals_come_from_the_metrics() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("outbox");
         metrics.published.with_label_values(&["orders"]).inc_by(7);
         metrics.dead_lettered.inc();
         let totals = Totals::read(&metrics);

@@ -25,6 +25,11 @@ async fn metrics_follow_publishing_failures_and_the_backlog() {
     let published = format!("outbox_published_messages_total{{topic=\"{topic}\"}}");
     let (status, body) = relay.get("/metrics").await.expect("scrape");
     assert_eq!(status, 200);
+    // Every series names its table.
+    let table = format!("table=\"{}\"", env.table);
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.contains(&table), "a series without {table}: {line}");
+    }
     assert_eq!(
         parse_metric(&body, &published),
         None,

@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_kafka_failure_does_not_touch_the_database_gauge() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new("outbox"));
         let telemetry = Telemetry::new(
             Arc::clone(&metrics),
             Arc::new(Health::new(Arc::clone(&metrics))),
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_rejected_statement_keeps_the_database_up_but_not_ready() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new("outbox"));
         let health = Arc::new(Health::new(Arc::clone(&metrics)));
         let telemetry = Telemetry::new(Arc::clone(&metrics), Arc::clone(&health));
         telemetry.failure(&Error::DatabaseRejected {

@@ -79,13 +79,31 @@ impl Drop for RelayProcess {
     }
 }
 
+/// The value of the first series of `sample`'s name that carries at least
+/// `sample`'s labels (`name` or `name{label="value",…}`): every series also
+/// carries `table`, which tests need not spell out.
 pub fn parse_metric(body: &str, sample: &str) -> Option<f64> {
+    let (name, wanted) = split_series(sample);
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, labels) = split_series(series);
+            let matches = series_name == name && wanted.iter().all(|l| labels.contains(l));
+            matches.then(|| value.parse().ok()).flatten()
         })
+}
+
+/// `name{a="1",b="2"}` → (`name`, [`a="1"`, `b="2"`]). Label values in these
+/// tests hold no commas.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => {
+            let labels = rest.trim_end_matches('}');
+            (name, labels.split(',').filter(|l| !l.is_empty()).collect())
+        }
+        None => (series, Vec::new()),
+    }
 }
 
 /// Minimal HTTP/1.1 GET over a fresh connection.
