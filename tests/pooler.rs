@@ -177,3 +177,54 @@ async fn without_the_pooler_flag_a_statement_name_collision_names_the_flag() {
     }
     churner.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_and_partitioned_tables_work_through_pgbouncer() {
+    let (mut env, _bouncer, churner) = behind_pgbouncer().await;
+    let schema = env.table.split('.').next().unwrap().to_owned();
+    // An existing Debezium-style table, adopted through the pooler.
+    let debezium = format!("{schema}.events");
+    env.client
+        .batch_execute(&format!(
+            "CREATE TABLE {debezium} (id uuid PRIMARY KEY, aggregatetype text NOT NULL,
+                 aggregateid text NOT NULL, type text NOT NULL, payload jsonb);
+             INSERT INTO {debezium}
+                 SELECT gen_random_uuid(), 'order', 'k' || (i % 5), 'Placed', jsonb_build_object('i', i)
+                 FROM generate_series(1, 300) AS i;"
+        ))
+        .await
+        .expect("debezium table");
+    env.table = debezium;
+    let adopted = pooled(&env, &["migrate", "--adopt", "--layout", "debezium"]);
+    let adopted = assert_success(&adopted, "migrate --adopt through PgBouncer");
+    assert!(
+        adopted.contains("existing rows backfilled: 300"),
+        "{adopted}"
+    );
+
+    // A partitioned table, made and relayed through the pooler.
+    env.table = format!("{schema}.by_day");
+    let made = pooled(&env, &["migrate", "--partition-by", "day"]);
+    assert_success(&made, "migrate --partition-by through PgBouncer");
+    let topic = env.create_topic(1).await;
+    let rows: Vec<NewRow> = (0..200)
+        .map(|i| NewRow::new(&topic, Some(&format!("key-{}", i % 4)), json!({ "n": i })))
+        .collect();
+    let inserted = env.insert(&rows).await;
+    let mut relay = env.start_relay(&["--pooler", "transaction"]);
+    relay.wait_ready().await;
+    env.wait_for_status("published", Count::Exactly(200), Duration::from_secs(60))
+        .await;
+    let expected: Vec<String> = inserted.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        consume_event_ids(&env.brokers, &topic, &expected, Duration::from_secs(30)).await;
+    let id_of: HashMap<String, i64> = inserted.iter().map(|(id, e)| (e.clone(), *id)).collect();
+    assert_key_order(&received, Order::FirstArrivals, |m| id_of[m.event_id()]);
+    let log = relay.log_text();
+    assert!(log.contains("the table is partitioned"), "{log}");
+    assert!(!log.contains("prepared statement"), "{log}");
+    assert!(
+        churner.stop().await > 0,
+        "the other client prepared statements"
+    );
+}

@@ -4,6 +4,8 @@
 -- from a sequence that starts at the bottom of bigint, so they come before
 -- every new row, in the order they lie in the table.
 --   $1 first page, $2 page after the last
+-- One row back per row filled: run unnamed (behind a pooler too), it has no
+-- command tag to count from.
 UPDATE {{table}}
 SET {{sequence}} = coalesce({{sequence}}, nextval('{{backfill_seq_text}}')),
     created_at = coalesce(created_at, statement_timestamp()),
@@ -11,3 +13,4 @@ SET {{sequence}} = coalesce({{sequence}}, nextval('{{backfill_seq_text}}')),
 WHERE ctid >= ('(' || $1::bigint || ',0)')::tid
   AND ctid < ('(' || $2::bigint || ',0)')::tid
   AND ({{sequence}} IS NULL OR created_at IS NULL OR {{event_id_column}} IS NULL)
+RETURNING 1

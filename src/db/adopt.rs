@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::Database;
 use crate::error::{Error, Result};
@@ -182,7 +183,7 @@ impl Database {
 
     async fn column_defaults(&self, connection: &Object, sql: &AdoptSql<'_>) -> Result<Defaults> {
         let rows = connection
-            .query(DEFAULTS, &[&self.table().quoted()])
+            .query_typed(DEFAULTS, &[(&self.table().quoted(), Type::TEXT)])
             .await
             .map_err(|e| Error::database("reading column defaults", &e))?;
         let with_default: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -245,8 +246,7 @@ async fn backfill(
 ) -> Result<u64> {
     let fail = |e: tokio_postgres::Error| Error::database("backfilling old rows", &e);
     let pages = sql.render(PAGES);
-    let row = connection.query_one(&pages, &[]).await.map_err(fail)?;
-    let (mut total_pages, unfilled): (i64, bool) = (row.get(0), row.get(1));
+    let (mut total_pages, unfilled) = count_pages(connection, &pages).await?;
     if !unfilled {
         return Ok(0);
     }
@@ -264,10 +264,13 @@ async fn backfill(
     loop {
         while page < total_pages {
             let end = page + BACKFILL_PAGES;
-            filled += connection
-                .execute(&statement, &[&page, &end])
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&page, Type::INT8), (&end, Type::INT8)];
+            let updated = connection
+                .query_typed(&statement, &params)
                 .await
                 .map_err(fail)?;
+            filled += updated.len() as u64;
             page = end;
             let percent = page * 100 / total_pages.max(1);
             if percent >= reported + 10 {
@@ -278,8 +281,7 @@ async fn backfill(
                 ));
             }
         }
-        let row = connection.query_one(&pages, &[]).await.map_err(fail)?;
-        let (now_pages, unfilled): (i64, bool) = (row.get(0), row.get(1));
+        let (now_pages, unfilled) = count_pages(connection, &pages).await?;
         if !unfilled {
             break;
         }
@@ -293,10 +295,22 @@ async fn backfill(
     Ok(filled)
 }
 
+/// The table's pages, and whether any row still lacks a relay value.
+async fn count_pages(connection: &Object, pages: &str) -> Result<(i64, bool)> {
+    let rows = connection
+        .query_typed(pages, &[])
+        .await
+        .map_err(|e| Error::database("backfilling old rows", &e))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::Internal("the page count returned no row".to_owned()))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 async fn build_indexes(connection: &Object, sql: &AdoptSql<'_>) -> Result<()> {
     let fail = |e: tokio_postgres::Error| Error::database("building indexes", &e);
     let invalid = connection
-        .query(&sql.render(INVALID_INDEXES), &[])
+        .query_typed(&sql.render(INVALID_INDEXES), &[])
         .await
         .map_err(fail)?;
     for row in invalid {
