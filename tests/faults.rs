@@ -447,9 +447,11 @@ async fn churn_relays(mode: &[&str]) {
     let (mut starts, mut stops, mut leader_kills) = (0, 0, 0);
     let args = [&["--batch-size", "50"][..], mode].concat();
     while started.elapsed() < churn {
-        // Half the time, the leader (if one leads yet) is the one to go.
+        // Half the time, the leader (if one leads yet, and a standby is there
+        // to take over) is the one to go.
+        let running = slots.iter().filter(|s| s.is_some()).count();
         let slot = match leading_slot(&slots).await {
-            Some(leader) if fastrand::bool() => leader,
+            Some(leader) if running >= 2 && fastrand::bool() => leader,
             _ => fastrand::usize(..slots.len()),
         };
         match slots[slot].take() {
