@@ -3,7 +3,7 @@
 //!
 //! Names carry the `outbox_` prefix and base units; label values come from
 //! bounded sets (topics the application writes, [`FailureReason`]s). Every
-//! series carries `table`: the outbox table as `--table` names it (a
+//! series carries `table`: the outbox table, schema-qualified (a
 //! registry-wide label: one process serves one table).
 
 use prometheus::{

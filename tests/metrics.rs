@@ -122,3 +122,25 @@ async fn pending_rows_show_in_the_backlog_gauges_while_they_wait() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_without_its_schema_is_labelled_with_it() {
+    let mut env = TestEnv::bare(&common::database_url()).await;
+    // On the search path: the table lands in `public`.
+    let bare = unique_name("bare_outbox");
+    env.table = bare.clone();
+    let migrate = env.command(&["migrate"]).output().expect("migrate");
+    common::assert_success(&migrate, "migrate");
+    let mut relay = env.start_relay(&[]);
+    relay.wait_ready().await;
+    let (_, body) = relay.get("/metrics").await.expect("scrape");
+    let label = format!("outbox_relay_role{{table=\"public.{bare}\"}}");
+    assert!(body.contains(&label), "no {label} in:\n{body}");
+    drop(relay);
+    env.client
+        .batch_execute(&format!(
+            "DROP TABLE public.{bare} CASCADE; DROP FUNCTION public.{bare}_enqueue"
+        ))
+        .await
+        .expect("drop");
+}

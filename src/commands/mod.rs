@@ -85,7 +85,7 @@ where
     let bound = listener_socket
         .local_addr()
         .map_or_else(|_| config.metrics_addr.to_string(), |a| a.to_string());
-    let metrics = Arc::new(Metrics::new(&config.database.table.to_string()));
+    let metrics = Arc::new(Metrics::new(&database.qualified_name()));
     let health = Arc::new(Health::new(Arc::clone(&metrics)));
     let wakeup = Arc::new(Notify::new());
     let (trigger, shutdown) = Shutdown::new();

@@ -58,6 +58,8 @@ pub struct Database {
     layout: Layout,
     payload: PayloadKind,
     target: String,
+    /// `schema.table`, as [`Database::check`] found it.
+    qualified: Option<String>,
 }
 
 impl Database {
@@ -104,6 +106,7 @@ impl Database {
             layout: Layout::preset(Preset::Relay),
             payload: PayloadKind::Json,
             target,
+            qualified: None,
         })
     }
 
@@ -177,7 +180,7 @@ impl Database {
     /// against its columns: from now on the statements read the columns it
     /// maps.
     pub async fn check(&mut self) -> Result<()> {
-        self.check_exists().await?;
+        self.qualified = Some(self.check_exists().await?);
         let types = self.column_types().await?;
         let resolved = self
             .layout
@@ -209,7 +212,15 @@ impl Database {
             .map_err(|e| Error::database("reading the table's columns", &e))
     }
 
-    async fn check_exists(&self) -> Result<()> {
+    /// The table's schema-qualified name once [`check`](Self::check) ran
+    /// (the name as given before).
+    pub fn qualified_name(&self) -> String {
+        self.qualified
+            .clone()
+            .unwrap_or_else(|| self.table.to_string())
+    }
+
+    async fn check_exists(&self) -> Result<String> {
         let client = self.connection().await?;
         let exists = queries::outbox_table_exists(
             &client,
@@ -220,13 +231,9 @@ impl Database {
         )
         .await
         .map_err(|e| Error::database("checking the outbox table", &e))?;
-        if exists {
-            Ok(())
-        } else {
-            Err(Error::MissingTable {
-                table: self.table.to_string(),
-            })
-        }
+        exists.ok_or_else(|| Error::MissingTable {
+            table: self.table.to_string(),
+        })
     }
 
     /// [`check`](Self::check), then prepare every statement the relay runs,

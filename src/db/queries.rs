@@ -215,11 +215,11 @@ pub async fn outbox_table_exists(
     client: &Client,
     sql: &Sql,
     params: OutboxTableExistsParams<'_>,
-) -> PgResult<bool> {
+) -> PgResult<Option<String>> {
     let bound: Params<1> = [(&params.quoted_table, Type::TEXT)];
     let rows = query(client, sql, &sql.outbox_table_exists, &bound).await?;
-    let regclass = rows.first().map(|row| row.try_get::<_, Option<String>>(0));
-    Ok(regclass.transpose()?.flatten().is_some())
+    let qualified = rows.first().map(|row| row.try_get::<_, Option<String>>(0));
+    Ok(qualified.transpose()?.flatten())
 }
 
 // --- outbox_columns -------------------------------------------------------
