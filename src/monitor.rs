@@ -146,9 +146,9 @@ pub async fn maintain_partitions(upkeep: PartitionUpkeep, mut shutdown: Shutdown
         "the table is partitioned: keeping partitions ahead{}",
         if upkeep.retention.is_some() { " and dropping fully published ones past the retention" } else { "" }
     );
-    let mut kept_before: Vec<String> = Vec::new();
+    let mut said = Said::default();
     loop {
-        let pass = upkeep.pass(&mut kept_before);
+        let pass = upkeep.pass(&mut said);
         tokio::select! {
             () = shutdown.requested() => return,
             () = pass => {}
@@ -160,16 +160,32 @@ pub async fn maintain_partitions(upkeep: PartitionUpkeep, mut shutdown: Shutdown
     }
 }
 
+/// What the upkeep last warned about, so a condition that lasts is said
+/// once, not every minute.
+#[derive(Default)]
+struct Said {
+    kept: Vec<String>,
+    create_error: Option<String>,
+}
+
 impl PartitionUpkeep {
-    async fn pass(&self, kept_before: &mut Vec<String>) {
+    async fn pass(&self, said: &mut Said) {
         let database = &self.database;
         match database.create_partitions(self.unit).await {
-            Ok(created) if !created.is_empty() => {
-                tracing::info!(partitions = ?created, "created partitions ahead");
+            Ok(created) => {
+                if !created.is_empty() {
+                    tracing::info!(partitions = ?created, "created partitions ahead");
+                }
+                if said.create_error.take().is_some() {
+                    tracing::info!("partitions ahead can be created again");
+                }
             }
-            Ok(_) => {}
             Err(error) => {
-                tracing::warn!(%error, "could not create partitions ahead; rows without one go to the default partition")
+                let text = error.to_string();
+                if said.create_error.as_ref() != Some(&text) {
+                    tracing::warn!(%error, "could not create partitions ahead; rows without one go to the default partition (said once while it lasts)");
+                }
+                said.create_error = Some(text);
             }
         }
         match database.default_partition_rows().await {
@@ -200,10 +216,10 @@ impl PartitionUpkeep {
                     tracing::info!(partitions = ?retired.dropped, "retention dropped partitions whose rows were all published");
                 }
                 let kept: Vec<String> = retired.kept.iter().map(|(name, _)| name.clone()).collect();
-                if kept != *kept_before && !kept.is_empty() {
+                if kept != said.kept && !kept.is_empty() {
                     tracing::warn!(partitions = ?retired.kept, "partitions past the retention still hold pending or dead rows; kept until every row is published (requeue or delete the dead ones)");
                 }
-                *kept_before = kept;
+                said.kept = kept;
             }
             Err(error) => {
                 tracing::warn!(%error, "retention could not drop old partitions; will retry")

@@ -341,6 +341,67 @@ async fn retries_holds_and_requeue_work_across_partitions() {
     assert_eq!(received[3].event_id(), rows[2].1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_create_partitions_says_so_and_keeps_relaying() {
+    let mut env = partitioned("hour").await;
+    let schema = env.table.split('.').next().unwrap().to_owned();
+    // A role that may relay but does not own the table.
+    let role = common::unique_name("relayer");
+    env.client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA {schema} TO {role};
+             GRANT SELECT, INSERT, UPDATE ON {table} TO {role};",
+            table = env.table
+        ))
+        .await
+        .expect("role");
+    let furthest = partitions(&env)
+        .await
+        .into_iter()
+        .filter(|(_, default)| !default)
+        .map(|(name, _)| name)
+        .max()
+        .unwrap();
+    env.client
+        .batch_execute(&format!("DROP TABLE {schema}.{furthest}"))
+        .await
+        .expect("drop");
+    env.relay_database_url = env
+        .database_url
+        .replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(
+        env.relay_database_url, env.database_url,
+        "the URL names its user"
+    );
+    let topic = env.create_topic(1).await;
+    let rows: Vec<common::NewRow> = (0..10)
+        .map(|i| common::NewRow::new(&topic, Some("k"), serde_json::json!({ "i": i })))
+        .collect();
+    env.insert(&rows).await;
+    let mut relay = env.start_relay(&[]);
+    relay.wait_ready().await;
+    env.wait_for_status("published", Count::Exactly(10), Duration::from_secs(30))
+        .await;
+    wait_for("the warning", Duration::from_secs(30), || async {
+        relay
+            .log_text()
+            .contains("could not create partitions ahead")
+            .then_some(())
+    })
+    .await;
+    let exists = format!("SELECT to_regclass('{schema}.{furthest}') IS NOT NULL");
+    let row = env.client.query_one(&exists, &[]).await.expect("exists");
+    assert!(!row.get::<_, bool>(0), "a non-owner created a partition");
+    drop(relay);
+    env.client
+        .batch_execute(&format!(
+            "DROP OWNED BY {role}; REVOKE ALL ON SCHEMA {schema} FROM {role}; DROP ROLE {role}"
+        ))
+        .await
+        .ok();
+}
+
 #[tokio::test]
 async fn partition_by_refuses_an_existing_plain_table() {
     let env = TestEnv::new().await;
