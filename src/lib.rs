@@ -15,9 +15,11 @@
 //!   report, `relay::telemetry` reports (metrics, logs, health);
 //! - [`config`] is the one configuration type, parsed by clap ([`cli`]);
 //!   [`commands`] runs each subcommand; `listener` wakes the loop on NOTIFY;
-//!   `monitor` keeps the backlog gauges, probes and retention; `http`,
-//!   `health` and `metrics` serve `/metrics`, `/healthz` and `/readyz`;
-//!   `open_claims` times the claim transactions held open.
+//!   `monitor` keeps the backlog gauges, probes, retention and a
+//!   partitioned table's partitions (`db::partitions`); `leader` elects the
+//!   replica that claims; `http`, `health` and `metrics` serve `/metrics`,
+//!   `/healthz` and `/readyz`; `open_claims` times the claim transactions
+//!   held open, and `claim_gate` lets a partition drop run between claims.
 //!
 //! The binary is a thin shell over [`commands::execute`]; [`db`] is public so
 //! the query-level tests and the benchmark can drive the database layer
