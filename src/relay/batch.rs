@@ -207,13 +207,7 @@ impl Relay {
     async fn release(&self, batch: ClaimedBatch, rows: usize, started: Instant) -> Finished {
         batch.abandon().await;
         self.telemetry.claim_released(rows, started.elapsed());
-        let cluster_down = match self.publisher.probe(PROBE_TIMEOUT).await {
-            Ok(()) => false,
-            Err(error) => {
-                self.telemetry.health().kafka_failed(&error);
-                true
-            }
-        };
+        let cluster_down = self.cluster_is_down().await;
         Finished {
             report: BatchReport {
                 claimed: rows,
@@ -268,6 +262,13 @@ impl Relay {
             }
             return false;
         }
+        self.cluster_is_down().await
+    }
+
+    /// Ask the cluster for metadata and report the answer to readiness.
+    /// Returns true if no broker answers.
+    async fn cluster_is_down(&self) -> bool {
+        let health = self.telemetry.health();
         match self.publisher.probe(PROBE_TIMEOUT).await {
             Ok(()) => {
                 health.kafka_ok();
