@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::load::{committed_rows, verify, Load};
+use common::load::{committed_rows, verify, Load, Verdict};
 use common::{wait_for, Count, RelayProcess, TestEnv};
 use outbox_relay::table::TableName;
 
@@ -24,22 +24,47 @@ async fn leader(relays: &[RelayProcess]) -> usize {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_replica_leads_and_a_standby_takes_over_when_it_is_killed() {
-    let env = TestEnv::new().await;
+/// `count` replicas, ready, under about 1,000 rows/s (10 rows every 10 ms),
+/// once `published` rows went out.
+async fn replicas_under_load(
+    env: &TestEnv,
+    count: usize,
+    published: i64,
+) -> (String, Load, Vec<RelayProcess>) {
     let topic = env.create_topic(3).await;
-    // About 1,000 rows/s: 10 rows every 10 ms.
     let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
-    let mut relays = vec![
-        env.start_relay(&["--batch-size", "100"]),
-        env.start_relay(&["--batch-size", "100"]),
-        env.start_relay(&["--batch-size", "100"]),
-    ];
+    let mut relays: Vec<RelayProcess> = (0..count)
+        .map(|_| env.start_relay(&["--batch-size", "100"]))
+        .collect();
     for relay in &mut relays {
         relay.wait_ready().await;
     }
-    env.wait_for_status("published", Count::AtLeast(500), Duration::from_secs(60))
+    env.wait_for_status(
+        "published",
+        Count::AtLeast(published),
+        Duration::from_secs(60),
+    )
+    .await;
+    (topic, load, relays)
+}
+
+/// Stop the load, wait for the backlog to drain, read the topic back and
+/// check that every committed row arrived in key order.
+async fn drain_and_verify(env: &TestEnv, load: Load, topic: &str) -> Verdict {
+    load.stop().await;
+    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(60))
         .await;
+    let committed = committed_rows(&env.client, &env.table).await;
+    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        common::consume_event_ids(&env.brokers, topic, &ids, Duration::from_secs(60)).await;
+    verify(&received, &committed, &committed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_a_standby_takes_over_when_it_is_killed() {
+    let env = TestEnv::new().await;
+    let (topic, load, mut relays) = replicas_under_load(&env, 3, 500).await;
     let first = leader(&relays).await;
     for (i, relay) in relays.iter().enumerate() {
         let sample = format!("outbox_published_messages_total{{topic=\"{topic}\"}}");
@@ -62,14 +87,7 @@ async fn one_replica_leads_and_a_standby_takes_over_when_it_is_killed() {
     let failover = since.elapsed();
     let second = leader(&relays).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    load.stop().await;
-    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(60))
-        .await;
-    let committed = committed_rows(&env.client, &env.table).await;
-    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
-    let received =
-        common::consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
-    let verdict = verify(&received, &committed, &committed);
+    let verdict = drain_and_verify(&env, load, &topic).await;
     assert!(relays[second]
         .log_text()
         .contains("this relay leads the table"));
@@ -97,17 +115,7 @@ async fn terminate_lock_session(env: &TestEnv) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lock_session_ends_stops_claiming_and_a_standby_takes_over() {
     let env = TestEnv::new().await;
-    let topic = env.create_topic(3).await;
-    let load = Load::start(&env.database_url, &env.table, &topic, 10, 50).await;
-    let mut relays = vec![
-        env.start_relay(&["--batch-size", "100"]),
-        env.start_relay(&["--batch-size", "100"]),
-    ];
-    for relay in &mut relays {
-        relay.wait_ready().await;
-    }
-    env.wait_for_status("published", Count::AtLeast(300), Duration::from_secs(60))
-        .await;
+    let (topic, load, relays) = replicas_under_load(&env, 2, 300).await;
     let first = leader(&relays).await;
     // The old leader's connection for claims stays up: only its lock session
     // ends. It may win the lock back before the standby does; end it again
@@ -139,17 +147,10 @@ async fn a_leader_whose_lock_session_ends_stops_claiming_and_a_standby_takes_ove
         || async { (env.count("published").await > before + 200).then_some(()) },
     )
     .await;
-    load.stop().await;
-    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(60))
-        .await;
+    let verdict = drain_and_verify(&env, load, &topic).await;
     // The old leader claimed nothing after it lost the lock.
     assert_eq!(old.metric(&sample).await.unwrap_or(0.0), published_by_old);
     assert!(old.log_text().contains("lost the leadership of this table"));
     assert_eq!(relays[second].metric("outbox_relay_role").await, Some(1.0));
-    let committed = committed_rows(&env.client, &env.table).await;
-    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
-    let received =
-        common::consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
-    let verdict = verify(&received, &committed, &committed);
     eprintln!("LOCK SESSION ENDED {terminations} time(s): {verdict}");
 }
