@@ -208,7 +208,7 @@ impl Database {
     async fn check_partitioned(&self, connection: &Object, unit: PartitionUnit) -> Result<()> {
         let key = partition_key(connection, self.table()).await?;
         if key.as_deref() == Some(PARTITION_KEY) {
-            return match self.partitioning_on(connection).await? {
+            return match self.managed_unit_on(connection).await? {
                 Some(existing) if existing != unit => Err(Error::InvalidConfig(format!(
                     "table {} is partitioned by {existing}, not by {unit}; run migrate with --partition-by {existing}",
                     self.table()

@@ -165,13 +165,19 @@ impl Database {
         self.partitioning_on(&connection).await
     }
 
-    pub(super) async fn partitioning_on(
-        &self,
-        connection: &Object,
-    ) -> Result<Option<PartitionUnit>> {
+    async fn partitioning_on(&self, connection: &Object) -> Result<Option<PartitionUnit>> {
         if partition_key(connection, self.table()).await?.as_deref() != Some(PARTITION_KEY) {
             return Ok(None);
         }
+        self.managed_unit_on(connection).await
+    }
+
+    /// The unit of the partitions named as the relay names them, on a table
+    /// already known to be partitioned by created_at.
+    pub(super) async fn managed_unit_on(
+        &self,
+        connection: &Object,
+    ) -> Result<Option<PartitionUnit>> {
         let stem = self.table().stem();
         Ok(self
             .partitions_on(connection)
