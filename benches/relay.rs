@@ -202,7 +202,7 @@ async fn throughput_rounds(rows: i64, batch: usize, repeat: u64) -> (f64, f64, D
     let (mut ceilings, mut plain_ceilings, mut drains) = (Vec::new(), Vec::new(), Vec::new());
     let url = common::database_url();
     for round in 1..=repeat {
-        let ceiling = db_ceiling(rows, batch).await;
+        let ceiling = db_ceiling_on(&url, rows, batch, false).await;
         let plain = plain_ceiling_on(&url, rows, batch, false).await;
         let one = drain(rows, batch, 1).await;
         eprintln!(
@@ -606,16 +606,8 @@ async fn fill(env: &TestEnv, topic: &str, rows: i64) {
         .expect("vacuum");
 }
 
-/// The relay's own claim and mark statements, back to back, no Kafka.
-async fn db_ceiling(rows: i64, batch: usize) -> f64 {
-    db_ceiling_with(rows, batch, false).await
-}
-
-/// The ceiling with published rows marked, or (`delete`) deleted.
-async fn db_ceiling_with(rows: i64, batch: usize, delete: bool) -> f64 {
-    db_ceiling_on(&common::database_url(), rows, batch, delete).await
-}
-
+/// The relay's own claim and record statements, back to back, no Kafka:
+/// published rows marked, or (`delete`) deleted.
 async fn db_ceiling_on(database_url: &str, rows: i64, batch: usize, delete: bool) -> f64 {
     let env = fresh_env_on(database_url).await;
     fill(&env, "ceiling", rows).await;
