@@ -311,25 +311,7 @@ async fn failovers(batch: usize, times: u64) -> Vec<f64> {
         replacement.wait_ready().await;
         relays.push(replacement);
     }
-    load.stop().await;
-    let any_pending = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
-        env.table
-    );
-    common::wait_for("the backlog to drain", Duration::from_secs(60), || async {
-        let row = env
-            .client
-            .query_one(&any_pending, &[])
-            .await
-            .expect("probe");
-        (!row.get::<_, bool>(0)).then_some(())
-    })
-    .await;
-    let committed = load::committed_rows(&env.client, &env.table).await;
-    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
-    let received =
-        common::kafka::consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
-    load::verify(&received, &committed, &committed);
+    load::stop_drain_and_verify(&env, load, &topic).await;
     drop(relays);
     clean_up(env, Some(&topic)).await;
     failovers

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::load::{committed_rows, verify, Load, Verdict};
+use common::load::{stop_drain_and_verify, Load};
 use common::{wait_for, Count, RelayProcess, TestEnv};
 use outbox_relay::table::TableName;
 
@@ -48,19 +48,6 @@ async fn replicas_under_load(
     (topic, load, relays)
 }
 
-/// Stop the load, wait for the backlog to drain, read the topic back and
-/// check that every committed row arrived in key order.
-async fn drain_and_verify(env: &TestEnv, load: Load, topic: &str) -> Verdict {
-    load.stop().await;
-    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(60))
-        .await;
-    let committed = committed_rows(&env.client, &env.table).await;
-    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
-    let received =
-        common::consume_event_ids(&env.brokers, topic, &ids, Duration::from_secs(60)).await;
-    verify(&received, &committed, &committed)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_a_standby_takes_over_when_it_is_killed() {
     let env = TestEnv::new().await;
@@ -87,7 +74,7 @@ async fn one_replica_leads_and_a_standby_takes_over_when_it_is_killed() {
     let failover = since.elapsed();
     let second = leader(&relays).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let verdict = drain_and_verify(&env, load, &topic).await;
+    let verdict = stop_drain_and_verify(&env, load, &topic).await;
     assert!(relays[second]
         .log_text()
         .contains("this relay leads the table"));
@@ -147,7 +134,7 @@ async fn a_leader_whose_lock_session_ends_stops_claiming_and_a_standby_takes_ove
         || async { (env.count("published").await > before + 200).then_some(()) },
     )
     .await;
-    let verdict = drain_and_verify(&env, load, &topic).await;
+    let verdict = stop_drain_and_verify(&env, load, &topic).await;
     // The old leader claimed nothing after it lost the lock.
     assert_eq!(old.metric(&sample).await.unwrap_or(0.0), published_by_old);
     assert!(old.log_text().contains("lost the leadership of this table"));

@@ -120,6 +120,19 @@ pub async fn committed_rows(client: &tokio_postgres::Client, table: &str) -> Vec
         .collect()
 }
 
+/// Stop the load, wait for the backlog to drain, read the topic back and
+/// check that every committed row arrived, in key order.
+pub async fn stop_drain_and_verify(env: &super::TestEnv, load: Load, topic: &str) -> Verdict {
+    load.stop().await;
+    env.wait_for_status("pending", super::Count::Exactly(0), Duration::from_secs(60))
+        .await;
+    let committed = committed_rows(&env.client, &env.table).await;
+    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received =
+        super::consume_event_ids(&env.brokers, topic, &ids, Duration::from_secs(60)).await;
+    verify(&received, &committed, &committed)
+}
+
 /// What a consumer saw, checked against what was committed.
 #[derive(Debug)]
 pub struct Verdict {
