@@ -2,6 +2,7 @@
 //! Precedence is flag, then environment variable, then default. `run`'s
 //! flags are the fields of [`RelayConfig`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -108,8 +109,13 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Run the relay until SIGTERM or SIGINT.
     Run(Box<RelayConfig>),
-    /// Show the backlog: pending rows, oldest pending age and dead rows, overall and per topic.
+    /// Show the backlog: pending rows, oldest pending age and dead rows, overall and per topic
+    /// (for several tables: a line per table, the furthest behind first).
     Status(StatusArgs),
+    /// Work with a configuration file: `config check FILE` validates it and shows the tables it
+    /// names now.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// List dead rows: id, topic, key, attempts, last attempt and last error.
     Dead(DeadArgs),
     /// Move dead rows back to pending (attempts reset) so the relay retries them.
@@ -125,8 +131,26 @@ pub enum Command {
     Man,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE (exit 1 on a mistake, naming its line) and print what it resolves to: each
+    /// source, its tables, and how many tables each pattern matches now.
+    Check {
+        /// The configuration file (TOML).
+        file: PathBuf,
+        /// Check the file only; do not connect to the databases.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// Migrate every table a configuration file names (every match of its patterns), or with
+    /// --table only that table (e.g. a new tenant: its schema is created if missing).
+    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE", conflicts_with_all = ["print_sql", "adopt"])]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -162,6 +186,10 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Show every table a configuration file names.
+    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

@@ -20,6 +20,7 @@ use crate::kafka::producer_defaults_help;
 use crate::kafka::{CloudEvents, MessageFormat, RecordTimestamp};
 use crate::layout::{Layout, PayloadKind, Preset};
 use crate::table::TableName;
+use crate::table_pattern::TableSelector;
 
 /// Where the outbox table lives.
 #[derive(Debug, Clone, Args)]
@@ -36,9 +37,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "OUTBOX_DATABASE_PASSWORD_FILE", value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
 
-    /// The outbox table, optionally schema-qualified (`schema.table`). Names are case-sensitive.
-    #[arg(long, env = "OUTBOX_TABLE", default_value = "outbox")]
-    pub table: TableName,
+    /// The outbox table, optionally schema-qualified (`schema.table`); names are case-sensitive.
+    /// `run`, `migrate` and `status` also take a pattern, e.g. 'tenant_*.outbox' (`*` any run of
+    /// characters, `?` one): every table it matches, including tables created later. [default:
+    /// outbox]
+    #[arg(long, env = "OUTBOX_TABLE")]
+    pub table: Option<TableSelector>,
 
     /// `transaction` when a transaction-mode pooler (PgBouncer, RDS Proxy, Supavisor) is between
     /// the relay and PostgreSQL: no prepared statement or session setting outlives a transaction,
@@ -51,7 +55,7 @@ pub struct DatabaseArgs {
 }
 
 /// Which columns of the table make up a message.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct LayoutArgs {
     /// The table's layout: `relay` (the table `migrate` creates) or `debezium` (Debezium's
     /// outbox table: topic outbox.event.<aggregatetype>, key aggregateid, value payload, header
@@ -96,6 +100,10 @@ impl LayoutArgs {
     }
 }
 
+fn default_table() -> TableName {
+    "outbox".parse().expect("a valid name")
+}
+
 /// How replicas on one table share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Election {
@@ -115,7 +123,8 @@ pub enum OnPublish {
 }
 
 /// What sits between the relay and PostgreSQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pooler {
     /// Direct connections, or a session-mode pooler.
     None,
@@ -124,9 +133,28 @@ pub enum Pooler {
 }
 
 impl DatabaseArgs {
-    /// A pool of `pool_size` connections to the outbox table's database.
-    /// Exits 2, as a usage error, if no `--database-url` was given.
+    /// `--table`, or `outbox` when it was not given.
+    pub fn selector(&self) -> TableSelector {
+        self.table
+            .clone()
+            .unwrap_or_else(|| TableSelector::Name(default_table()))
+    }
+
+    /// The one table `command` works on: refuses a pattern.
+    pub fn single_table(&self, command: &str) -> Result<TableName> {
+        self.selector().single(command).cloned()
+    }
+
+    /// A pool of `pool_size` connections to the outbox table's database,
+    /// for a command that works on one table. Exits 2, as a usage error, if
+    /// no `--database-url` was given.
     pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
+        let table = self.single_table("this command")?;
+        self.open_for(&table, pool_size)
+    }
+
+    /// [`open`](Self::open), for `table`.
+    pub fn open_for(&self, table: &TableName, pool_size: usize) -> Result<crate::db::Database> {
         let Some(url) = &self.database_url else {
             use clap::CommandFactory;
             crate::cli::Cli::command()
@@ -142,7 +170,7 @@ impl DatabaseArgs {
         };
         let layout = self.layout.layout()?;
         Ok(
-            crate::db::Database::open(url.expose(), &options, &self.table, pool_size)?
+            crate::db::Database::open(url.expose(), &options, table, pool_size)?
                 .with_layout(layout),
         )
     }
@@ -154,12 +182,34 @@ impl DatabaseArgs {
 /// check clap cannot express.
 #[derive(Debug, Clone, Args)]
 pub struct RelayConfig {
+    /// A configuration file (TOML) listing the databases and tables to serve, with per-table
+    /// overrides and the Kafka settings; instead of --database-url and --table. The other flags
+    /// apply to every table. `outbox-relay config check FILE` checks one.
+    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// Kafka bootstrap brokers, comma-separated host:port.
+    /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's
+    /// [kafka]).
     #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
-    pub kafka_brokers: String,
+    pub kafka_brokers: Option<String>,
+
+    /// Connections per database, shared by every table served there (at least 2).
+    #[arg(long, env = "OUTBOX_POOL_SIZE", default_value_t = crate::config_file::DEFAULT_POOL_SIZE, value_parser = parse_pool_size)]
+    pub pool_size: usize,
+
+    /// How often table patterns are looked up again (new tables served, dropped ones released);
+    /// `migrate` also announces new tables at once.
+    #[arg(long, env = "OUTBOX_DISCOVERY_INTERVAL", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub discovery_interval: Duration,
+
+    /// Series per table: `per-table` (every metric for every table) or `aggregate` (summed over
+    /// the tables as table="*", plus pending and oldest age of the 10 tables furthest behind):
+    /// for relays serving many tables.
+    #[arg(long, env = "OUTBOX_TABLE_METRICS", value_enum, default_value_t = crate::metrics::TableSeries::PerTable)]
+    pub table_metrics: crate::metrics::TableSeries,
 
     /// A librdkafka client.properties file: key=value lines, # comments. Its settings override
     /// the relay's defaults; --kafka-option overrides both.
@@ -285,7 +335,6 @@ impl RelayConfig {
         Ok(options)
     }
 
-    /// Cross-field and range checks that clap cannot express.
     /// How rows become messages, for a table whose payload is `payload`.
     pub fn message_format(&self, payload: PayloadKind) -> MessageFormat {
         let cloudevents = self.cloudevents.then(|| CloudEvents {
@@ -301,9 +350,9 @@ impl RelayConfig {
         }
     }
 
+    /// Range checks clap cannot express (the Kafka settings are checked
+    /// with the plan, once the configuration file's are known).
     pub fn validate(&self) -> Result<()> {
-        validate_brokers(&self.kafka_brokers)?;
-        let kafka_options = self.kafka_settings()?;
         let invalid = |message: &str| Err(Error::InvalidConfig(message.to_owned()));
         if self.poll_interval.is_zero() {
             return invalid("--poll-interval-ms must be at least 1");
@@ -312,13 +361,6 @@ impl RelayConfig {
             return invalid(
                 "--claim-timeout-secs must be at least 100ms: a batch needs time for its acks",
             );
-        }
-        let acks = kafka_options
-            .iter()
-            .rev()
-            .find(|o| matches!(o.key.as_str(), "acks" | "request.required.acks"));
-        if acks.is_some_and(|o| o.value.trim() == "0") {
-            return invalid("--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1");
         }
         if self.retry_backoff_base > self.retry_backoff_max {
             return invalid("--retry-backoff-base-ms must not exceed --retry-backoff-max-secs");
@@ -349,6 +391,12 @@ impl DatabaseUrl {
     /// The string itself, with its password: only for connecting.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        DatabaseUrl(url)
     }
 }
 
@@ -461,6 +509,18 @@ pub fn parse_kafka_option(raw: &str) -> std::result::Result<KafkaOption, String>
     }
 }
 
+/// Refuse `acks=0`: without acknowledgements no row could be marked.
+pub fn check_acks(options: &[KafkaOption]) -> Result<()> {
+    let acks = options
+        .iter()
+        .rev()
+        .find(|o| matches!(o.key.as_str(), "acks" | "request.required.acks"));
+    if acks.is_some_and(|o| o.value.trim() == "0") {
+        return Err(Error::InvalidConfig("--kafka-option acks=0 gives no acknowledgement to mark rows by; use acks=all (the default) or acks=1".to_owned()));
+    }
+    Ok(())
+}
+
 /// Check a bootstrap list: `host:port` entries separated by commas.
 pub fn validate_brokers(value: &str) -> Result<()> {
     let invalid = |reason: String| Error::InvalidBrokers {
@@ -513,6 +573,13 @@ fn parse_duration_or_zero(raw: &str) -> std::result::Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(raw)
+}
+
+fn parse_pool_size(raw: &str) -> std::result::Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(size) if (2..=100).contains(&size) => Ok(size),
+        _ => Err("expected 2 to 100 connections (a table uses two while it sends)".to_owned()),
+    }
 }
 
 fn parse_stats_interval(raw: &str) -> std::result::Result<Duration, String> {

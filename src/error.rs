@@ -20,6 +20,10 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// A mistake in the configuration file: `FILE:LINE: field: what`.
+    #[error("{0}")]
+    ConfigFile(String),
+
     #[error(
         "invalid --database-url: {0}; expected e.g. postgres://user:password@localhost:5432/app"
     )]
@@ -67,6 +71,14 @@ pub enum Error {
     /// not help, and calling it "unreachable" would mislead.
     #[error("PostgreSQL rejected a statement while {action}: {reason}")]
     DatabaseRejected {
+        action: &'static str,
+        reason: String,
+    },
+
+    /// The statement's table does not exist (any more): dropped while the
+    /// relay served it.
+    #[error("PostgreSQL rejected a statement while {action}: {reason}")]
+    TableGone {
         action: &'static str,
         reason: String,
     },
@@ -140,7 +152,9 @@ impl Error {
             reason.push_str(POOLER_HINT);
             return Error::DatabaseRejected { action, reason };
         }
-        if is_connection_sqlstate(code) {
+        if code == "42P01" {
+            Error::TableGone { action, reason }
+        } else if is_connection_sqlstate(code) {
             Error::Database { action, reason }
         } else {
             Error::DatabaseRejected { action, reason }
@@ -154,12 +168,14 @@ impl Error {
             | Error::DatabaseLoginRefused { .. }
             | Error::Database { .. } => ErrorPath::DatabaseUnreachable,
             Error::DatabaseRejected { .. }
+            | Error::TableGone { .. }
             | Error::MissingTable { .. }
             | Error::SchemaDrift { .. }
             | Error::MissingPrivileges { .. } => ErrorPath::DatabaseRejected,
             Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
+            | Error::ConfigFile(_)
             | Error::Layout(_)
             | Error::InvalidDatabaseUrl(_)
             | Error::InvalidBrokers { .. }

@@ -98,3 +98,59 @@ impl Health {
         }
     }
 }
+
+/// The health of every table the process serves, for `/readyz`: ready when
+/// each table is, and the process is not stopping.
+#[derive(Default)]
+pub struct HealthBoard {
+    tables: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Health>>>,
+    stopping: AtomicBool,
+}
+
+impl HealthBoard {
+    pub fn add(&self, table: &str, health: Arc<Health>) {
+        self.lock().insert(table.to_owned(), health);
+    }
+
+    pub fn remove(&self, table: &str) {
+        self.lock().remove(table);
+    }
+
+    /// Apply `visit` to every table's health.
+    pub fn each(&self, visit: impl Fn(&Health)) {
+        for health in self.lock().values() {
+            visit(health);
+        }
+    }
+
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for health in self.lock().values() {
+            health.stopping();
+        }
+    }
+
+    /// `None` when ready, otherwise what is wrong (and with which table).
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Some("shutting down".to_owned());
+        }
+        let tables = self.lock();
+        let mut reasons = tables
+            .iter()
+            .filter_map(|(table, health)| Some((table, health.not_ready_reason()?)));
+        let (table, reason) = reasons.next()?;
+        let more = reasons.count();
+        Some(match (tables.len(), more) {
+            (1, _) => reason.to_owned(),
+            (_, 0) => format!("{reason} (table {table})"),
+            (_, more) => format!("{reason} (table {table} and {more} more)"),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Arc<Health>>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

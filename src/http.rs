@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::MetricsAddr;
 use crate::error::{Error, Result};
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::health::HealthBoard;
+use crate::metrics::MetricFamilies;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -31,7 +31,7 @@ pub async fn bind(addr: &MetricsAddr) -> Result<TcpListener> {
 }
 
 /// Serve until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<MetricFamilies>, health: Arc<HealthBoard>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -59,8 +59,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
 
 fn respond(
     request: &Request<Incoming>,
-    metrics: &Metrics,
-    health: &Health,
+    metrics: &MetricFamilies,
+    health: &HealthBoard,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");

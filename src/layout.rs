@@ -58,7 +58,8 @@ impl Role {
 const OPTIONAL_ROLES: [Role; 2] = [Role::Headers, Role::EventType];
 
 /// The preset a layout starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// The table `outbox-relay migrate` creates.
     #[default]

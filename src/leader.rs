@@ -1,7 +1,9 @@
-//! Leadership among the replicas that serve one table: the one that holds a
-//! session-level advisory lock claims; the others, connected and ready, try
-//! for the same lock every 200 ms, and one of them takes over once the server
-//! released it (the leader's session ended).
+//! Leadership among the replicas that serve a table: the one that holds the
+//! table's session-level advisory lock claims it; the others, connected and
+//! ready, try for the same lock every 200 ms, and one of them takes over once
+//! the server released it (the leader's session ended). One [`Elector`] per
+//! database holds the locks of all its tables on one session, so the
+//! connections stay bounded however many tables a relay serves.
 //!
 //! Guarantees: a relay claims only while it believes it leads, and stops
 //! believing the moment it sees its lock session end. Its claims also carry a
@@ -13,6 +15,7 @@
 //! overlap. Behind a transaction-mode pooler session
 //! locks do not hold, so election is off there and every replica claims.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,7 +85,7 @@ impl Leadership {
         }
     }
 
-    fn set(&self, leading: Option<Fence>, metrics: &Metrics) {
+    pub(crate) fn set(&self, leading: Option<Fence>, metrics: &Metrics) {
         let role = leading.map_or(Role::StandingBy, Role::Leading);
         *self
             .state
@@ -92,43 +95,103 @@ impl Leadership {
     }
 }
 
-/// Hold or wait for the table's lock until shutdown, reconnecting as needed.
-/// `wakeup` is notified on winning, so an idle loop claims at once.
-pub async fn contend(
-    database: Database,
-    leadership: Leadership,
-    observers: (Arc<Metrics>, Arc<Health>),
-    wakeup: Arc<Notify>,
-    mut shutdown: Shutdown,
-) {
-    let (metrics, health) = observers;
+/// One table's stake in the election.
+pub struct Candidate {
+    pub leadership: Leadership,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Notified on winning, so an idle loop claims at once.
+    pub wakeup: Arc<Notify>,
+}
+
+/// The tables of one database that elect a leader, and the session that
+/// holds the locks this relay won.
+#[derive(Default)]
+pub struct Elector {
+    /// By quoted table name: the lock's name.
+    candidates: Mutex<BTreeMap<String, Candidate>>,
+    /// Tables left while leading: their locks are given back on the session.
+    released: Mutex<Vec<String>>,
+    changed: Notify,
+}
+
+impl Elector {
+    /// Stand for the leadership of `quoted_table` from now on.
+    pub fn join(&self, quoted_table: String, candidate: Candidate) {
+        lock(&self.candidates).insert(quoted_table, candidate);
+        self.changed.notify_one();
+    }
+
+    /// Stop standing (the table is no longer served); a lock held for it is
+    /// given back.
+    pub fn leave(&self, quoted_table: &str) {
+        if let Some(candidate) = lock(&self.candidates).remove(quoted_table) {
+            if candidate.leadership.fence().is_some() {
+                lock(&self.released).push(quoted_table.to_owned());
+            }
+            candidate.leadership.set(None, &candidate.metrics);
+        }
+        self.changed.notify_one();
+    }
+
+    /// The tables still standing by.
+    fn standing_by(&self) -> Vec<String> {
+        lock(&self.candidates)
+            .iter()
+            .filter(|(_, c)| !c.leadership.is_leader())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn each(&self, mut visit: impl FnMut(&str, &Candidate)) {
+        for (name, candidate) in lock(&self.candidates).iter() {
+            visit(name, candidate);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Hold or wait for the locks of the elector's tables until shutdown,
+/// reconnecting as needed.
+pub async fn contend(database: Database, elector: Arc<Elector>, mut shutdown: Shutdown) {
     let mut backoff = OutageBackoff::new(Duration::from_millis(100), Duration::from_millis(500));
     loop {
-        let held = hold(
-            &database,
-            &leadership,
-            (&metrics, &health),
-            &wakeup,
-            &mut backoff,
-        );
+        let held = hold(&database, &elector, &mut backoff);
         let ended = tokio::select! {
             () = shutdown.requested() => return,
             ended = held => ended,
         };
-        // A standby that cannot reach the database is not ready either: its
-        // loop, claiming nothing, would never find out.
-        if let Err(error) = &ended {
-            if error.path() == ErrorPath::DatabaseUnreachable {
-                health.database_failed(error);
+        let reason = ended.err().map(|e| {
+            // A standby that cannot reach the database is not ready either:
+            // its loop, claiming nothing, would never find out.
+            if e.path() == ErrorPath::DatabaseUnreachable {
+                elector.each(|_, c| c.health.database_failed(&e));
             }
-        }
-        let reason = ended.err().map(|e| e.to_string()).unwrap_or_default();
-        if leadership.is_leader() {
-            tracing::warn!(error = %reason, "lost the leadership of this table; claiming stops until it is won again");
-        } else {
+            e.to_string()
+        });
+        let mut lost = Vec::new();
+        elector.each(|name, candidate| {
+            if candidate.leadership.fence().is_some() {
+                lost.push(name.to_owned());
+            }
+            candidate.leadership.set(None, &candidate.metrics);
+        });
+        lock(&elector.released).clear();
+        let reason = reason.unwrap_or_default();
+        if lost.is_empty() {
             tracing::debug!(error = %reason, "cannot wait for the leadership");
+        } else {
+            let which = match lost.len() {
+                1 => "this table".to_owned(),
+                n => format!("{n} tables"),
+            };
+            tracing::warn!(error = %reason, tables = %describe(&lost), "lost the leadership of {which}; claiming stops until it is won again");
         }
-        leadership.set(None, &metrics);
         tokio::select! {
             () = shutdown.requested() => return,
             () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -136,18 +199,12 @@ pub async fn contend(
     }
 }
 
-/// One session: wait for the lock, then hold it until the session ends.
-/// Always ends in an error (the session ended).
-async fn hold(
-    database: &Database,
-    leadership: &Leadership,
-    observers: (&Metrics, &Health),
-    wakeup: &Notify,
-    backoff: &mut OutageBackoff,
-) -> Result<()> {
-    let (metrics, health) = observers;
+/// One session: try for the locks not yet held every [`STANDBY_RETRY`] (or
+/// at once when a table joins), give back those of tables left, until the
+/// session ends. Always ends in an error (the session ended).
+async fn hold(database: &Database, elector: &Elector, backoff: &mut OutageBackoff) -> Result<()> {
     let (client, connection) = database.connect_dedicated().await?;
-    health.database_ok();
+    elector.each(|_, c| c.health.database_ok());
     let mut driver = tokio::spawn(connection);
     let lost = |action| move |e: tokio_postgres::Error| Error::database(action, &e);
     let sql = database.sql();
@@ -156,31 +213,78 @@ async fn hold(
         .await
         .map_err(lost("preparing the leader session"))?;
     backoff.reset();
-    let quoted = database.table().quoted();
-    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&quoted, Type::TEXT)];
-    let fence = loop {
-        let tried = client.query_typed(&sql.leader_lock.text, &params);
-        let tried = tokio::select! {
-            tried = tried => tried.map_err(lost("trying for the leadership"))?,
-            _ = &mut driver => return Err(session_ended()),
-        };
-        if let Some(row) = tried.first().filter(|row| row.get::<_, bool>("won")) {
-            break Fence {
-                pid: row.get("pid"),
-                lock_key: row.get("key"),
+    loop {
+        let released = std::mem::take(&mut *lock(&elector.released));
+        for name in released {
+            let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+                [(&name, Type::TEXT)];
+            let unlocked = client.query_typed(&sql.leader_unlock.text, &params);
+            tokio::select! {
+                unlocked = unlocked => { unlocked.map_err(lost("giving up a table's leadership"))?; }
+                _ = &mut driver => return Err(session_ended()),
+            }
+        }
+        let names = elector.standing_by();
+        if !names.is_empty() {
+            let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+                [(&names, Type::TEXT_ARRAY)];
+            let tried = client.query_typed(&sql.leader_lock.text, &params);
+            let rows = tokio::select! {
+                tried = tried => tried.map_err(lost("trying for the leadership"))?,
+                _ = &mut driver => return Err(session_ended()),
             };
+            won(elector, &rows);
         }
         tokio::select! {
             () = tokio::time::sleep(STANDBY_RETRY) => {}
+            () = elector.changed.notified() => {}
             _ = &mut driver => return Err(session_ended()),
         }
-    };
-    leadership.set(Some(fence), metrics);
-    wakeup.notify_one();
-    tracing::info!(table = %database.table(), "this relay leads the table; other replicas stand by");
-    let _ = (&mut driver).await;
-    drop(client);
-    Err(session_ended())
+    }
+}
+
+/// Take up the tables whose locks this session just won.
+fn won(elector: &Elector, rows: &[tokio_postgres::Row]) {
+    let mut taken = Vec::new();
+    let candidates = lock(&elector.candidates);
+    for row in rows.iter().filter(|row| row.get::<_, bool>("won")) {
+        let name: String = row.get("name");
+        let fence = Fence {
+            pid: row.get("pid"),
+            lock_key: row.get("key"),
+        };
+        match candidates.get(&name) {
+            Some(candidate) => {
+                candidate.leadership.set(Some(fence), &candidate.metrics);
+                candidate.wakeup.notify_one();
+                taken.push(name);
+            }
+            // Left while the lock was tried for: give it back.
+            None => lock(&elector.released).push(name),
+        }
+    }
+    drop(candidates);
+    if !taken.is_empty() {
+        let which = match taken.len() {
+            1 => "the table".to_owned(),
+            n => format!("{n} tables"),
+        };
+        tracing::info!(tables = %describe(&taken), "this relay leads {which}; other replicas stand by");
+    }
+}
+
+/// A list of tables for a log line: all of a few, the count of many.
+fn describe(tables: &[String]) -> String {
+    const LISTED: usize = 5;
+    if tables.len() <= LISTED {
+        tables.join(", ")
+    } else {
+        format!(
+            "{} and {} more",
+            tables[..LISTED].join(", "),
+            tables.len() - LISTED
+        )
+    }
 }
 
 fn session_ended() -> Error {

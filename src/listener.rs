@@ -1,11 +1,15 @@
-//! LISTEN wake-ups: a dedicated connection subscribed to the optional NOTIFY
-//! trigger, turning each notification into a wake-up of the relay loop.
+//! LISTEN wake-ups: one dedicated connection per database, subscribed to the
+//! optional NOTIFY trigger of every table the relay serves there (and to
+//! `migrate`'s announcements of new tables), turning each notification into
+//! a wake-up of that table's loop.
 //!
 //! Guarantees: a lost connection is re-established with backoff, and every
-//! (re)subscription is followed by a wake-up, so rows committed while no one
-//! was listening are claimed at once rather than at the next poll.
+//! (re)subscription is followed by a wake-up of the tables subscribed, so
+//! rows committed while no one was listening are claimed at once rather
+//! than at the next poll. Tables join and leave while the session lives.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::poll_fn;
@@ -17,12 +21,88 @@ use crate::error::{Error, Result};
 use crate::relay::backoff::OutageBackoff;
 use crate::shutdown::Shutdown;
 
+/// The channel `migrate` announces tables on (`sql/queries/announce_tables.sql`).
+const TABLES_CHANNEL: &str = "outbox_relay_tables";
+
+/// One table's subscription.
+#[derive(Clone)]
+struct Subscription {
+    wakeup: Arc<Notify>,
+    listen: String,
+    unlisten: String,
+}
+
+/// The channels of one database's tables, and whom each wakes.
+#[derive(Default)]
+pub struct Channels {
+    subscriptions: Mutex<BTreeMap<String, Subscription>>,
+    changed: Notify,
+    /// Woken by `migrate`'s announcements.
+    pub tables_announced: Arc<Notify>,
+}
+
+impl Channels {
+    /// Wake `wakeup` on the NOTIFYs of `database`'s table.
+    pub fn subscribe(&self, database: &Database, wakeup: Arc<Notify>) {
+        let subscription = Subscription {
+            wakeup,
+            listen: database.sql().listen_for_inserts.clone(),
+            unlisten: database.sql().unlisten_for_inserts.clone(),
+        };
+        lock(&self.subscriptions).insert(database.table().notify_channel(), subscription);
+        self.changed.notify_one();
+    }
+
+    pub fn unsubscribe(&self, database: &Database) {
+        lock(&self.subscriptions).remove(&database.table().notify_channel());
+        self.changed.notify_one();
+    }
+
+    fn wake(&self, channel: &str) {
+        if channel == TABLES_CHANNEL {
+            self.tables_announced.notify_one();
+        } else if let Some(subscription) = lock(&self.subscriptions).get(channel) {
+            subscription.wakeup.notify_one();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The tables that joined since (to LISTEN to) and the channels of those
+/// that left (to UNLISTEN).
+fn changes(
+    channels: &Channels,
+    listening: &BTreeMap<String, String>,
+) -> (Vec<(String, Subscription)>, Vec<String>) {
+    let subscriptions = lock(&channels.subscriptions);
+    let joined = subscriptions
+        .iter()
+        .filter(|(channel, _)| !listening.contains_key(*channel))
+        .map(|(channel, s)| (channel.clone(), s.clone()))
+        .collect();
+    let left = listening
+        .keys()
+        .filter(|channel| !subscriptions.contains_key(*channel))
+        .cloned()
+        .collect();
+    (joined, left)
+}
+
 /// Keep a LISTEN session open until shutdown, reconnecting as needed.
-pub async fn listen_for_inserts(database: Database, wakeup: Arc<Notify>, mut shutdown: Shutdown) {
+pub async fn listen_for_inserts(
+    database: Database,
+    channels: Arc<Channels>,
+    mut shutdown: Shutdown,
+) {
     let mut backoff = OutageBackoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut connected_before = false;
     loop {
-        let session = listen_once(&database, &wakeup, &mut backoff, &mut connected_before);
+        let session = listen_once(&database, &channels, &mut backoff, &mut connected_before);
         tokio::select! {
             () = shutdown.requested() => return,
             ended = session => {
@@ -45,7 +125,7 @@ pub async fn listen_for_inserts(database: Database, wakeup: Arc<Notify>, mut shu
 
 async fn listen_once(
     database: &Database,
-    wakeup: &Notify,
+    channels: &Channels,
     backoff: &mut OutageBackoff,
     connected_before: &mut bool,
 ) -> Result<()> {
@@ -54,8 +134,8 @@ async fn listen_once(
     let driver = tokio::spawn(async move {
         while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if notified.send(()).is_err() {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if notified.send(notification.channel().to_owned()).is_err() {
                         break;
                     }
                 }
@@ -65,21 +145,49 @@ async fn listen_once(
         }
         Ok(())
     });
+    let subscribe = |e: tokio_postgres::Error| Error::database("subscribing with LISTEN", &e);
     let outcome = async {
         client
-            .batch_execute(&database.sql().listen_for_inserts)
+            .batch_execute(&database.sql().listen_for_tables)
             .await
-            .map_err(|e| Error::database("subscribing with LISTEN", &e))?;
-        if !*connected_before {
-            tracing::info!(channel = %database.table().notify_channel(), "listening for insert notifications");
+            .map_err(subscribe)?;
+        // Channel -> its UNLISTEN, for the tables subscribed on this session.
+        let mut listening: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let changed = channels.changed.notified();
+            let (listen, unlisten) = changes(channels, &listening);
+            for channel in unlisten {
+                if let Some(statement) = listening.remove(&channel) {
+                    client.batch_execute(&statement).await.map_err(subscribe)?;
+                }
+            }
+            for (channel, subscription) in listen {
+                client
+                    .batch_execute(&subscription.listen)
+                    .await
+                    .map_err(subscribe)?;
+                listening.insert(channel, subscription.unlisten);
+                subscription.wakeup.notify_one();
+            }
+            if !*connected_before {
+                tracing::info!(
+                    channels = listening.len(),
+                    "listening for insert notifications"
+                );
+            }
+            *connected_before = true;
+            backoff.reset();
+            tokio::select! {
+                () = changed => {}
+                channel = notifications.recv() => match channel {
+                    Some(channel) => channels.wake(&channel),
+                    None => return Ok(()),
+                },
+            }
+            while let Ok(channel) = notifications.try_recv() {
+                channels.wake(&channel);
+            }
         }
-        *connected_before = true;
-        backoff.reset();
-        wakeup.notify_one();
-        while notifications.recv().await.is_some() {
-            wakeup.notify_one();
-        }
-        Ok(())
     }
     .await;
     if outcome.is_err() {

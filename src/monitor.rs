@@ -44,6 +44,10 @@ pub async fn watch_backlog(
                 metrics.observe_backlog(&backlog);
                 health.database_ok();
             }
+            // Dropped while served: the relay loop reports (or releases) it.
+            Err(error @ crate::error::Error::TableGone { .. }) => {
+                tracing::debug!(%error, "cannot refresh the backlog");
+            }
             Err(error) => health.database_failed(&error),
         }
         if let Ok(bytes) = database.table_size_bytes().await {
@@ -60,7 +64,7 @@ pub async fn watch_backlog(
 /// the relay has nothing to send.
 pub async fn watch_kafka(
     publisher: Arc<Publisher>,
-    health: Arc<Health>,
+    health: Arc<crate::health::HealthBoard>,
     interval: Duration,
     mut shutdown: Shutdown,
 ) {
@@ -70,8 +74,8 @@ pub async fn watch_kafka(
             () = tokio::time::sleep(interval) => {}
         }
         match publisher.probe(interval.max(Duration::from_secs(1))).await {
-            Ok(()) => health.kafka_ok(),
-            Err(error) => health.kafka_failed(&error),
+            Ok(()) => health.each(Health::kafka_ok),
+            Err(error) => health.each(|table| table.kafka_failed(&error)),
         }
     }
 }

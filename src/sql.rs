@@ -21,6 +21,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Creates the table's schema when it does not exist.
+const CREATE_SCHEMA: &str = include_str!("../sql/optional/create_schema.sql");
+
 /// Optional trigger that sends NOTIFY on commit of an insert.
 const NOTIFY_TRIGGER: &str = include_str!("../sql/optional/notify_trigger.sql");
 
@@ -42,6 +45,8 @@ pub struct Sql {
     pub pooler_safe: bool,
     pub migrations: Vec<(&'static str, String)>,
     pub notify_trigger: String,
+    /// For a schema-qualified table: create its schema if missing.
+    pub create_schema: Option<String>,
     pub listen_for_inserts: String,
     pub migration_lock: Statement,
     pub outbox_table_exists: Statement,
@@ -63,7 +68,12 @@ pub struct Sql {
     pub outbox_objects: Statement,
     pub outbox_delete_published: Statement,
     pub leader_lock: Statement,
+    pub leader_unlock: Statement,
     pub leader_session: String,
+    pub unlisten_for_inserts: String,
+    pub listen_for_tables: String,
+    pub announce_tables: Statement,
+    pub discover_tables: Statement,
 }
 
 /// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
@@ -87,6 +97,9 @@ impl Sql {
                 .map(|(name, text)| (*name, render(text)))
                 .collect(),
             notify_trigger: render(NOTIFY_TRIGGER),
+            create_schema: table
+                .quoted_schema()
+                .map(|schema| CREATE_SCHEMA.replace("{{schema}}", &schema)),
             listen_for_inserts: render(include_str!("../sql/queries/listen_for_inserts.sql")),
             migration_lock: statement!(render, "migration_lock"),
             outbox_table_exists: statement!(render, "outbox_table_exists"),
@@ -108,7 +121,12 @@ impl Sql {
             outbox_objects: statement!(render, "outbox_objects"),
             outbox_delete_published: statement!(render, "outbox_delete_published"),
             leader_lock: statement!(render, "leader_lock"),
+            leader_unlock: statement!(render, "leader_unlock"),
             leader_session: render(include_str!("../sql/queries/leader_session.sql")),
+            unlisten_for_inserts: render(include_str!("../sql/queries/unlisten_for_inserts.sql")),
+            listen_for_tables: render(include_str!("../sql/queries/listen_for_tables.sql")),
+            announce_tables: statement!(render, "announce_tables"),
+            discover_tables: statement!(render, "discover_tables"),
         }
     }
 
@@ -154,7 +172,12 @@ impl Sql {
             self.outbox_privileges.text.as_str(),
             self.outbox_objects.text.as_str(),
             self.leader_lock.text.as_str(),
+            self.leader_unlock.text.as_str(),
             self.leader_session.as_str(),
+            self.unlisten_for_inserts.as_str(),
+            self.listen_for_tables.as_str(),
+            self.announce_tables.text.as_str(),
+            self.discover_tables.text.as_str(),
             self.notify_trigger.as_str(),
             self.listen_for_inserts.as_str(),
         ]);
@@ -207,9 +230,9 @@ mod tests {
     fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap(), &ColumnSql::default(), false);
         let texts = sql.all_texts();
-        // 20 queries, LISTEN, the leader's session settings, the trigger and
-        // each migration.
-        assert_eq!(texts.len(), 23 + MIGRATIONS.len());
+        // 23 queries, LISTEN and UNLISTEN (inserts, tables), the leader's
+        // session settings, the trigger and each migration.
+        assert_eq!(texts.len(), 28 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -221,7 +244,8 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 20 named statements, LISTEN and the leader's session settings.
-        assert_eq!(files, 22, "a file in sql/queries/ is not wired into Sql");
+        // The 23 named statements, the three LISTEN/UNLISTEN and the
+        // leader's session settings.
+        assert_eq!(files, 27, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -150,6 +150,58 @@ fn format_age(seconds: Option<f64>) -> String {
     }
 }
 
+/// `status` over several tables: one line per table, the furthest behind
+/// (oldest pending row) first, then a total.
+pub fn render_tables(views: &[StatusView]) -> String {
+    let width = views
+        .iter()
+        .map(|v| v.table.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>14}  {:>8}  {:>12}",
+        "TABLE", "PENDING", "OLDEST PENDING", "DEAD", "PUBLISHED"
+    );
+    for view in views {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10}  {:>14}  {:>8}  {:>12}",
+            view.table,
+            view.backlog.pending,
+            format_age(view.backlog.oldest_pending_age_seconds),
+            view.backlog.dead,
+            view.published
+        );
+    }
+    let oldest = views
+        .iter()
+        .filter_map(|v| v.backlog.oldest_pending_age_seconds)
+        .max_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "{} tables: {} pending, oldest {}, {} dead",
+        views.len(),
+        views.iter().map(|v| v.backlog.pending).sum::<i64>(),
+        format_age(oldest),
+        views.iter().map(|v| v.backlog.dead).sum::<i64>()
+    );
+    out
+}
+
+/// The furthest behind first: oldest pending age, descending (tables with
+/// nothing pending last), then by name.
+pub fn sort_by_lag(views: &mut [StatusView]) {
+    views.sort_by(|a, b| {
+        let age = |v: &StatusView| v.backlog.oldest_pending_age_seconds.unwrap_or(-1.0);
+        age(b)
+            .total_cmp(&age(a))
+            .then_with(|| a.table.cmp(&b.table))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

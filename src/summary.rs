@@ -11,9 +11,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::core::Collector;
-
-use crate::metrics::Metrics;
+use crate::metrics::{MetricFamilies, Metrics};
 use crate::shutdown::Shutdown;
 
 /// Counter totals at one moment.
@@ -26,22 +24,21 @@ pub struct Totals {
 
 impl Totals {
     pub fn read(metrics: &Metrics) -> Self {
-        let mut published = BTreeMap::new();
-        for family in metrics.published.collect() {
-            for metric in family.get_metric() {
-                let topic = metric
-                    .get_label()
-                    .iter()
-                    .find(|label| label.get_name() == "topic")
-                    .map(|label| label.get_value().to_owned())
-                    .unwrap_or_default();
-                published.insert(topic, metric.get_counter().get_value() as u64);
-            }
-        }
+        let published = metrics.published_by_topic();
         Totals {
             published,
             retried: metrics.retries_scheduled.get(),
             dead: metrics.dead_lettered.get(),
+        }
+    }
+
+    /// The totals of every table the process served.
+    pub fn read_all(families: &MetricFamilies) -> Self {
+        let (published, retried, dead) = families.totals();
+        Totals {
+            published,
+            retried,
+            dead,
         }
     }
 
@@ -140,7 +137,7 @@ mod tests {
     #[test]
     fn totals_come_from_the_metrics() {
         let metrics = Metrics::new("outbox");
-        metrics.published.with_label_values(&["orders"]).inc_by(7);
+        metrics.published("orders").inc_by(7);
         metrics.dead_lettered.inc();
         let totals = Totals::read(&metrics);
         assert_eq!(totals.published_total(), 7);

@@ -29,7 +29,22 @@ pub struct InvalidTableName {
     reason: &'static str,
 }
 
+impl InvalidTableName {
+    pub fn new(value: &str, reason: &'static str) -> Self {
+        InvalidTableName {
+            value: value.to_owned(),
+            reason,
+        }
+    }
+}
+
 impl TableName {
+    /// `schema.name` as the catalog spells them (from discovery); an error
+    /// for names the relay cannot quote safely.
+    pub fn qualified(schema: &str, name: &str) -> Result<Self, InvalidTableName> {
+        format!("{schema}.{name}").parse()
+    }
+
     /// The bare table name.
     pub fn name(&self) -> &str {
         &self.name
@@ -48,6 +63,11 @@ impl TableName {
             Some(schema) => format!("\"{schema}\".\"{}\"", self.name),
             None => format!("\"{}\"", self.name),
         }
+    }
+
+    /// `"schema"`, for a schema-qualified name.
+    pub fn quoted_schema(&self) -> Option<String> {
+        self.schema.as_ref().map(|schema| format!("\"{schema}\""))
     }
 
     /// The quoted name of an object living beside the table, such as the

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
+use crate::cli::{Cli, ConfigCommand, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
 use crate::config::DatabaseArgs;
 use crate::db::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
 use crate::db::{migration_sql, Database, MigrateOptions, RequeueSelection};
@@ -28,17 +28,22 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
     if args.adopt {
         return adopt(&args).await;
     }
+    if args.config.is_some() || args.database.selector().is_pattern() {
+        return super::tables::migrate(&args, options).await;
+    }
     if args.database.layout.layout()? != Layout::preset(Preset::Relay) {
         return Err(Error::InvalidConfig(
             "--layout, --column, --header-column and --topic-template describe an existing table: add --adopt to adopt it".to_owned(),
         ));
     }
     if args.print_sql {
-        print!("{}", migration_sql(&args.database.table, options));
+        let table = args.database.single_table("migrate --print-sql")?;
+        print!("{}", migration_sql(&table, options));
         return Ok(());
     }
     let database = args.database.open(TOOL_POOL_SIZE)?;
     let report = database.migrate(options).await?;
+    database.announce().await?;
     let list = |items: &[String]| match items {
         [] => "nothing".to_owned(),
         items => items.join(", "),
@@ -81,18 +86,12 @@ async fn open_table(args: &DatabaseArgs) -> Result<Database> {
 }
 
 pub async fn status(args: StatusArgs) -> Result<()> {
+    if args.config.is_some() || args.database.selector().is_pattern() {
+        return super::tables::status(&args).await;
+    }
     let database = open_table(&args.database).await?;
-    let backlog = database.backlog().await?;
-    let client = database.connection().await?;
-    let (published, last_published_at) = queries::outbox_published_summary(&client, database.sql())
-        .await
-        .map_err(|e| Error::database("counting published rows", &e))?;
-    let view = status::StatusView {
-        table: database.table().to_string(),
-        backlog,
-        published,
-        last_published_at,
-    };
+    let mut view = super::tables::view_of(&database).await?;
+    view.table = database.table().to_string();
     if args.json {
         println!("{}", status::render_json(&view));
     } else {
@@ -210,6 +209,12 @@ pub async fn prune(args: PruneArgs) -> Result<()> {
         .await?;
     println!("deleted {total} published rows");
     Ok(())
+}
+
+pub async fn config(command: ConfigCommand) -> Result<()> {
+    match command {
+        ConfigCommand::Check { file, offline } => super::tables::check(&file, offline).await,
+    }
 }
 
 pub fn completions(shell: clap_complete::Shell) {

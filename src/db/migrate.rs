@@ -81,6 +81,9 @@ pub struct MigrationReport {
 pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
     let sql = options.sql(table, false);
     let mut text = String::from("BEGIN;\n\n");
+    if let Some(create_schema) = &sql.create_schema {
+        text.push_str(&format!("-- schema\n{}\n\n", create_schema.trim_end()));
+    }
     for (name, migration) in &sql.migrations {
         text.push_str(&format!("-- migration {name}\n{}\n", migration.trim_end()));
         text.push('\n');
@@ -245,6 +248,12 @@ impl Database {
         connection.batch_execute("BEGIN").await.map_err(fail)?;
         lock_migrations(connection, sql).await?;
         let mut applied = Vec::new();
+        if let Some(create_schema) = &sql.create_schema {
+            connection
+                .batch_execute(create_schema)
+                .await
+                .map_err(fail)?;
+        }
         for (name, text) in &sql.migrations {
             connection.batch_execute(text).await.map_err(fail)?;
             applied.push(*name);

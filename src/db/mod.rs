@@ -110,6 +110,62 @@ impl Database {
         })
     }
 
+    /// The same pool (and connections), for another table of the same
+    /// database, read through `layout`; [`check_statements`] it before use.
+    /// `unnamed` runs its statements unnamed, as behind a pooler: a relay
+    /// serving a pattern may serve a thousand tables, and prepared
+    /// statements per table and connection would grow without bound.
+    ///
+    /// [`check_statements`]: Self::check_statements
+    pub fn for_table(&self, table: &TableName, layout: Layout, unnamed: bool) -> Database {
+        Database {
+            pool: self.pool.clone(),
+            delete_published: self.delete_published,
+            connector: self.connector.clone(),
+            sql: Arc::new(Sql::for_table(
+                table,
+                &ColumnSql::default(),
+                self.sql.pooler_safe || unnamed,
+            )),
+            table: table.clone(),
+            layout,
+            payload: PayloadKind::Json,
+            target: self.target.clone(),
+            qualified: None,
+        }
+    }
+
+    /// The tables `pattern` matches now, schema-qualified. Names the relay
+    /// cannot quote safely are left out, and said once by the caller.
+    pub async fn discover(
+        &self,
+        pattern: &crate::table_pattern::TablePattern,
+    ) -> Result<Vec<std::result::Result<TableName, String>>> {
+        let client = self.connection().await?;
+        let (schema_like, name_like) = pattern.like();
+        let params = queries::DiscoverTablesParams {
+            schema_like: schema_like.as_deref(),
+            name_like: &name_like,
+        };
+        let found = queries::discover_tables(&client, &self.sql, params)
+            .await
+            .map_err(|e| Error::database("looking for the tables of a pattern", &e))?;
+        Ok(found
+            .into_iter()
+            .map(|(schema, name)| {
+                TableName::qualified(&schema, &name).map_err(|_| format!("{schema}.{name}"))
+            })
+            .collect())
+    }
+
+    /// NOTIFY running relays that this table was created or changed.
+    pub async fn announce(&self) -> Result<()> {
+        let client = self.connection().await?;
+        queries::announce_tables(&client, &self.sql, &self.table.to_string())
+            .await
+            .map_err(|e| Error::database("announcing the table to running relays", &e))
+    }
+
     /// Batches claimed from now on delete their published rows instead of
     /// marking them (`--on-publish delete`).
     pub fn delete_on_publish(mut self, delete: bool) -> Self {
@@ -308,4 +364,11 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let dbname = config.get_dbname().unwrap_or("(default database)");
     format!("{host}:{port}/{dbname}")
+}
+
+/// `host:port/dbname` of a connection string, without credentials: two
+/// strings that reach the same database say the same (for the configuration
+/// file's check that no table is listed twice).
+pub fn target_of(url: &str) -> Result<String> {
+    Ok(describe_target(&ConnectSettings::parse(url)?.config))
 }

@@ -714,3 +714,37 @@ pub async fn outbox_objects(
     let rows = query(client, sql, &sql.outbox_objects, &bound).await?;
     rows.iter().map(|row| row.try_get(0)).collect()
 }
+
+// --- discover_tables ------------------------------------------------------
+
+pub struct DiscoverTablesParams<'a> {
+    /// The schema as a `LIKE` pattern; `None`: the search path's schemas.
+    pub schema_like: Option<&'a str>,
+    pub name_like: &'a str,
+}
+
+/// `(schema, name)` of every table the patterns match, sorted.
+pub async fn discover_tables(
+    client: &Client,
+    sql: &Sql,
+    params: DiscoverTablesParams<'_>,
+) -> PgResult<Vec<(String, String)>> {
+    let bound: Params<2> = [
+        (&params.schema_like, Type::TEXT),
+        (&params.name_like, Type::TEXT),
+    ];
+    let rows = query(client, sql, &sql.discover_tables, &bound).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("schema")?, row.try_get("name")?)))
+        .collect()
+}
+
+// --- announce_tables ------------------------------------------------------
+
+/// NOTIFY running relays that `table` was created or changed.
+pub async fn announce_tables(client: &Client, sql: &Sql, table: &str) -> PgResult<()> {
+    let bound: Params<1> = [(&table, Type::TEXT)];
+    query(client, sql, &sql.announce_tables, &bound)
+        .await
+        .map(drop)
+}

@@ -60,6 +60,9 @@ pub struct Relay {
     leadership: Leadership,
     gate: ClaimGate,
     format: MessageFormat,
+    /// Told when the table is gone, for a table found by a pattern: its
+    /// release is then expected, not an error to report.
+    table_gone: Option<Arc<Notify>>,
 }
 
 impl Relay {
@@ -89,7 +92,15 @@ impl Relay {
             known_topics: KnownTopics::default(),
             leadership,
             gate,
+            table_gone: None,
         }
+    }
+
+    /// On finding the table dropped, tell `discovery` (which releases it)
+    /// instead of reporting a failure.
+    pub fn release_when_gone(mut self, discovery: Arc<Notify>) -> Self {
+        self.table_gone = Some(discovery);
+        self
     }
 
     /// Run until `shutdown` is requested, then flush the producer.
@@ -233,6 +244,13 @@ impl Relay {
     }
 
     fn report(&self, failure: Option<&Error>, touched_database: bool, statements_done: bool) {
+        if let (Some(error @ Error::TableGone { .. }), Some(discovery)) =
+            (failure, &self.table_gone)
+        {
+            tracing::debug!(%error, "the table is gone; asking discovery to release it");
+            discovery.notify_one();
+            return;
+        }
         let health = self.telemetry.health();
         if touched_database && !failure.is_some_and(is_database_failure) {
             health.database_ok();

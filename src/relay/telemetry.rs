@@ -74,7 +74,7 @@ impl Telemetry {
             metrics.delivery_latency.observe(latency.as_secs_f64());
         }
         for (topic, count) in &report.published_per_topic {
-            metrics.published.with_label_values(&[topic]).inc_by(*count);
+            metrics.published(topic).inc_by(*count);
         }
         for reason in &report.failure_reasons {
             metrics.record_failure(*reason);

@@ -1,0 +1,213 @@
+//! One served table: its checks, its relay loop and the monitors beside it
+//! (backlog gauges, summary, retention or partition upkeep), started and
+//! stopped as a unit, so tables can come and go while the process runs.
+//!
+//! Guarantees: a table is served only after the same checks as at start-up
+//! passed (it exists, reads as its layout says, every statement prepares,
+//! the role holds its privileges); a stopped table stops claiming, finishes
+//! its batches within the shutdown timeout, and leaves no series, health
+//! entry, subscription or election behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::claim_gate::ClaimGate;
+use crate::config::{OnPublish, RelayConfig};
+use crate::db::{Database, PartitionUnit};
+use crate::error::Result;
+use crate::health::Health;
+use crate::leader::{Candidate, Leadership};
+use crate::relay::Relay;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::{monitor, summary};
+
+use super::source::SourceParts;
+use super::Shared;
+
+pub(crate) struct TableRelay {
+    pub qualified: String,
+    /// Found by a pattern: released when it is gone.
+    pub from_pattern: bool,
+    database: Database,
+    trigger: ShutdownTrigger,
+    relay: JoinHandle<Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A table that passed its checks, ready to be served.
+pub(crate) struct Checked {
+    config: RelayConfig,
+    database: Database,
+    partitions: Option<PartitionUnit>,
+    from_pattern: bool,
+}
+
+impl Checked {
+    pub fn qualified(&self) -> String {
+        self.database.qualified_name()
+    }
+}
+
+impl TableRelay {
+    /// Check `database`'s table for serving it with `config`.
+    pub async fn check(
+        config: RelayConfig,
+        mut database: Database,
+        from_pattern: bool,
+    ) -> Result<Checked> {
+        database.check_statements().await?;
+        let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
+        database.check_privileges(deletes).await?;
+        let partitions = database.partitioning().await?;
+        Ok(Checked {
+            config,
+            database,
+            partitions,
+            from_pattern,
+        })
+    }
+
+    /// Start serving a checked table.
+    pub fn launch(shared: &Shared, parts: &SourceParts, checked: Checked) -> Self {
+        let Checked {
+            config,
+            database,
+            partitions,
+            from_pattern,
+        } = checked;
+        let qualified = database.qualified_name();
+        let metrics = Arc::new(shared.families.for_table(&qualified));
+        let health = Arc::new(Health::new(Arc::clone(&metrics)));
+        let wakeup = Arc::new(Notify::new());
+        let leadership = match &parts.elector {
+            Some(elector) => {
+                let leadership = Leadership::elected();
+                elector.join(
+                    database.table().quoted(),
+                    Candidate {
+                        leadership: leadership.clone(),
+                        metrics: Arc::clone(&metrics),
+                        health: Arc::clone(&health),
+                        wakeup: Arc::clone(&wakeup),
+                    },
+                );
+                leadership
+            }
+            None => {
+                metrics.role.set(1);
+                Leadership::always()
+            }
+        };
+        if let Some(channels) = &parts.channels {
+            channels.subscribe(&database, Arc::clone(&wakeup));
+        }
+        shared.board.add(&qualified, Arc::clone(&health));
+        let (trigger, shutdown) = Shutdown::new();
+        let span = tracing::info_span!("table", table = %qualified);
+        let gate = ClaimGate::default();
+        let mut tasks = vec![tokio::spawn(
+            monitor::watch_backlog(
+                database.clone(),
+                (Arc::clone(&metrics), Arc::clone(&health)),
+                config.stats_interval,
+                leadership.clone(),
+                shutdown.clone(),
+            )
+            .instrument(span.clone()),
+        )];
+        if !config.summary_interval.is_zero() {
+            tasks.push(tokio::spawn(
+                summary::log_periodically(
+                    Arc::clone(&metrics),
+                    config.summary_interval,
+                    shutdown.clone(),
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        if let Some(unit) = partitions {
+            let upkeep = monitor::PartitionUpkeep {
+                database: database.clone(),
+                metrics: Arc::clone(&metrics),
+                unit,
+                retention: config.retention,
+                gate: gate.clone(),
+                leadership: leadership.clone(),
+            };
+            tasks.push(tokio::spawn(
+                monitor::maintain_partitions(upkeep, shutdown.clone()).instrument(span.clone()),
+            ));
+        } else if let Some(retention) = config.retention {
+            tasks.push(tokio::spawn(
+                monitor::enforce_retention(
+                    database.clone(),
+                    Arc::clone(&metrics),
+                    retention,
+                    shutdown.clone(),
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        let mut relay = Relay::new(
+            config,
+            database.clone(),
+            Arc::clone(&shared.publisher),
+            (Arc::clone(&metrics), health),
+            wakeup,
+            leadership,
+            gate,
+        );
+        if from_pattern {
+            relay = relay.release_when_gone(Arc::clone(&parts.rediscover));
+        }
+        let relay = tokio::spawn(relay.run(shutdown).instrument(span));
+        TableRelay {
+            qualified,
+            from_pattern,
+            database,
+            trigger,
+            relay,
+            tasks,
+        }
+    }
+
+    /// Stop claiming, give the batches in flight up to `timeout`, then
+    /// forget the table. Returns the loop's own result.
+    pub async fn stop(
+        mut self,
+        shared: &Shared,
+        parts: &SourceParts,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.trigger.trigger();
+        let ended = tokio::time::timeout(timeout, &mut self.relay).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(elector) = &parts.elector {
+            elector.leave(&self.database.table().quoted());
+        }
+        if let Some(channels) = &parts.channels {
+            channels.unsubscribe(&self.database);
+        }
+        shared.board.remove(&self.qualified);
+        shared.families.forget(&self.qualified);
+        match ended {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(super::internal_error(join_error)),
+            Err(_) => {
+                self.relay.abort();
+                tracing::warn!(
+                    table = %self.qualified,
+                    timeout_secs = timeout.as_secs(),
+                    "stopped before the rows in flight were recorded; they stay pending and will be sent again"
+                );
+                Ok(())
+            }
+        }
+    }
+}
