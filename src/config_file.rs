@@ -93,6 +93,7 @@ pub struct Source {
 /// A table or pattern, with what it overrides.
 #[derive(Debug, Clone)]
 pub struct TableEntry {
+    /// The line of its `name` (0: from the command line).
     pub line: usize,
     pub selector: TableSelector,
     pub layout: LayoutArgs,
@@ -259,9 +260,9 @@ fn source_entry(source: Spanned<RawSource>, mistake: &Mistake<'_>) -> Result<Sou
 }
 
 fn table_entry(table: Spanned<RawTable>, mistake: &Mistake<'_>) -> Result<TableEntry> {
-    let line = line_of(mistake.text, table.span().start);
     let table = table.into_inner();
     let name_at = table.name.span().start;
+    let line = line_of(mistake.text, name_at);
     let selector: TableSelector = table
         .name
         .get_ref()
@@ -381,7 +382,7 @@ name = "tenant_*.outbox"
         assert_eq!(orders.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(orders.tables[1].batch_size, Some(500));
         assert_eq!(orders.tables[1].layout.layout, Preset::Debezium);
-        assert_eq!(orders.tables[1].line, 13);
+        assert_eq!(orders.tables[1].line, 14);
         assert_eq!(file.sources[1].name, "db2:5432/tenants");
         assert!(file.sources[1].tables[0].selector.is_pattern());
         assert!(!format!("{file:?}").contains("s3cret"));
@@ -401,8 +402,8 @@ name = "tenant_*.outbox"
             "{GOOD}\n[[source]]\ndatabase_url = \"host=db port=5432 dbname=orders user=other\"\n[[source.table]]\nname = \"billing.outbox\"\n"
         );
         let line = error(&text);
-        assert!(line.starts_with("relay.toml:28:"), "{line}");
-        assert!(line.contains("already listed at line 13"), "{line}");
+        assert!(line.starts_with("relay.toml:29:"), "{line}");
+        assert!(line.contains("already listed at line 14"), "{line}");
     }
 
     #[test]

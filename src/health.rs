@@ -1,11 +1,30 @@
 //! Liveness and readiness state: is PostgreSQL reachable, is Kafka reachable,
-//! is the relay stopping. State changes are logged once, at info or warn,
-//! rather than on every failed attempt.
+//! is the relay stopping, per table, and for `/readyz` over every table
+//! ([`HealthBoard`]). State changes are logged once, at info or warn,
+//! rather than on every failed attempt, and once for all the tables that
+//! share the database (or Kafka), not once per table.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
+
+/// How many of the tables sharing a service see it down: the first to see
+/// it go down says so, the last to see it back says that.
+#[derive(Debug, Default)]
+pub struct Outage {
+    down: AtomicUsize,
+}
+
+impl Outage {
+    fn went_down(&self) -> bool {
+        self.down.fetch_add(1, Ordering::SeqCst) == 0
+    }
+
+    fn came_back(&self) -> bool {
+        self.down.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+}
 
 pub struct Health {
     database: AtomicBool,
@@ -14,11 +33,21 @@ pub struct Health {
     kafka: AtomicBool,
     stopping: AtomicBool,
     metrics: Arc<Metrics>,
+    database_outage: Arc<Outage>,
+    kafka_outage: Arc<Outage>,
 }
 
 impl Health {
-    /// Starts as reachable: `run` only starts serving after both checks passed.
+    /// A table's health sharing no outage with another.
+    #[cfg(test)]
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::sharing(metrics, Arc::default(), Arc::default())
+    }
+
+    /// A table's health, whose outages of the database and of Kafka are
+    /// said once with the other tables that share them. Starts as
+    /// reachable: a table is only served after its checks passed.
+    pub fn sharing(metrics: Arc<Metrics>, database: Arc<Outage>, kafka: Arc<Outage>) -> Self {
         metrics.database_up.set(1);
         metrics.kafka_up.set(1);
         Health {
@@ -27,11 +56,13 @@ impl Health {
             kafka: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             metrics,
+            database_outage: database,
+            kafka_outage: kafka,
         }
     }
 
     pub fn database_ok(&self) {
-        if !self.database.swap(true, Ordering::SeqCst) {
+        if !self.database.swap(true, Ordering::SeqCst) && self.database_outage.came_back() {
             tracing::info!("PostgreSQL is reachable again");
         }
         self.metrics.database_up.set(1);
@@ -55,7 +86,7 @@ impl Health {
     }
 
     pub fn database_failed(&self, error: &dyn std::fmt::Display) {
-        if self.database.swap(false, Ordering::SeqCst) {
+        if self.database.swap(false, Ordering::SeqCst) && self.database_outage.went_down() {
             tracing::warn!(%error, "PostgreSQL is unreachable; retrying with backoff");
         } else {
             tracing::debug!(%error, "PostgreSQL still unreachable");
@@ -64,14 +95,14 @@ impl Health {
     }
 
     pub fn kafka_ok(&self) {
-        if !self.kafka.swap(true, Ordering::SeqCst) {
+        if !self.kafka.swap(true, Ordering::SeqCst) && self.kafka_outage.came_back() {
             tracing::info!("Kafka is reachable again");
         }
         self.metrics.kafka_up.set(1);
     }
 
     pub fn kafka_failed(&self, error: &dyn std::fmt::Display) {
-        if self.kafka.swap(false, Ordering::SeqCst) {
+        if self.kafka.swap(false, Ordering::SeqCst) && self.kafka_outage.went_down() {
             tracing::warn!(%error, "no Kafka broker answers; rows stay pending until one does");
         } else {
             tracing::debug!(%error, "Kafka still unreachable");
@@ -99,12 +130,26 @@ impl Health {
     }
 }
 
+impl Drop for Health {
+    /// A table released while it saw an outage no longer counts towards it.
+    fn drop(&mut self) {
+        if !self.database.load(Ordering::SeqCst) {
+            self.database_outage.came_back();
+        }
+        if !self.kafka.load(Ordering::SeqCst) {
+            self.kafka_outage.came_back();
+        }
+    }
+}
+
 /// The health of every table the process serves, for `/readyz`: ready when
 /// each table is, and the process is not stopping.
 #[derive(Default)]
 pub struct HealthBoard {
     tables: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Health>>>,
     stopping: AtomicBool,
+    /// Kafka is one service for every table.
+    pub kafka_outage: Arc<Outage>,
 }
 
 impl HealthBoard {

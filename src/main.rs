@@ -71,11 +71,12 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     match format {
         LogFormat::Text => builder.init(),
         // `message` and the event's fields at the top level: the shape Loki,
-        // ECS and Datadog parse without a pipeline stage.
+        // ECS and Datadog parse without a pipeline stage; the table a line is
+        // about in `span.table`.
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .init(),
     }

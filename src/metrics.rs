@@ -661,4 +661,50 @@ mod tests {
         assert!(text.contains("outbox_oldest_pending_age_seconds{table=\"app.outbox\"} 1.5"));
         assert!(text.contains("outbox_dead_messages{table=\"app.outbox\"} 2"));
     }
+
+    #[test]
+    fn aggregate_series_fold_the_tables_and_keep_the_furthest_behind() {
+        let families = MetricFamilies::new(TableSeries::Aggregate);
+        let tables: Vec<Metrics> = (0..12)
+            .map(|n| families.for_table(&format!("tenant_{n:02}.outbox")))
+            .collect();
+        for (n, table) in tables.iter().enumerate() {
+            table.pending.set(n as i64);
+            table.oldest_pending_age.set(n as f64);
+            table.published("orders").inc_by(2);
+            table.delivery_latency.observe(0.002);
+            table.database_up.set(1);
+        }
+        tables[4].database_up.set(0);
+        let text = families.render();
+        assert!(
+            text.contains("outbox_pending_messages{table=\"*\"} 66"),
+            "{text}"
+        );
+        assert!(
+            text.contains("outbox_oldest_pending_age_seconds{table=\"*\"} 11"),
+            "{text}"
+        );
+        assert!(text.contains("outbox_database_up{table=\"*\"} 0"), "{text}");
+        assert!(text.contains("outbox_published_messages_total{table=\"*\",topic=\"orders\"} 24"));
+        assert!(text.contains("outbox_delivery_latency_seconds_count{table=\"*\"} 12"));
+        // The ten tables furthest behind keep their own backlog series.
+        assert!(text.contains("outbox_oldest_pending_age_seconds{table=\"tenant_11.outbox\"} 11"));
+        assert!(text.contains("outbox_pending_messages{table=\"tenant_02.outbox\"} 2"));
+        assert!(!text.contains("table=\"tenant_01.outbox\""), "{text}");
+        assert!(!text.contains("outbox_delivery_latency_seconds_count{table=\"tenant_"));
+    }
+
+    #[test]
+    fn a_forgotten_table_leaves_no_backlog_behind() {
+        let families = MetricFamilies::new(TableSeries::PerTable);
+        let gone = families.for_table("gone.outbox");
+        let kept = families.for_table("kept.outbox");
+        gone.pending.set(5);
+        kept.pending.set(1);
+        families.forget("gone.outbox");
+        let text = families.render();
+        assert!(!text.contains("outbox_pending_messages{table=\"gone.outbox\"}"));
+        assert!(text.contains("outbox_pending_messages{table=\"kept.outbox\"} 1"));
+    }
 }

@@ -346,3 +346,119 @@ async fn layout_mistakes_are_named_at_start_up() {
     ]);
     assert_one_line_error(&output, "add --adopt");
 }
+
+/// A configuration file in the test's directory.
+fn config_file(env: &TestEnv, text: &str) -> String {
+    let path = env
+        .dir
+        .path()
+        .join(format!("{}.toml", common::unique_name("c")));
+    std::fs::write(&path, text).expect("write config");
+    path.to_str().expect("UTF-8").to_owned()
+}
+
+fn source(env: &TestEnv, table: &str) -> String {
+    format!(
+        "[[source]]\ndatabase_url = \"{}\"\n[[source.table]]\nname = \"{table}\"\n",
+        env.database_url
+    )
+}
+
+#[tokio::test]
+async fn an_unknown_key_in_the_config_file_names_file_line_and_key() {
+    let env = TestEnv::new().await;
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\n{}bacth_size = 10\n",
+        env.brokers,
+        source(&env, &env.table)
+    );
+    let file = config_file(&env, &text);
+    for command in [
+        vec!["config", "check", file.as_str()],
+        vec![
+            "run",
+            "--config",
+            file.as_str(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    ] {
+        let output = run(&command);
+        assert_one_line_error(&output, &format!("{file}:7: bacth_size: unknown field"));
+    }
+}
+
+#[tokio::test]
+async fn a_pattern_that_matches_nothing_is_a_warning_not_an_error() {
+    let env = TestEnv::new().await;
+    let file = config_file(&env, &source(&env, "nobody_here_*.outbox"));
+    let output = run(&["config", "check", &file]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {file}:4: pattern nobody_here_*.outbox matches no table yet"
+        )),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("0 tables match now"), "{stdout}");
+}
+
+#[tokio::test]
+async fn two_sources_naming_the_same_table_are_refused() {
+    let env = TestEnv::new().await;
+    let text = format!("{}{}", source(&env, &env.table), source(&env, &env.table));
+    let file = config_file(&env, &text);
+    let output = run(&["config", "check", &file]);
+    assert_one_line_error(
+        &output,
+        &format!("{file}:8: source.table.name: table {}", env.table),
+    );
+    assert_one_line_error(&output, "already listed at line 4");
+    // A pattern and a name that resolve to the same table: found when the
+    // tables are.
+    let schema = env.table.split('.').next().expect("schema");
+    let text = format!(
+        "{}{}",
+        source(&env, &env.table),
+        source(&env, &format!("{schema}.out*"))
+    );
+    let file = config_file(&env, &text);
+    let output = run(&["config", "check", &file]);
+    assert_one_line_error(&output, "is named by two sources (line 4 and line 8)");
+}
+
+#[test]
+fn an_unreadable_config_file_is_named() {
+    let output = run(&["config", "check", "/nonexistent/relay.toml"]);
+    assert_one_line_error(
+        &output,
+        "/nonexistent/relay.toml: cannot read the configuration file",
+    );
+}
+
+#[tokio::test]
+async fn config_check_prints_what_the_file_resolves_to() {
+    let env = TestEnv::new().await;
+    let schema = env.table.split('.').next().expect("schema");
+    let text = format!(
+        "{}[[source.table]]\nname = \"{schema}.o*\"\n",
+        source(&env, "public.nothing_named_so")
+    );
+    // A missing named table is an error (run would not start).
+    let file = config_file(&env, &text);
+    let output = run(&["config", "check", &file]);
+    assert_one_line_error(
+        &output,
+        &format!("{file}:4: table public.nothing_named_so does not exist"),
+    );
+    let file = config_file(&env, &source(&env, &format!("{schema}.o*")));
+    let output = run(&["config", "check", &file]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("{schema}.o*  line 4: 1 tables match now")),
+        "{stdout}"
+    );
+}

@@ -86,6 +86,8 @@ async fn json_logs_put_message_and_fields_at_the_top_and_name_the_real_port() {
     assert_eq!(dead["key"], "k");
     assert_eq!(dead["attempts"], 1);
     assert_eq!(dead["reason"], "invalid_headers");
+    // The table it is about, as a relay serving several tables says it.
+    assert_eq!(dead["span"]["table"], env.table.as_str());
     assert!(dead["error"].as_str().unwrap().contains("invalid headers"));
 
     let summary = wait_for("the summary line", Duration::from_secs(30), || async {

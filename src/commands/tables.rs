@@ -16,7 +16,7 @@ use crate::db::queries;
 use crate::db::{Database, MigrateOptions};
 use crate::error::{Error, Result};
 use crate::layout::{Layout, Preset};
-use crate::serve::{resolve, Resolved};
+use crate::serve::{refuse_shared_tables, resolve, Resolved};
 use crate::status::{self, StatusView};
 use crate::table::TableName;
 use crate::table_pattern::TableSelector;
@@ -70,6 +70,7 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
             .unwrap_or("(from --kafka-brokers)")
     );
     let mut problems = Vec::new();
+    let mut named: Vec<(String, String, String)> = Vec::new();
     for source in &loaded.sources {
         println!(
             "source {} (line {}, pool of {})",
@@ -118,6 +119,16 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
                 file.display()
             );
         }
+        for (name, found) in &resolved.found {
+            named.push((
+                database.target().to_owned(),
+                name.clone(),
+                format!("line {}", source.tables[found.entry].line),
+            ));
+        }
+    }
+    if let Err(error) = refuse_shared_tables(named) {
+        problems.push(format!("{}: {error}", file.display()));
     }
     match problems.as_slice() {
         [] => Ok(()),

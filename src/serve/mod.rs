@@ -28,7 +28,7 @@ use crate::{http, monitor};
 
 pub use plan::Plan;
 use source::SourceRuntime;
-pub(crate) use source::{resolve, Resolved};
+pub(crate) use source::{refuse_shared_tables, resolve, Resolved};
 
 /// How often readiness asks the brokers for metadata when the loop is idle.
 const KAFKA_PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -74,6 +74,7 @@ where
         runtime.check(&shared).await?;
         sources.push(runtime);
     }
+    source::refuse_shared_tables(sources.iter().flat_map(|s| s.checked_tables()).collect())?;
     shared
         .publisher
         .check_reachable(shared.config.kafka_startup_timeout)

@@ -35,6 +35,8 @@ pub(crate) struct SourceParts {
     pub channels: Option<Arc<Channels>>,
     /// Look the patterns up again now.
     pub rediscover: Arc<Notify>,
+    /// The database is one service for every table in it.
+    pub database_outage: Arc<crate::health::Outage>,
 }
 
 pub(crate) struct SourceRuntime {
@@ -76,6 +78,7 @@ impl SourceRuntime {
                 elector,
                 channels,
                 rediscover,
+                database_outage: Arc::default(),
             },
             unnamed,
             tables: BTreeMap::new(),
@@ -83,6 +86,21 @@ impl SourceRuntime {
             refused: BTreeMap::new(),
             tasks: Vec::new(),
         })
+    }
+
+    /// `(database, table, where it was named)` of the tables checked at
+    /// start-up.
+    pub fn checked_tables(&self) -> Vec<(String, String, String)> {
+        self.checked
+            .iter()
+            .map(|checked| {
+                (
+                    self.database.target().to_owned(),
+                    checked.qualified(),
+                    format!("source {}", self.source.name),
+                )
+            })
+            .collect()
     }
 
     /// Serve the tables checked at start-up and open the LISTEN and
@@ -320,6 +338,23 @@ pub(crate) async fn resolve(
         }
     }
     Ok(resolved)
+}
+
+/// Refuse a table of one database that two sources name: `tables` holds
+/// `(database, table, where it was named)`.
+pub(crate) fn refuse_shared_tables(tables: Vec<(String, String, String)>) -> Result<()> {
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (database, table, named) in tables {
+        if let Some(first) = seen.get(&(database.clone(), table.clone())) {
+            if *first != named {
+                return Err(Error::InvalidConfig(format!(
+                    "table {table} in {database} is named by two sources ({first} and {named}); name each table once"
+                )));
+            }
+        }
+        seen.insert((database, table), named);
+    }
+    Ok(())
 }
 
 /// An entry for messages: where it was written.

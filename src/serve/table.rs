@@ -81,7 +81,11 @@ impl TableRelay {
         } = checked;
         let qualified = database.qualified_name();
         let metrics = Arc::new(shared.families.for_table(&qualified));
-        let health = Arc::new(Health::new(Arc::clone(&metrics)));
+        let health = Arc::new(Health::sharing(
+            Arc::clone(&metrics),
+            Arc::clone(&parts.database_outage),
+            Arc::clone(&shared.board.kafka_outage),
+        ));
         let wakeup = Arc::new(Notify::new());
         let leadership = match &parts.elector {
             Some(elector) => {

@@ -216,19 +216,38 @@ impl TestEnv {
     }
 
     pub fn start_relay_with_brokers(&self, brokers: &str, extra: &[&str]) -> RelayProcess {
+        let mut command = self.command(&["run"]);
+        command.args(["--kafka-brokers", brokers]).args(extra);
+        self.spawn_relay(command)
+    }
+
+    /// Start `outbox-relay run <args>`: the databases, tables and brokers
+    /// come from `args` (a `--config` file, a pattern).
+    pub fn start_relay_bare(&self, args: &[&str]) -> RelayProcess {
+        let mut command = Command::new(BINARY);
+        command
+            .arg("run")
+            .args(args)
+            .env_remove("OUTBOX_DATABASE_URL")
+            .env_remove("OUTBOX_TABLE")
+            .env_remove("OUTBOX_KAFKA_BROKERS");
+        self.spawn_relay(command)
+    }
+
+    /// Spawn a `run` command with a free metrics port, the test defaults
+    /// and its log in the test's directory.
+    fn spawn_relay(&self, mut command: Command) -> RelayProcess {
         let log = self
             .dir
             .path()
             .join(format!("relay-{}.log", unique_name("r")));
         let log_file = std::fs::File::create(&log).expect("log file");
         let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let child = self
-            .command(&["run"])
-            .args(["--kafka-brokers", brokers, "--metrics-addr", &metrics_addr])
+        let child = command
+            .args(["--metrics-addr", &metrics_addr])
             // Test defaults by environment, so a test's own flags win.
             .env("OUTBOX_POLL_INTERVAL_MS", "100")
             .env("OUTBOX_STATS_INTERVAL_MS", "200")
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

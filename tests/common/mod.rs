@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod databases;
 pub mod env;
 pub mod kafka;
 pub mod load;
