@@ -30,10 +30,17 @@
 //! 9. layouts: the drain with a bytea payload and on an adopted Debezium
 //!    table (`--layout debezium`) beside the default table;
 //! 10. `wal_level`: the plain ceiling and the drain on two private servers,
-//!     `wal_level=replica` and `wal_level=logical`.
+//!     `wal_level=replica` and `wal_level=logical`;
+//! 11. many tables (`stages/many_tables.rs`): fairness, a quiet table's
+//!     commit → publish latency while another drains a backlog
+//!     (OUTBOX_BENCH_FAIR_BACKLOG, 1,000,000 rows); and tenants,
+//!     OUTBOX_BENCH_TENANTS (1,000) tenant tables served through one
+//!     pattern: start-up, connections, idle CPU and memory, metric series,
+//!     and the latency of a row in a random tenant.
 //!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
-//! `=delete`, `=layouts` or `=wal-level` runs one stage alone.
+//! `=delete`, `=layouts`, `=wal-level`, `=fairness` or `=tenants` runs one
+//! stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -44,6 +51,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "stages/many_tables.rs"]
+mod many_tables;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -143,6 +152,8 @@ async fn run() -> serde_json::Value {
         Ok("delete") => {
             return json!({ "rows": rows, "on_publish_delete": delete_stage(rows, batch, repeat).await })
         }
+        Ok("fairness") => return json!({ "fairness": fairness(batch).await }),
+        Ok("tenants") => return json!({ "tenants": tenants(batch).await }),
         _ => {}
     }
     if rows == 0 {
@@ -158,6 +169,8 @@ async fn run() -> serde_json::Value {
     let on_publish_delete = delete_stage(rows, batch, repeat).await;
     let layouts = layouts_stage(rows, batch, repeat).await;
     let wal_level = wal_level_stage(rows, batch, repeat).await;
+    let fairness = fairness(batch).await;
+    let tenants = tenants(batch).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -186,6 +199,8 @@ async fn run() -> serde_json::Value {
         "on_publish_delete": on_publish_delete,
         "layouts": layouts,
         "wal_level": wal_level,
+        "fairness": fairness,
+        "tenants": tenants,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds
@@ -193,6 +208,16 @@ async fn run() -> serde_json::Value {
         "relay_peak_rss_mib": round(one.peak_rss_mib),
         "relay_cpu_seconds_per_100k_rows": (cpu_per_100k * 100.0).round() / 100.0,
     })
+}
+
+async fn fairness(batch: usize) -> serde_json::Value {
+    let backlog = env_number("OUTBOX_BENCH_FAIR_BACKLOG", 1_000_000) as i64;
+    many_tables::fairness_stage(backlog, batch).await
+}
+
+async fn tenants(batch: usize) -> serde_json::Value {
+    let count = env_number("OUTBOX_BENCH_TENANTS", 1_000) as usize;
+    many_tables::tenants_stage(count, batch).await
 }
 
 /// The relay-SQL ceiling, the plain ceiling and the one-relay drain, in

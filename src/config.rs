@@ -234,7 +234,9 @@ pub struct RelayConfig {
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     pub batch_size: u32,
 
-    /// Backstop poll interval when idle, in milliseconds; NOTIFY wake-ups (if the trigger is installed) come sooner.
+    /// Backstop poll interval when idle, in milliseconds. With the NOTIFY trigger installed
+    /// (`migrate --notify-trigger`) wake-ups come at once, and an idle table's poll doubles up to
+    /// ten times this.
     #[arg(long = "poll-interval-ms", visible_alias = "poll-interval", env = "OUTBOX_POLL_INTERVAL_MS", value_name = "DURATION", default_value = "500", value_parser = parse_millis)]
     pub poll_interval: Duration,
 

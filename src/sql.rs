@@ -74,6 +74,7 @@ pub struct Sql {
     pub listen_for_tables: String,
     pub announce_tables: Statement,
     pub discover_tables: Statement,
+    pub outbox_notify_trigger: Statement,
 }
 
 /// `statement!(render, "file")` reads `sql/queries/file.sql` at compile time.
@@ -127,6 +128,7 @@ impl Sql {
             listen_for_tables: render(include_str!("../sql/queries/listen_for_tables.sql")),
             announce_tables: statement!(render, "announce_tables"),
             discover_tables: statement!(render, "discover_tables"),
+            outbox_notify_trigger: statement!(render, "outbox_notify_trigger"),
         }
     }
 
@@ -178,6 +180,7 @@ impl Sql {
             self.listen_for_tables.as_str(),
             self.announce_tables.text.as_str(),
             self.discover_tables.text.as_str(),
+            self.outbox_notify_trigger.text.as_str(),
             self.notify_trigger.as_str(),
             self.listen_for_inserts.as_str(),
         ]);
@@ -230,9 +233,9 @@ mod tests {
     fn every_placeholder_of_every_statement_is_rendered() {
         let sql = Sql::for_table(&"app.events".parse().unwrap(), &ColumnSql::default(), false);
         let texts = sql.all_texts();
-        // 23 queries, LISTEN and UNLISTEN (inserts, tables), the leader's
+        // 24 queries, LISTEN and UNLISTEN (inserts, tables), the leader's
         // session settings, the trigger and each migration.
-        assert_eq!(texts.len(), 28 + MIGRATIONS.len());
+        assert_eq!(texts.len(), 29 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -244,8 +247,8 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 23 named statements, the three LISTEN/UNLISTEN and the
+        // The 24 named statements, the three LISTEN/UNLISTEN and the
         // leader's session settings.
-        assert_eq!(files, 27, "a file in sql/queries/ is not wired into Sql");
+        assert_eq!(files, 28, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -158,6 +158,16 @@ impl Database {
             .collect())
     }
 
+    /// Whether the table has the optional NOTIFY trigger (`migrate
+    /// --notify-trigger`).
+    pub async fn has_notify_trigger(&self) -> Result<bool> {
+        let client = self.connection().await?;
+        let trigger = format!("{}_notify", self.table.stem());
+        queries::outbox_notify_trigger(&client, &self.sql, &self.table.quoted(), &trigger)
+            .await
+            .map_err(|e| Error::database("looking for the NOTIFY trigger", &e))
+    }
+
     /// NOTIFY running relays that this table was created or changed.
     pub async fn announce(&self) -> Result<()> {
         let client = self.connection().await?;

@@ -748,3 +748,20 @@ pub async fn announce_tables(client: &Client, sql: &Sql, table: &str) -> PgResul
         .await
         .map(drop)
 }
+
+// --- outbox_notify_trigger ------------------------------------------------
+
+/// Whether the table has the relay's NOTIFY trigger.
+pub async fn outbox_notify_trigger(
+    client: &Client,
+    sql: &Sql,
+    quoted_table: &str,
+    trigger: &str,
+) -> PgResult<bool> {
+    let bound: Params<2> = [(&quoted_table, Type::TEXT), (&trigger, Type::TEXT)];
+    let rows = query(client, sql, &sql.outbox_notify_trigger, &bound).await?;
+    match rows.first() {
+        Some(row) => row.try_get("installed"),
+        None => Ok(false),
+    }
+}

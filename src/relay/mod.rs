@@ -63,7 +63,15 @@ pub struct Relay {
     /// Told when the table is gone, for a table found by a pattern: its
     /// release is then expected, not an error to report.
     table_gone: Option<Arc<Notify>>,
+    /// The longest an idle loop waits between polls: the poll interval, or
+    /// with a NOTIFY trigger that wakes it, [`IDLE_POLL_GROWTH`] times it.
+    idle_poll_max: Duration,
 }
+
+/// With the NOTIFY trigger, an idle table's backstop poll grows to this
+/// many poll intervals (rows wake it at once; retries that come due and
+/// rows a lost notification missed wait at most this long).
+pub const IDLE_POLL_GROWTH: u32 = 10;
 
 impl Relay {
     pub fn new(
@@ -93,7 +101,15 @@ impl Relay {
             leadership,
             gate,
             table_gone: None,
+            idle_poll_max: Duration::ZERO,
         }
+    }
+
+    /// The table's NOTIFY trigger wakes this loop: while idle, poll less
+    /// often (up to [`IDLE_POLL_GROWTH`] poll intervals).
+    pub fn woken_by_trigger(mut self) -> Self {
+        self.idle_poll_max = self.config.poll_interval * IDLE_POLL_GROWTH;
+        self
     }
 
     /// On finding the table dropped, tell `discovery` (which releases it)
@@ -113,6 +129,8 @@ impl Relay {
         let mut state = LoopState::default();
         let mut in_flight: Option<InFlight> = None;
         let mut backoff = OutageBackoff::new(OUTAGE_BACKOFF_MIN, OUTAGE_BACKOFF_MAX);
+        // Polls in a row that found nothing and were not woken.
+        let mut idle_polls = 0;
         loop {
             let turn = self
                 .turn(&mut state, &mut in_flight, shutdown.is_requested())
@@ -124,10 +142,18 @@ impl Relay {
             if decision.replace_producer {
                 self.replace_producer("every delivery of a batch failed while the cluster answers");
             }
+            if decision.next != Next::AwaitWork {
+                idle_polls = 0;
+            }
             match decision.next {
                 Next::Continue | Next::ClaimAgain => {}
                 Next::Stop => break,
-                Next::AwaitWork => self.wait_for_work(&mut shutdown).await,
+                Next::AwaitWork => {
+                    let woken = self
+                        .wait_for_work(&mut shutdown, self.idle_poll(idle_polls))
+                        .await;
+                    idle_polls = if woken { 0 } else { idle_polls + 1 };
+                }
                 Next::BackOff(_) => {
                     tokio::select! {
                         () = shutdown.requested() => {}
@@ -276,17 +302,22 @@ impl Relay {
         }
     }
 
-    /// Sleep until notified, the poll interval passes, or shutdown.
-    async fn wait_for_work(&self, shutdown: &mut Shutdown) {
-        // ±10 %, so replicas started together do not poll in step.
-        let poll = self
-            .config
-            .poll_interval
-            .mul_f64(0.9 + 0.2 * fastrand::f64());
+    /// How long to wait for work after `idle_polls` polls that found
+    /// nothing: the poll interval, doubling up to [`Relay::idle_poll_max`].
+    fn idle_poll(&self, idle_polls: u32) -> Duration {
+        let poll = self.config.poll_interval;
+        poll.saturating_mul(1 << idle_polls.min(16))
+            .min(self.idle_poll_max.max(poll))
+    }
+
+    /// Sleep until notified, `poll` passes, or shutdown; whether notified.
+    async fn wait_for_work(&self, shutdown: &mut Shutdown, poll: Duration) -> bool {
+        // ±10 %, so replicas (and tables) started together do not poll in step.
+        let poll = poll.mul_f64(0.9 + 0.2 * fastrand::f64());
         tokio::select! {
-            () = shutdown.requested() => {}
-            () = self.wakeup.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+            () = shutdown.requested() => false,
+            () = self.wakeup.notified() => true,
+            () = tokio::time::sleep(poll) => false,
         }
     }
 

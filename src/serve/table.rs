@@ -44,6 +44,8 @@ pub(crate) struct Checked {
     database: Database,
     partitions: Option<PartitionUnit>,
     from_pattern: bool,
+    /// The table has the NOTIFY trigger.
+    notify_trigger: bool,
 }
 
 impl Checked {
@@ -63,11 +65,13 @@ impl TableRelay {
         let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
         database.check_privileges(deletes).await?;
         let partitions = database.partitioning().await?;
+        let notify_trigger = database.has_notify_trigger().await?;
         Ok(Checked {
             config,
             database,
             partitions,
             from_pattern,
+            notify_trigger,
         })
     }
 
@@ -78,6 +82,7 @@ impl TableRelay {
             database,
             partitions,
             from_pattern,
+            notify_trigger,
         } = checked;
         let qualified = database.qualified_name();
         let metrics = Arc::new(shared.families.for_table(&qualified));
@@ -167,6 +172,9 @@ impl TableRelay {
         );
         if from_pattern {
             relay = relay.release_when_gone(Arc::clone(&parts.rediscover));
+        }
+        if notify_trigger && parts.channels.is_some() {
+            relay = relay.woken_by_trigger();
         }
         let relay = tokio::spawn(relay.run(shutdown).instrument(span));
         TableRelay {
