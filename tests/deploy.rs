@@ -28,6 +28,19 @@ fn tool(name: &str) -> PathBuf {
     }
 }
 
+/// The example configuration file is one the relay accepts.
+#[test]
+fn the_example_config_file_passes_config_check() {
+    let output = Command::new(common::BINARY)
+        .args(["config", "check", "--offline"])
+        .arg(deploy("config/relay.toml"))
+        .output()
+        .expect("run config check");
+    let text = assert_success(&output, "config check --offline");
+    assert!(text.contains("2 sources"), "{text}");
+    assert!(text.contains("tenant_*.outbox"), "{text}");
+}
+
 #[test]
 fn the_dockerfile_passes_hadolint() {
     let output = Command::new(tool("hadolint"))

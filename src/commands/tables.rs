@@ -6,7 +6,6 @@
 //! pattern that matches nothing is a warning (tenants may come later), not
 //! an error; nothing printed holds a password.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::cli::{MigrateArgs, StatusArgs};
@@ -249,7 +248,6 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
             serde_json::to_string_pretty(&views).expect("plain data serialises")
         );
     } else {
-        let _ = std::io::stdout().is_terminal();
         print!("{}", status::render_tables(&views));
     }
     if args.check {

@@ -54,7 +54,8 @@ pub(crate) struct SourceRuntime {
 }
 
 impl SourceRuntime {
-    /// Open the pool and the LISTEN and election sessions.
+    /// Open the pool (the LISTEN and election sessions open at
+    /// [`launch`](Self::launch)).
     pub fn open(source: Source, shared: &Shared) -> Result<Self> {
         let config = &shared.config;
         let placeholder: TableName = "outbox".parse().expect("a valid name");
