@@ -12,6 +12,9 @@ use crate::db::Backlog;
 /// Everything `status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
+    /// The source (database) it is in, when `status` shows several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub table: String,
     #[serde(flatten)]
     pub backlog: Backlog,
@@ -153,22 +156,32 @@ fn format_age(seconds: Option<f64>) -> String {
 /// `status` over several tables: one line per table, the furthest behind
 /// (oldest pending row) first, then a total.
 pub fn render_tables(views: &[StatusView]) -> String {
-    let width = views
+    // The source column only when several databases are shown.
+    let source = |v: &StatusView| {
+        v.source
+            .as_deref()
+            .map(|s| format!("{s}  "))
+            .unwrap_or_default()
+    };
+    let sources = views.iter().map(|v| source(v).len()).max().unwrap_or(0);
+    let tables = views
         .iter()
         .map(|v| v.table.len())
         .chain([5])
         .max()
         .unwrap_or(5);
+    let heading = if sources > 0 { "SOURCE" } else { "" };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<width$}  {:>10}  {:>14}  {:>8}  {:>12}",
+        "{heading:<sources$}{:<tables$}  {:>10}  {:>14}  {:>8}  {:>12}",
         "TABLE", "PENDING", "OLDEST PENDING", "DEAD", "PUBLISHED"
     );
     for view in views {
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10}  {:>14}  {:>8}  {:>12}",
+            "{:<sources$}{:<tables$}  {:>10}  {:>14}  {:>8}  {:>12}",
+            source(view),
             view.table,
             view.backlog.pending,
             format_age(view.backlog.oldest_pending_age_seconds),
@@ -209,6 +222,7 @@ mod tests {
 
     fn view() -> StatusView {
         StatusView {
+            source: None,
             table: "app.outbox".into(),
             backlog: Backlog::from_topics(vec![
                 TopicBacklog {
@@ -282,5 +296,34 @@ mod tests {
         assert_eq!(format_age(Some(90.0)), "90.0s");
         assert_eq!(format_age(Some(600.0)), "10.0m");
         assert_eq!(format_age(Some(3.0 * 86_400.0)), "3.0d");
+    }
+
+    #[test]
+    fn several_tables_show_the_furthest_behind_first_and_a_total() {
+        let mut views: Vec<StatusView> = [
+            ("a.outbox", None),
+            ("b.outbox", Some(9.0)),
+            ("c.outbox", Some(2.0)),
+        ]
+        .into_iter()
+        .map(|(table, oldest)| {
+            let mut view = view();
+            view.table = table.into();
+            view.source = Some("orders".into());
+            view.backlog.oldest_pending_age_seconds = oldest;
+            view
+        })
+        .collect();
+        sort_by_lag(&mut views);
+        let order: Vec<&str> = views.iter().map(|v| v.table.as_str()).collect();
+        assert_eq!(order, ["b.outbox", "c.outbox", "a.outbox"]);
+        let text = render_tables(&views);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("SOURCE  TABLE"), "{text}");
+        assert!(lines[1].starts_with("orders  b.outbox"), "{text}");
+        assert!(
+            lines[4].starts_with("3 tables: 36 pending, oldest 9.0s, 6 dead"),
+            "{text}"
+        );
     }
 }

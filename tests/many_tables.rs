@@ -219,6 +219,22 @@ async fn tenants_that_arrive_are_served_and_those_dropped_are_released_once() {
     consume_event_ids(&env.brokers, &topic, &second, Duration::from_secs(30)).await;
     assert_eq!(count_seen(&env, &topic, &second).await, second.len());
 
+    // A tenant created without `migrate` announcing it (a DBA applied the
+    // printed DDL) is found by the periodic discovery.
+    let quiet_tenant = tenant(12);
+    let output = std::process::Command::new(BINARY)
+        .args(["migrate", "--print-sql", "--table", &quiet_tenant])
+        .output()
+        .expect("migrate --print-sql");
+    let ddl = assert_success(&output, "migrate --print-sql");
+    env.client
+        .batch_execute(&ddl)
+        .await
+        .expect("apply the printed DDL");
+    let fourth = send(12, 12).await;
+    consume_event_ids(&env.brokers, &topic, &fourth, Duration::from_secs(30)).await;
+    assert_eq!(count_seen(&env, &topic, &fourth).await, 1);
+
     // A tenant leaves: released, said once, no error loop.
     let gone = format!("{prefix}_3");
     drop_schema(&env.database_url, &gone).await;
@@ -247,7 +263,7 @@ async fn tenants_that_arrive_are_served_and_those_dropped_are_released_once() {
     );
     assert_eq!(relay.get("/readyz").await.map(|r| r.0), Some(200));
     drop(relay);
-    for n in (1..=11).filter(|n| *n != 3) {
+    for n in (1..=12).filter(|n| *n != 3) {
         drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
     }
 }

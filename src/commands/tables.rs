@@ -231,14 +231,18 @@ fn source_naming(sources: Vec<Source>, table: &TableName) -> Result<Vec<Source>>
 /// the furthest behind first.
 pub async fn status(args: &StatusArgs) -> Result<()> {
     let mut views = Vec::new();
-    for source in sources(args.config.as_deref(), &args.database)? {
+    let sources = sources(args.config.as_deref(), &args.database)?;
+    let several = sources.len() > 1;
+    for source in sources {
         let database = open(&source)?;
         let resolved = resolve(&database, &source, false).await?;
         for found in resolved.found.values() {
             let layout = source.tables[found.entry].layout.layout()?;
             let mut table = database.for_table(&found.table, layout, true);
             table.check().await?;
-            views.push(view_of(&table).await?);
+            let mut view = view_of(&table).await?;
+            view.source = several.then(|| source.name.clone());
+            views.push(view);
         }
     }
     status::sort_by_lag(&mut views);
@@ -272,6 +276,7 @@ pub async fn view_of(database: &Database) -> Result<StatusView> {
         .await
         .map_err(|e| Error::database("counting published rows", &e))?;
     Ok(StatusView {
+        source: None,
         table: database.qualified_name(),
         backlog,
         published,
