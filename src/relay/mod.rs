@@ -119,7 +119,9 @@ impl Relay {
         self
     }
 
-    /// Run until `shutdown` is requested, then flush the producer.
+    /// Run until `shutdown` is requested and the batches in flight are
+    /// recorded. (The producer is shared by every table: `run` flushes it
+    /// once all of them stopped.)
     ///
     /// Two batches overlap: the next one is claimed and handed to the
     /// producer while the previous one waits for its delivery reports, then
@@ -166,10 +168,6 @@ impl Relay {
                     self.replace_producer("the cluster is back after an outage");
                 }
             }
-        }
-        tracing::info!("stopped claiming; flushing the producer");
-        if let Err(error) = self.publisher.flush(self.config.shutdown_timeout).await {
-            tracing::warn!(%error, "producer flush did not complete");
         }
         Ok(())
     }

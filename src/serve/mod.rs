@@ -151,6 +151,10 @@ async fn supervise(mut sources: Vec<SourceRuntime>, shared: Arc<Shared>) -> Resu
     let timeout = shared.config.shutdown_timeout;
     let stops = sources.into_iter().map(|s| s.stop(&shared, timeout));
     let outcomes: Vec<Result<()>> = futures_util::future::join_all(stops).await;
+    tracing::info!("stopped claiming; flushing the producer");
+    if let Err(error) = shared.publisher.flush(timeout).await {
+        tracing::warn!(%error, "producer flush did not complete");
+    }
     outcomes.into_iter().collect()
 }
 
