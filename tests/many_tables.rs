@@ -432,3 +432,79 @@ async fn migrate_with_a_config_file_serves_every_match_and_a_new_tenant_on_deman
         drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
     }
 }
+
+/// `outbox_relay_role` of `table` on `relay`.
+async fn role(relay: &common::RelayProcess, table: &str) -> Option<f64> {
+    relay
+        .metric(&format!("outbox_relay_role{{table=\"{table}\"}}"))
+        .await
+}
+
+/// Two replicas serving the same tenants: each table has one leader (one
+/// election session per database holds all of a replica's locks); when that
+/// replica is killed, the other takes every table over.
+#[tokio::test]
+async fn a_standby_takes_over_every_table_of_a_killed_replica() {
+    let env = TestEnv::new().await;
+    let prefix = unique_name("ten");
+    let tables: Vec<String> = (1..=3).map(|n| format!("{prefix}_{n}.outbox")).collect();
+    for table in &tables {
+        migrate(&env.database_url, table);
+    }
+    let topic = env.create_topic(1).await;
+    let pattern = format!("{prefix}_*.outbox");
+    let args = [
+        "--database-url",
+        env.database_url.as_str(),
+        "--table",
+        pattern.as_str(),
+        "--kafka-brokers",
+        env.brokers.as_str(),
+    ];
+    let mut first = env.start_relay_bare(&args);
+    first.wait_ready().await;
+    for table in &tables {
+        wait_for(
+            "the first replica to lead",
+            Duration::from_secs(30),
+            || async { (role(&first, table).await? == 1.0).then_some(()) },
+        )
+        .await;
+    }
+    let mut second = env.start_relay_bare(&args);
+    second.wait_ready().await;
+    for table in &tables {
+        wait_for("one leader per table", Duration::from_secs(30), || async {
+            let leaders = role(&first, table).await? + role(&second, table).await?;
+            (leaders == 1.0).then_some(())
+        })
+        .await;
+    }
+    // The second stands by for every table.
+    for table in &tables {
+        assert_eq!(role(&second, table).await, Some(0.0), "{table}");
+    }
+    first.signal("KILL");
+    for table in &tables {
+        wait_for("the standby to lead", Duration::from_secs(30), || async {
+            (role(&second, table).await? == 1.0).then_some(())
+        })
+        .await;
+    }
+    let client = connect(&env.database_url).await;
+    let mut ids = Vec::new();
+    for table in &tables {
+        ids.extend(insert(&client, table, &topic, &[("k".to_owned(), 1)]).await);
+    }
+    consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(30)).await;
+    assert_eq!(count_seen(&env, &topic, &ids).await, ids.len());
+    assert!(
+        second.log_text().contains("this relay leads 3 tables"),
+        "{}",
+        second.log_text()
+    );
+    drop(second);
+    for n in 1..=3 {
+        drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
+    }
+}
