@@ -140,16 +140,16 @@ impl DatabaseArgs {
             .unwrap_or_else(|| TableSelector::Name(default_table()))
     }
 
-    /// The one table `command` works on: refuses a pattern.
-    pub fn single_table(&self, command: &str) -> Result<TableName> {
-        self.selector().single(command).cloned()
+    /// The one table a command works on: refuses a pattern.
+    pub fn single_table(&self) -> Result<TableName> {
+        self.selector().single().cloned()
     }
 
     /// A pool of `pool_size` connections to the outbox table's database,
     /// for a command that works on one table. Exits 2, as a usage error, if
     /// no `--database-url` was given.
     pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
-        let table = self.single_table("this command")?;
+        let table = self.single_table()?;
         self.open_for(&table, pool_size)
     }
 

@@ -27,13 +27,13 @@ pub struct TablePattern {
 }
 
 impl TableSelector {
-    /// The one table this names; for a pattern, an error naming `command`,
-    /// which takes one table.
-    pub fn single(&self, command: &str) -> Result<&TableName, crate::error::Error> {
+    /// The one table this names; for a pattern, an error saying the
+    /// command works on one table.
+    pub fn single(&self) -> Result<&TableName, crate::error::Error> {
         match self {
             TableSelector::Name(table) => Ok(table),
             TableSelector::Pattern(pattern) => Err(crate::error::Error::InvalidConfig(format!(
-                "`{command}` takes one table, and --table {pattern} is a pattern; name one table, e.g. --table {}",
+                "--table {pattern} is a pattern, and this command works on one table; name one, e.g. --table {}",
                 pattern.example()
             ))),
         }
@@ -209,7 +209,7 @@ mod tests {
         let error = "tenant_*.outbox"
             .parse::<TableSelector>()
             .unwrap()
-            .single("dead")
+            .single()
             .unwrap_err()
             .to_string();
         assert!(error.contains("--table tenant_1.outbox"), "{error}");

@@ -462,3 +462,24 @@ async fn config_check_prints_what_the_file_resolves_to() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn commands_of_one_table_refuse_a_pattern_with_an_example() {
+    let env = TestEnv::new().await;
+    for command in ["dead", "requeue", "prune"] {
+        let mut args = vec![
+            command,
+            "--database-url",
+            env.database_url.as_str(),
+            "--table",
+            "tenant_*.outbox",
+        ];
+        match command {
+            "requeue" => args.push("--all"),
+            "prune" => args.extend(["--older-than", "1h"]),
+            _ => {}
+        }
+        let output = run(&args);
+        assert_one_line_error(&output, "--table tenant_*.outbox is a pattern, and this command works on one table; name one, e.g. --table tenant_1.outbox");
+    }
+}

@@ -37,7 +37,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         ));
     }
     if args.print_sql {
-        let table = args.database.single_table("migrate --print-sql")?;
+        let table = args.database.single_table()?;
         print!("{}", migration_sql(&table, options));
         return Ok(());
     }
