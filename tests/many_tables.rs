@@ -7,9 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::databases::SpareDatabase;
+use common::env::wait_for_status_in;
 use common::{
     assert_key_order, assert_success, connect, consume_event_ids, parse_metric, unique_name,
-    wait_for, Order, Received, TestEnv, BINARY,
+    wait_for, Count, Order, Received, TestEnv, BINARY,
 };
 
 /// Insert `rows` (key, n) into `table` in one transaction; returns the event
@@ -183,16 +184,7 @@ async fn tenants_that_arrive_are_served_and_those_dropped_are_released_once() {
     }
     let topic = env.create_topic(1).await;
     let pattern = format!("{prefix}_*.outbox");
-    let mut relay = env.start_relay_bare(&[
-        "--database-url",
-        &env.database_url,
-        "--table",
-        &pattern,
-        "--kafka-brokers",
-        &env.brokers,
-        "--discovery-interval",
-        "2s",
-    ]);
+    let mut relay = env.start_relay_for(&pattern, &["--discovery-interval", "2s"]);
     relay.wait_ready().await;
     let send = |from: u32, to: u32| {
         let (url, topic) = (env.database_url.clone(), topic.clone());
@@ -329,16 +321,13 @@ async fn a_quiet_table_is_not_starved_by_a_draining_one() {
         ids.extend(insert(&quiet_client, &quiet, &topic, &[("quiet".to_owned(), n)]).await);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    wait_for("the quiet rows", Duration::from_secs(60), || async {
-        let row = quiet_client
-            .query_one(
-                &format!("SELECT count(*) FROM {quiet} WHERE status = 'published'"),
-                &[],
-            )
-            .await
-            .ok()?;
-        (row.get::<_, i64>(0) == 50).then_some(())
-    })
+    wait_for_status_in(
+        &quiet_client,
+        &quiet,
+        "published",
+        Count::Exactly(50),
+        Duration::from_secs(60),
+    )
     .await;
     env.wait_for_status(
         "pending",
@@ -453,15 +442,7 @@ async fn a_standby_takes_over_every_table_of_a_killed_replica() {
     }
     let topic = env.create_topic(1).await;
     let pattern = format!("{prefix}_*.outbox");
-    let args = [
-        "--database-url",
-        env.database_url.as_str(),
-        "--table",
-        pattern.as_str(),
-        "--kafka-brokers",
-        env.brokers.as_str(),
-    ];
-    let mut first = env.start_relay_bare(&args);
+    let mut first = env.start_relay_for(&pattern, &[]);
     first.wait_ready().await;
     for table in &tables {
         wait_for(
@@ -471,7 +452,7 @@ async fn a_standby_takes_over_every_table_of_a_killed_replica() {
         )
         .await;
     }
-    let mut second = env.start_relay_bare(&args);
+    let mut second = env.start_relay_for(&pattern, &[]);
     second.wait_ready().await;
     for table in &tables {
         wait_for("one leader per table", Duration::from_secs(30), || async {

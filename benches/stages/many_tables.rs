@@ -68,17 +68,9 @@ pub async fn tenants_stage(count: usize, batch: usize) -> serde_json::Value {
     let topic = env.create_topic(1).await;
     let pattern = format!("{prefix}_*.outbox");
     let args = relay_args(batch, &["--table-metrics", "aggregate"]);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend([
-        "--database-url",
-        &env.database_url,
-        "--table",
-        &pattern,
-        "--kafka-brokers",
-        &env.brokers,
-    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let mut relay = env.start_relay_bare(&args);
+    let mut relay = env.start_relay_for(&pattern, &args);
     let pid = relay.child.id();
     relay.wait_ready().await;
     let start_up = started.elapsed().as_secs_f64();
@@ -207,16 +199,13 @@ pub async fn fairness_stage(backlog: i64, batch: usize) -> serde_json::Value {
     }
     let drained_in = began.elapsed().as_secs_f64();
     let expected = committed.len() as i64;
-    common::wait_for("the quiet rows", Duration::from_secs(60), || async {
-        let row = writer
-            .query_one(
-                &format!("SELECT count(*) FROM {quiet} WHERE status = 'published'"),
-                &[],
-            )
-            .await
-            .ok()?;
-        (row.get::<_, i64>(0) == expected).then_some(())
-    })
+    common::env::wait_for_status_in(
+        &writer,
+        &quiet,
+        "published",
+        common::Count::Exactly(expected),
+        Duration::from_secs(60),
+    )
     .await;
     let published: std::collections::HashMap<i64, SystemTime> = writer
         .query(&format!("SELECT id, published_at FROM {quiet}"), &[])

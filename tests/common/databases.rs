@@ -1,7 +1,8 @@
 //! A second database on the test server, for relays that serve several:
 //! created empty, dropped (with its connections) when the test ends.
 
-use super::{connect, database_url, try_connect, unique_name};
+use super::env::run_from_drop;
+use super::{connect, database_url, unique_name};
 
 pub struct SpareDatabase {
     pub url: String,
@@ -27,19 +28,9 @@ impl SpareDatabase {
 
 impl Drop for SpareDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop cannot await; a thread with a runtime of its own can.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let client = try_connect(&database_url()).await?;
-                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                client.batch_execute(&sql).await.ok()
-            })
-        });
-        let _ = dropped.join();
+        run_from_drop(
+            &database_url(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }

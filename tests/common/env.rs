@@ -137,12 +137,7 @@ impl TestEnv {
     }
 
     pub async fn count(&self, status: &str) -> i64 {
-        let sql = format!("SELECT count(*) FROM {} WHERE status = $1", self.table);
-        self.client
-            .query_one(&sql, &[&status])
-            .await
-            .expect("count")
-            .get(0)
+        count_in(&self.client, &self.table, status).await
     }
 
     /// (status, attempts, last_error) of one row.
@@ -198,16 +193,7 @@ impl TestEnv {
 
     /// The one status waiter: until the number of rows in `status` matches.
     pub async fn wait_for_status(&self, status: &str, expected: Count, timeout: Duration) {
-        let what = format!("{expected:?} rows {status}");
-        wait_for(&what, timeout, || async {
-            let count = self.count(status).await;
-            let done = match expected {
-                Count::Exactly(n) => count == n,
-                Count::AtLeast(n) => count >= n,
-            };
-            done.then_some(())
-        })
-        .await;
+        wait_for_status_in(&self.client, &self.table, status, expected, timeout).await;
     }
 
     /// Start `outbox-relay run` against this table.
@@ -232,6 +218,21 @@ impl TestEnv {
             .env_remove("OUTBOX_TABLE")
             .env_remove("OUTBOX_KAFKA_BROKERS");
         self.spawn_relay(command)
+    }
+
+    /// Start `outbox-relay run` on `table` (a name or a pattern) in this
+    /// test's database, with `extra` flags.
+    pub fn start_relay_for(&self, table: &str, extra: &[&str]) -> RelayProcess {
+        let mut args = vec![
+            "--database-url",
+            self.database_url.as_str(),
+            "--table",
+            table,
+            "--kafka-brokers",
+            self.brokers.as_str(),
+        ];
+        args.extend(extra);
+        self.start_relay_bare(&args)
     }
 
     /// Spawn a `run` command with a free metrics port, the test defaults
@@ -260,26 +261,62 @@ impl TestEnv {
     }
 }
 
+/// Rows of `table` in `status`.
+pub async fn count_in(client: &tokio_postgres::Client, table: &str, status: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table} WHERE status = $1");
+    client
+        .query_one(&sql, &[&status])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Wait until `table` holds `expected` rows in `status`.
+pub async fn wait_for_status_in(
+    client: &tokio_postgres::Client,
+    table: &str,
+    status: &str,
+    expected: Count,
+    timeout: Duration,
+) {
+    let what = format!("{expected:?} rows {status} in {table}");
+    wait_for(&what, timeout, || async {
+        let count = count_in(client, table, status).await;
+        let done = match expected {
+            Count::Exactly(n) => count == n,
+            Count::AtLeast(n) => count >= n,
+        };
+        done.then_some(())
+    })
+    .await;
+}
+
 impl Drop for TestEnv {
     /// Drop the test's schema, and its table, functions and trigger with it.
     fn drop(&mut self) {
         let Some((schema, _)) = self.table.split_once('.') else {
             return;
         };
-        let (url, schema) = (self.database_url.clone(), schema.to_owned());
-        // Drop cannot await; a thread with a runtime of its own can.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let client = try_connect(&url).await?;
-                let sql =
-                    format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE");
-                client.batch_execute(&sql).await.ok()
-            })
-        });
-        let _ = dropped.join();
+        run_from_drop(
+            &self.database_url,
+            format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        );
     }
+}
+
+/// Run `sql` on `url` from a `Drop` (which cannot await: a thread with a
+/// runtime of its own can), ignoring failures.
+pub fn run_from_drop(url: &str, sql: String) {
+    let url = url.to_owned();
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let client = try_connect(&url).await?;
+            client.batch_execute(&sql).await.ok()
+        })
+    });
+    let _ = dropped.join();
 }
