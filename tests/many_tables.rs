@@ -489,3 +489,101 @@ async fn a_standby_takes_over_every_table_of_a_killed_replica() {
         drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
     }
 }
+
+/// Several tables share one producer through a broker outage: it is
+/// replaced once when the brokers are back (not once per table, which would
+/// destroy other tables' batches in flight), no row goes dead or has an
+/// attempt counted, and every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_sharing_a_producer_ride_out_a_broker_outage_together() {
+    let env = TestEnv::new().await;
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let topic = unique_name("outage");
+    mock.create_topic(&topic, 3, 1).expect("mock topic");
+    let brokers = mock.bootstrap_servers();
+    let prefix = unique_name("ten");
+    let tables: Vec<String> = (1..=4).map(|n| format!("{prefix}_{n}.outbox")).collect();
+    for table in &tables {
+        migrate(&env.database_url, table);
+    }
+    let pattern = format!("{prefix}_*.outbox");
+    let mut relay = env.start_relay_bare(&[
+        "--database-url",
+        &env.database_url,
+        "--table",
+        &pattern,
+        "--kafka-brokers",
+        &brokers,
+        "--max-attempts",
+        "2",
+        "--kafka-option",
+        "message.timeout.ms=1000",
+    ]);
+    relay.wait_ready().await;
+    let client = connect(&env.database_url).await;
+    let send = |from: i64| {
+        let (client, tables, topic) = (&client, &tables, &topic);
+        async move {
+            let mut ids = Vec::new();
+            for table in tables {
+                let rows: Vec<(String, i64)> = (from..from + 25)
+                    .map(|n| (format!("k{}", n % 5), n))
+                    .collect();
+                ids.extend(insert(client, table, topic, &rows).await);
+            }
+            ids
+        }
+    };
+    let mut ids = send(0).await;
+    for table in &tables {
+        wait_for_status_in(
+            &client,
+            table,
+            "published",
+            Count::Exactly(25),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    mock.broker_down(1).expect("broker down");
+    ids.extend(send(25).await);
+    wait_for(
+        "/readyz to report the outage",
+        Duration::from_secs(30),
+        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
+    )
+    .await;
+    // Several message timeouts pass while the broker is down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    mock.broker_up(1).expect("broker up");
+    for table in &tables {
+        wait_for_status_in(
+            &client,
+            table,
+            "published",
+            Count::Exactly(50),
+            Duration::from_secs(60),
+        )
+        .await;
+        let (dead, attempts): (i64, i32) = {
+            let row = client
+                .query_one(
+                    &format!("SELECT count(*) FILTER (WHERE status = 'dead'), coalesce(max(attempts), 0) FROM {table}"),
+                    &[],
+                )
+                .await
+                .expect("dead and attempts");
+            (row.get(0), row.get(1))
+        };
+        assert_eq!((dead, attempts), (0, 0), "{table}:\n{}", relay.log_text());
+    }
+    let received = consume_event_ids(&brokers, &topic, &ids, Duration::from_secs(30)).await;
+    let seen: std::collections::HashSet<&str> = received.iter().map(Received::event_id).collect();
+    assert_eq!(seen.len(), ids.len());
+    let log = relay.log_text();
+    let replaced = log.matches("started a new Kafka producer").count();
+    assert_eq!(replaced, 1, "{log}");
+    for n in 1..=4 {
+        drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
+    }
+}

@@ -12,5 +12,5 @@ pub use defaults::producer_defaults_help;
 pub use failure::{Disposition, FailureReason};
 pub use message::{prepare, CloudEvents, MessageFormat, RecordTimestamp};
 pub use options::read_properties;
-pub use publisher::{Delivery, PendingDelivery, Publisher};
+pub use publisher::{Delivery, PendingDelivery, ProducerLease, Publisher};
 pub use topics::{missing_topic_error, KnownTopics, TopicState};

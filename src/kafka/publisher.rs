@@ -124,10 +124,27 @@ impl ClientContext for LoggingContext {
 
 type RelayProducer = FutureProducer<LoggingContext>;
 
-/// Shared by the relay loop and the readiness probe.
+/// The producer one batch sends every message with, and its generation.
+/// Holding it keeps that producer alive: a replacement (asked for by another
+/// table) never splits a batch across two producers, which could reorder a
+/// key, nor destroys messages still in flight.
+#[derive(Clone)]
+pub struct ProducerLease {
+    producer: RelayProducer,
+    generation: u64,
+}
+
+impl ProducerLease {
+    /// Which producer this is: each replacement starts a new generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Shared by every table's relay loop and the readiness probe.
 pub struct Publisher {
     /// Behind a lock only so a producer that hit a fatal error can be replaced.
-    producer: RwLock<RelayProducer>,
+    producer: RwLock<ProducerLease>,
     brokers: String,
     /// As the user gave them: references are resolved for each new producer.
     options: Vec<KafkaOption>,
@@ -140,23 +157,36 @@ impl Publisher {
     pub fn new(brokers: &str, options: &[KafkaOption]) -> Result<Self> {
         let last_error = LastError::default();
         Ok(Publisher {
-            producer: RwLock::new(create_producer(brokers, options, &last_error)?),
+            producer: RwLock::new(ProducerLease {
+                producer: create_producer(brokers, options, &last_error)?,
+                generation: 0,
+            }),
             brokers: brokers.to_owned(),
             options: options.to_vec(),
             last_error,
         })
     }
 
-    /// Hand one message to librdkafka and return its pending delivery
-    /// report. Waits (up to `queue_wait`) while librdkafka's queue is full.
+    /// The current producer, for one batch's messages.
+    pub fn lease(&self) -> ProducerLease {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Hand one message to `lease`'s librdkafka and return its pending
+    /// delivery report. Waits (up to `queue_wait`) while librdkafka's queue
+    /// is full.
     pub async fn send(
         &self,
+        lease: &ProducerLease,
         topic: &str,
         key: Option<&[u8]>,
         message: PreparedMessage,
         queue_wait: Duration,
     ) -> PendingDelivery {
-        let producer = self.current();
+        let producer = &lease.producer;
         let deadline = Instant::now() + queue_wait;
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(message.headers);
         if let Some(timestamp) = message.timestamp {
@@ -251,26 +281,32 @@ impl Publisher {
     /// sequence gap) refuses all further messages: replace it. Returns the
     /// error that made the replacement necessary.
     pub fn replace_if_fatal(&self) -> Result<Option<String>> {
-        let Some((code, reason)) = self.current().client().fatal_error() else {
+        let current = self.lease();
+        let Some((code, reason)) = current.producer.client().fatal_error() else {
             return Ok(None);
         };
-        self.replace()?;
+        self.replace(current.generation)?;
         Ok(Some(format!("{code:?}: {reason}")))
     }
 
-    /// Start afresh with a new producer (and so a new producer id). Call it
-    /// with nothing in flight: the old producer's queue is dropped.
-    pub fn replace(&self) -> Result<()> {
-        let replacement = create_producer(&self.brokers, &self.options, &self.last_error)?;
-        *self.producer.write().unwrap_or_else(|p| p.into_inner()) = replacement;
-        Ok(())
+    /// Start afresh with a new producer (and so a new producer id), unless
+    /// the producer of `generation` was already replaced (by another
+    /// table's loop that saw the same failure). Returns whether it replaced.
+    /// Batches still holding a lease of the old producer finish on it.
+    pub fn replace(&self, generation: u64) -> Result<bool> {
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if current.generation != generation {
+            return Ok(false);
+        }
+        *current = ProducerLease {
+            producer: create_producer(&self.brokers, &self.options, &self.last_error)?,
+            generation: generation + 1,
+        };
+        Ok(true)
     }
 
     fn current(&self) -> RelayProducer {
-        self.producer
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.lease().producer
     }
 }
 

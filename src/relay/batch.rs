@@ -17,7 +17,8 @@ use crate::claim_gate::Pass;
 use crate::db::{ClaimedBatch, OutboxRow};
 use crate::error::Result;
 use crate::kafka::{
-    missing_topic_error, prepare, Delivery, Disposition, FailureReason, PendingDelivery, TopicState,
+    missing_topic_error, prepare, Delivery, Disposition, FailureReason, PendingDelivery,
+    ProducerLease, TopicState,
 };
 use crate::open_claims::OpenClaim;
 
@@ -32,6 +33,9 @@ pub struct InFlight {
     batch: ClaimedBatch,
     rows: Vec<OutboxRow>,
     deliveries: Vec<PendingDelivery>,
+    /// The producer every message of the batch went to, kept alive until
+    /// the batch is finished.
+    lease: ProducerLease,
     /// Counts towards `outbox_oldest_open_claim_seconds` until dropped.
     _open: OpenClaim,
     /// Keeps maintenance that needs no open claim waiting until dropped.
@@ -61,6 +65,9 @@ pub struct Finished {
     pub held_keys: HashSet<Vec<u8>>,
     pub cluster_down: bool,
     pub producer_suspect: bool,
+    /// The generation of the producer the batch was sent with: the one to
+    /// replace if it is suspect or outlived an outage.
+    pub producer_generation: u64,
     /// Rolled back at the claim timeout: every row is pending again, so the
     /// batch sent after it must not be recorded either.
     pub released: bool,
@@ -88,6 +95,7 @@ impl Relay {
             return Ok(None);
         }
         let queue_wait = self.config.shutdown_timeout;
+        let lease = self.publisher.lease();
         let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
         let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
@@ -105,7 +113,13 @@ impl Relay {
                 }
                 Ok(message) => {
                     self.publisher
-                        .send(&row.topic, row.message_key.as_deref(), message, queue_wait)
+                        .send(
+                            &lease,
+                            &row.topic,
+                            row.message_key.as_deref(),
+                            message,
+                            queue_wait,
+                        )
                         .await
                 }
                 Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
@@ -121,6 +135,7 @@ impl Relay {
             batch,
             rows,
             deliveries,
+            lease,
             _open: open,
             _pass: pass,
         }))
@@ -154,13 +169,16 @@ impl Relay {
             batch,
             rows,
             deliveries: pending,
+            lease,
             _open,
             _pass,
         } = flight;
         let budget = self.config.claim_timeout.saturating_sub(started.elapsed());
         let awaited = tokio::time::timeout(budget, self.await_deliveries(&rows, pending)).await;
         let Ok((deliveries, delivery_latencies)) = awaited else {
-            return Ok(self.release(batch, rows.len(), started).await);
+            return Ok(self
+                .release(batch, rows.len(), started, lease.generation())
+                .await);
         };
         let delivered_after = started.elapsed();
 
@@ -196,6 +214,7 @@ impl Relay {
             held_keys: decision.held_keys,
             cluster_down,
             producer_suspect: all_unavailable && !cluster_down,
+            producer_generation: lease.generation(),
             released: false,
         })
     }
@@ -204,7 +223,13 @@ impl Relay {
     /// pending and go out again (their first copies may still arrive, ahead
     /// of the second, since both sit in the same producer in order). Asks the
     /// cluster whether it is gone, so an outage is waited out, not re-sent.
-    async fn release(&self, batch: ClaimedBatch, rows: usize, started: Instant) -> Finished {
+    async fn release(
+        &self,
+        batch: ClaimedBatch,
+        rows: usize,
+        started: Instant,
+        producer_generation: u64,
+    ) -> Finished {
         batch.abandon().await;
         self.telemetry.claim_released(rows, started.elapsed());
         let cluster_down = self.cluster_is_down().await;
@@ -216,6 +241,7 @@ impl Relay {
                 ..BatchReport::default()
             },
             cluster_down,
+            producer_generation,
             released: true,
             ..Finished::default()
         }

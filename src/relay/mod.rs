@@ -142,7 +142,10 @@ impl Relay {
             }
             let decision = state.step(turn, Instant::now());
             if decision.replace_producer {
-                self.replace_producer("every delivery of a batch failed while the cluster answers");
+                self.replace_producer(
+                    "every delivery of a batch failed while the cluster answers",
+                    state.failed_generation,
+                );
             }
             if decision.next != Next::AwaitWork {
                 idle_polls = 0;
@@ -165,7 +168,10 @@ impl Relay {
                 Next::AwaitBrokers => {
                     self.wait_for_brokers(&mut shutdown).await;
                     state.brokers_back(Instant::now());
-                    self.replace_producer("the cluster is back after an outage");
+                    self.replace_producer(
+                        "the cluster is back after an outage",
+                        state.failed_generation,
+                    );
                 }
             }
         }
@@ -293,9 +299,12 @@ impl Relay {
         Ok(())
     }
 
-    fn replace_producer(&self, reason: &str) {
-        match self.publisher.replace() {
-            Ok(()) => self.telemetry.producer_replaced(reason),
+    /// Replace the producer of `generation`, unless another table's loop
+    /// already did.
+    fn replace_producer(&self, reason: &str, generation: u64) {
+        match self.publisher.replace(generation) {
+            Ok(true) => self.telemetry.producer_replaced(reason),
+            Ok(false) => tracing::debug!(reason, "the producer was already replaced"),
             Err(error) => self.telemetry.failure(&error),
         }
     }

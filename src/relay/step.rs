@@ -32,6 +32,9 @@ pub struct LoopState {
     /// lost its state no longer knows the producer id).
     pub producer_suspect: bool,
     pub last_replacement: Option<Instant>,
+    /// The generation of the producer the last batch that found the cluster
+    /// down or the producer suspect was sent with: the one to replace.
+    pub failed_generation: u64,
 }
 
 /// What one turn (a claim, the finish of the previous batch, or both) left.
@@ -117,6 +120,9 @@ impl LoopState {
     /// Take in what finishing a batch found.
     pub fn absorb(&mut self, finished: Finished) {
         self.held_keys = finished.held_keys;
+        if finished.cluster_down || finished.producer_suspect {
+            self.failed_generation = finished.producer_generation;
+        }
         self.cluster_down |= finished.cluster_down;
         self.producer_suspect |= finished.producer_suspect;
     }
