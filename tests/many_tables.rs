@@ -587,3 +587,58 @@ async fn tables_sharing_a_producer_ride_out_a_broker_outage_together() {
         drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
     }
 }
+
+/// Twenty tables in one database: the relay holds at most its pool plus
+/// the LISTEN and election sessions, however many tables it serves.
+#[tokio::test]
+async fn connections_stay_bounded_by_the_pool_whatever_the_number_of_tables() {
+    let env = TestEnv::new().await;
+    let prefix = unique_name("ten");
+    for n in 1..=20 {
+        migrate(&env.database_url, &format!("{prefix}_{n}.outbox"));
+    }
+    let topic = env.create_topic(1).await;
+    let name = unique_name("bounded");
+    let separator = if env.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}application_name={name}", env.database_url);
+    let pattern = format!("{prefix}_*.outbox");
+    let mut relay = env.start_relay_bare(&[
+        "--database-url",
+        &url,
+        "--table",
+        &pattern,
+        "--kafka-brokers",
+        &env.brokers,
+        "--pool-size",
+        "3",
+    ]);
+    relay.wait_ready().await;
+    let client = connect(&env.database_url).await;
+    let mut ids = Vec::new();
+    for n in 1..=20 {
+        let table = format!("{prefix}_{n}.outbox");
+        ids.extend(insert(&client, &table, &topic, &[("k".to_owned(), n)]).await);
+    }
+    consume_event_ids(&env.brokers, &topic, &ids, Duration::from_secs(60)).await;
+    assert_eq!(count_seen(&env, &topic, &ids).await, 20);
+    let connections: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("count connections")
+        .get(0);
+    assert!(
+        (1..=5).contains(&connections),
+        "{connections} connections for a pool of 3"
+    );
+    drop(relay);
+    for n in 1..=20 {
+        drop_schema(&env.database_url, &format!("{prefix}_{n}")).await;
+    }
+}
