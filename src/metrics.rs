@@ -369,6 +369,23 @@ impl MetricFamilies {
         )
     }
 
+    /// Pending rows over every table, and the oldest pending age of any.
+    pub fn backlog_total(&self) -> (i64, f64) {
+        let values = |family: &dyn Collector| -> Vec<f64> {
+            family
+                .collect()
+                .iter()
+                .flat_map(|f| f.get_metric())
+                .map(|m| m.get_gauge().get_value())
+                .collect()
+        };
+        let pending = values(&self.pending).iter().sum::<f64>() as i64;
+        let oldest = values(&self.oldest_pending_age)
+            .into_iter()
+            .fold(0.0, f64::max);
+        (pending, oldest)
+    }
+
     /// Rows in flight over every table.
     pub fn in_flight_total(&self) -> i64 {
         self.in_flight
@@ -451,20 +468,6 @@ impl Metrics {
         self.families
             .published
             .with_label_values(&[&self.table, topic])
-    }
-
-    /// This table's published rows so far, by topic.
-    pub fn published_by_topic(&self) -> BTreeMap<String, u64> {
-        let mut published = BTreeMap::new();
-        for family in self.families.published.collect() {
-            for metric in family.get_metric() {
-                if label(metric, "table") == Some(self.table.as_str()) {
-                    let topic = label(metric, "topic").unwrap_or_default().to_owned();
-                    published.insert(topic, metric.get_counter().get_value() as u64);
-                }
-            }
-        }
-        published
     }
 
     /// The whole registry (every table) in Prometheus text format.

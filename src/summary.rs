@@ -1,7 +1,7 @@
 //! Summary log lines, in the spirit of Debezium's "N records sent during
 //! previous 00:01:00": one info line per interval when anything changed
 //! (published per topic, retried, dead, pending, oldest pending age), and one
-//! at exit.
+//! at exit, over every table the process serves.
 //!
 //! Guarantees: read from the metrics the loop already keeps, so the lines
 //! and `/metrics` always agree; a quiet relay logs nothing.
@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::{MetricFamilies, Metrics};
+use crate::metrics::MetricFamilies;
 use crate::shutdown::Shutdown;
 
 /// Counter totals at one moment.
@@ -23,15 +23,6 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn read(metrics: &Metrics) -> Self {
-        let published = metrics.published_by_topic();
-        Totals {
-            published,
-            retried: metrics.retries_scheduled.get(),
-            dead: metrics.dead_lettered.get(),
-        }
-    }
-
     /// The totals of every table the process served.
     pub fn read_all(families: &MetricFamilies) -> Self {
         let (published, retried, dead) = families.totals();
@@ -87,20 +78,26 @@ pub fn describe(totals: &Totals) -> String {
 }
 
 /// Every `interval`, log what changed since the last line (nothing if
-/// nothing did).
-pub async fn log_periodically(metrics: Arc<Metrics>, interval: Duration, mut shutdown: Shutdown) {
-    let mut last = Totals::read(&metrics);
+/// nothing did), over every table the process serves: one line, not one per
+/// table.
+pub async fn log_periodically(
+    families: Arc<MetricFamilies>,
+    interval: Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut last = Totals::read_all(&families);
     loop {
         tokio::select! {
             () = shutdown.requested() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        let now = Totals::read(&metrics);
+        let now = Totals::read_all(&families);
         let delta = now.since(&last);
         if !delta.is_empty() {
+            let (pending, oldest) = families.backlog_total();
             tracing::info!(
-                pending = metrics.pending.get(),
-                oldest_pending_age_seconds = metrics.oldest_pending_age.get(),
+                pending,
+                oldest_pending_age_seconds = oldest,
                 "during the last {}s: {}",
                 interval.as_secs(),
                 describe(&delta)
@@ -135,12 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn totals_come_from_the_metrics() {
-        let metrics = Metrics::new("outbox");
-        metrics.published("orders").inc_by(7);
-        metrics.dead_lettered.inc();
-        let totals = Totals::read(&metrics);
-        assert_eq!(totals.published_total(), 7);
-        assert_eq!(totals.dead, 1);
+    fn totals_come_from_the_metrics_of_every_table() {
+        let families = MetricFamilies::new(crate::metrics::TableSeries::PerTable);
+        let (orders, billing) = (
+            families.for_table("a.outbox"),
+            families.for_table("b.outbox"),
+        );
+        orders.published("orders").inc_by(7);
+        billing.published("orders").inc_by(3);
+        billing.published("invoices").inc();
+        orders.dead_lettered.inc();
+        billing.retries_scheduled.inc_by(2);
+        let totals = Totals::read_all(&families);
+        assert_eq!(totals.published["orders"], 10);
+        assert_eq!(totals.published_total(), 11);
+        assert_eq!((totals.retried, totals.dead), (2, 1));
     }
 }

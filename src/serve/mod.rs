@@ -89,12 +89,19 @@ where
         Arc::clone(&shared.families),
         Arc::clone(&shared.board),
     ));
-    let kafka_watch = tokio::spawn(monitor::watch_kafka(
+    let mut watchers = vec![tokio::spawn(monitor::watch_kafka(
         Arc::clone(&shared.publisher),
         Arc::clone(&shared.board),
         KAFKA_PROBE_INTERVAL,
         shared.shutdown.clone(),
-    ));
+    ))];
+    if !shared.config.summary_interval.is_zero() {
+        watchers.push(tokio::spawn(crate::summary::log_periodically(
+            Arc::clone(&shared.families),
+            shared.config.summary_interval,
+            shared.shutdown.clone(),
+        )));
+    }
     for source in &mut sources {
         source.launch(&shared);
     }
@@ -114,7 +121,9 @@ where
         );
     };
     let outcome = stop_relay(supervisor, stops, begin_stop, timeout).await;
-    kafka_watch.abort();
+    for watcher in watchers {
+        watcher.abort();
+    }
     server.abort();
     tracing::info!(
         uptime_secs = started.elapsed().as_secs(),

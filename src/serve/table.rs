@@ -1,5 +1,5 @@
 //! One served table: its checks, its relay loop and the monitors beside it
-//! (backlog gauges, summary, retention or partition upkeep), started and
+//! (backlog gauges, retention or partition upkeep), started and
 //! stopped as a unit, so tables can come and go while the process runs.
 //!
 //! Guarantees: a table is served only after the same checks as at start-up
@@ -21,9 +21,9 @@ use crate::db::{Database, PartitionUnit};
 use crate::error::Result;
 use crate::health::Health;
 use crate::leader::{Candidate, Leadership};
+use crate::monitor;
 use crate::relay::Relay;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::{monitor, summary};
 
 use super::source::SourceParts;
 use super::Shared;
@@ -128,16 +128,6 @@ impl TableRelay {
             )
             .instrument(span.clone()),
         )];
-        if !config.summary_interval.is_zero() {
-            tasks.push(tokio::spawn(
-                summary::log_periodically(
-                    Arc::clone(&metrics),
-                    config.summary_interval,
-                    shutdown.clone(),
-                )
-                .instrument(span.clone()),
-            ));
-        }
         if let Some(unit) = partitions {
             let upkeep = monitor::PartitionUpkeep {
                 database: database.clone(),
