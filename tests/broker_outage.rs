@@ -41,14 +41,7 @@ async fn a_broker_outage_kills_no_row_and_everything_arrives_after_recovery() {
 
     mock.broker_down(1).expect("broker down");
     inserted.extend(env.insert(&rows(100, 300)).await);
-    wait_for(
-        "/readyz to report the outage",
-        Duration::from_secs(30),
-        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
-    )
-    .await;
-    // Several message timeouts pass while the broker is down.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    relay.wait_into_outage().await;
     assert_eq!(
         env.count("dead").await,
         0,

@@ -547,14 +547,7 @@ async fn tables_sharing_a_producer_ride_out_a_broker_outage_together() {
     }
     mock.broker_down(1).expect("broker down");
     ids.extend(send(25).await);
-    wait_for(
-        "/readyz to report the outage",
-        Duration::from_secs(30),
-        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
-    )
-    .await;
-    // Several message timeouts pass while the broker is down.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    relay.wait_into_outage().await;
     mock.broker_up(1).expect("broker up");
     for table in &tables {
         wait_for_status_in(

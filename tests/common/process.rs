@@ -47,6 +47,19 @@ impl RelayProcess {
         parse_metric(&body, sample)
     }
 
+    /// Wait until /readyz reports a broker outage, then let several
+    /// message timeouts (1 s in these tests) pass in it: long enough for
+    /// rows to burn attempts if an outage counted against them.
+    pub async fn wait_into_outage(&self) {
+        wait_for(
+            "/readyz to report the outage",
+            Duration::from_secs(30),
+            || async { (self.get("/readyz").await?.0 == 503).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+
     /// Wait until /readyz answers 200 (the relay finished starting); panics
     /// with the log if the relay exits first.
     pub async fn wait_ready(&mut self) {
