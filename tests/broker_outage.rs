@@ -26,15 +26,7 @@ async fn a_broker_outage_kills_no_row_and_everything_arrives_after_recovery() {
             .collect()
     };
     let mut inserted = env.insert(&rows(0, 100)).await;
-    let mut relay = env.start_relay_with_brokers(
-        &brokers,
-        &[
-            "--max-attempts",
-            "2",
-            "--kafka-option",
-            "message.timeout.ms=1000",
-        ],
-    );
+    let mut relay = env.start_relay_with_brokers(&brokers, &common::process::OUTAGE_FLAGS);
     relay.wait_ready().await;
     env.wait_for_status("published", Count::Exactly(100), Duration::from_secs(30))
         .await;

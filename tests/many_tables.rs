@@ -507,18 +507,16 @@ async fn tables_sharing_a_producer_ride_out_a_broker_outage_together() {
         migrate(&env.database_url, table);
     }
     let pattern = format!("{prefix}_*.outbox");
-    let mut relay = env.start_relay_bare(&[
+    let mut args = vec![
         "--database-url",
-        &env.database_url,
+        env.database_url.as_str(),
         "--table",
-        &pattern,
+        pattern.as_str(),
         "--kafka-brokers",
-        &brokers,
-        "--max-attempts",
-        "2",
-        "--kafka-option",
-        "message.timeout.ms=1000",
-    ]);
+        brokers.as_str(),
+    ];
+    args.extend(common::process::OUTAGE_FLAGS);
+    let mut relay = env.start_relay_bare(&args);
     relay.wait_ready().await;
     let client = connect(&env.database_url).await;
     let send = |from: i64| {

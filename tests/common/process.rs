@@ -6,6 +6,15 @@ use std::time::Duration;
 
 use super::wait_for;
 
+/// `run` flags for outage tests: message timeouts of 1 s, so an outage
+/// fails several sends quickly, and rows that burn two attempts go dead.
+pub const OUTAGE_FLAGS: [&str; 4] = [
+    "--max-attempts",
+    "2",
+    "--kafka-option",
+    "message.timeout.ms=1000",
+];
+
 /// A relay child process; killed on drop. Its log is printed if the test fails.
 pub struct RelayProcess {
     pub child: Child,
@@ -48,7 +57,7 @@ impl RelayProcess {
     }
 
     /// Wait until /readyz reports a broker outage, then let several
-    /// message timeouts (1 s in these tests) pass in it: long enough for
+    /// message timeouts ([`OUTAGE_FLAGS`]) pass in it: long enough for
     /// rows to burn attempts if an outage counted against them.
     pub async fn wait_into_outage(&self) {
         wait_for(
