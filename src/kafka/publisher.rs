@@ -94,8 +94,18 @@ pub struct LoggingContext {
     last_error: LastError,
 }
 
-/// The last error event, shared by the producer's context and the publisher.
-type LastError = Arc<Mutex<Option<String>>>;
+/// What the producers' error events said, shared by their contexts and the
+/// publisher (across replacements).
+#[derive(Debug, Default)]
+struct ErrorEvents {
+    /// The last error's reason, taken by the next failed probe.
+    reason: Option<String>,
+    /// When the cluster was last seen with no broker up: librdkafka said
+    /// so, or a metadata probe got no answer.
+    all_brokers_down_at: Option<Instant>,
+}
+
+type LastError = Arc<Mutex<ErrorEvents>>;
 
 impl ClientContext for LoggingContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -113,11 +123,14 @@ impl ClientContext for LoggingContext {
         // Connection errors repeat for as long as a broker is down; the relay
         // reports the outage itself, once, so these stay at debug.
         tracing::debug!(%error, "librdkafka error: {reason}");
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         // "n/n brokers are down" follows the error that says why; keep that.
         let generic = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if !generic || last.is_none() {
-            *last = Some(reason.to_owned());
+        if generic {
+            events.all_brokers_down_at = Some(Instant::now());
+        }
+        if !generic || events.reason.is_none() {
+            events.reason = Some(reason.to_owned());
         }
     }
 }
@@ -212,6 +225,18 @@ impl Publisher {
         }
     }
 
+    /// Whether the cluster was seen with no broker up (librdkafka said so,
+    /// or a probe of any table got no answer) at some moment since `since`:
+    /// failures of a batch sent then are the outage's, even if the cluster
+    /// answers again by the time they are reported.
+    pub fn all_brokers_down_since(&self, since: Instant) -> bool {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all_brokers_down_at
+            .is_some_and(|at| at >= since)
+    }
+
     /// Ask the cluster for metadata: succeeds only if a broker answers.
     pub async fn probe(&self, timeout: Duration) -> std::result::Result<(), String> {
         let producer = self.current();
@@ -220,17 +245,14 @@ impl Publisher {
             tokio::task::spawn_blocking(move || asked.client().fetch_metadata(None, timeout)).await;
         match answer {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(
-                match self
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                {
+            Ok(Err(error)) => {
+                let mut events = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+                events.all_brokers_down_at = Some(Instant::now());
+                Err(match events.reason.take() {
                     Some(cause) => format!("{error}; last broker error: {cause}"),
                     None => error.to_string(),
-                },
-            ),
+                })
+            }
             Err(join_error) => Err(join_error.to_string()),
         }
     }

@@ -182,7 +182,7 @@ impl Relay {
         };
         let delivered_after = started.elapsed();
 
-        let cluster_down = self.confirm_outage(&deliveries).await;
+        let cluster_down = self.confirm_outage(&deliveries, started).await;
         let decision = decide(
             &rows,
             &deliveries,
@@ -279,8 +279,11 @@ impl Relay {
     }
 
     /// When some deliveries failed in a way that may mean "no broker at all",
-    /// ask the cluster. Returns true if no broker answers.
-    async fn confirm_outage(&self, deliveries: &[Delivery]) -> bool {
+    /// ask the cluster. Returns true if no broker answers, or if every
+    /// broker was down at some point since the batch was sent (`sent`): the
+    /// failures are the outage's, even when it ended before they were
+    /// reported, and count no attempt.
+    async fn confirm_outage(&self, deliveries: &[Delivery], sent: Instant) -> bool {
         let health = self.telemetry.health();
         if !deliveries.iter().any(Delivery::is_unavailable) {
             if deliveries.contains(&Delivery::Delivered) {
@@ -288,7 +291,7 @@ impl Relay {
             }
             return false;
         }
-        self.cluster_is_down().await
+        self.cluster_is_down().await || self.publisher.all_brokers_down_since(sent)
     }
 
     /// Ask the cluster for metadata and report the answer to readiness.
