@@ -46,7 +46,8 @@
 //! sustained-load stages), OUTBOX_BENCH_BATCH
 //! (1000), OUTBOX_BENCH_RATES (1000,10000), OUTBOX_BENCH_SECONDS (10),
 //! OUTBOX_BENCH_RELAY_ARGS (extra `run` flags, space-separated, e.g.
-//! `--kafka-option linger.ms=5`), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
+//! `--kafka-option linger.ms=5`; one of the benchmark's own flags given
+//! there replaces it), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
 //! consumer's fetch.wait.max.ms, 1).
 
 #[path = "../tests/common/mod.rs"]
@@ -68,26 +69,27 @@ use serde_json::json;
 const KEYS: i64 = 1_000;
 const PARTITIONS: i32 = 6;
 
-/// `run` flags for every relay the benchmark starts.
+/// `run` flags for every relay the benchmark starts: the relay's default
+/// timers (the test harness shortens them), then `extra` and
+/// OUTBOX_BENCH_RELAY_ARGS, which may override a default.
 fn relay_args(batch: usize, extra: &[&str]) -> Vec<String> {
-    // The relay's defaults for timers (the test harness shortens them).
-    let mut args: Vec<String> = [
-        "--batch-size",
-        &batch.to_string(),
-        "--log-level",
-        "warn",
-        "--poll-interval-ms",
-        "500",
-        "--stats-interval-ms",
-        "5000",
-    ]
-    .iter()
-    .chain(extra)
-    .map(|s| s.to_string())
-    .collect();
+    let batch = batch.to_string();
+    let defaults = [
+        ("--batch-size", batch.as_str()),
+        ("--log-level", "warn"),
+        ("--poll-interval-ms", "500"),
+        ("--stats-interval-ms", "5000"),
+    ];
+    let mut given: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     if let Ok(more) = std::env::var("OUTBOX_BENCH_RELAY_ARGS") {
-        args.extend(more.split_whitespace().map(str::to_owned));
+        given.extend(more.split_whitespace().map(str::to_owned));
     }
+    let mut args: Vec<String> = defaults
+        .iter()
+        .filter(|(flag, _)| !given.iter().any(|g| g == flag))
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect();
+    args.extend(given);
     args
 }
 
