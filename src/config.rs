@@ -100,7 +100,8 @@ impl LayoutArgs {
     }
 }
 
-fn default_table() -> TableName {
+/// The table `--table` names when it is not given.
+pub(crate) fn default_table() -> TableName {
     "outbox".parse().expect("a valid name")
 }
 

@@ -90,6 +90,37 @@ pub struct Source {
     pub tables: Vec<TableEntry>,
 }
 
+impl Source {
+    /// The single-table flags as a source: `database` (whose URL is `url`)
+    /// and its `--table`, with no overrides.
+    pub fn from_flags(
+        database: &DatabaseArgs,
+        url: &DatabaseUrl,
+        pool_size: usize,
+    ) -> Result<Self> {
+        Ok(Source {
+            name: crate::db::target_of(url.expose())?,
+            line: 0,
+            database: database.clone(),
+            pool_size,
+            tables: vec![TableEntry {
+                line: 0,
+                selector: database.selector(),
+                layout: database.layout.clone(),
+                batch_size: None,
+                max_attempts: None,
+            }],
+        })
+    }
+
+    /// A pool of `pool_size` connections to the source's database; its
+    /// tables are opened on it ([`crate::db::Database::for_table`]).
+    pub fn open_pool(&self, pool_size: usize) -> Result<crate::db::Database> {
+        self.database
+            .open_for(&crate::config::default_table(), pool_size)
+    }
+}
+
 /// A table or pattern, with what it overrides.
 #[derive(Debug, Clone)]
 pub struct TableEntry {

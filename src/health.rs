@@ -31,7 +31,6 @@ pub struct Health {
     /// The server answers but refuses the relay's statements.
     database_rejecting: AtomicBool,
     kafka: AtomicBool,
-    stopping: AtomicBool,
     metrics: Arc<Metrics>,
     database_outage: Arc<Outage>,
     kafka_outage: Arc<Outage>,
@@ -54,7 +53,6 @@ impl Health {
             database: AtomicBool::new(true),
             database_rejecting: AtomicBool::new(false),
             kafka: AtomicBool::new(true),
-            stopping: AtomicBool::new(false),
             metrics,
             database_outage: database,
             kafka_outage: kafka,
@@ -110,15 +108,10 @@ impl Health {
         self.metrics.kafka_up.set(0);
     }
 
-    pub fn stopping(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-    }
-
-    /// `None` when ready, otherwise what is wrong.
+    /// `None` when ready, otherwise what is wrong. (Stopping is the
+    /// process's: [`HealthBoard::stopping`].)
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.stopping.load(Ordering::SeqCst) {
-            Some("shutting down")
-        } else if !self.database.load(Ordering::SeqCst) {
+        if !self.database.load(Ordering::SeqCst) {
             Some("database unreachable")
         } else if self.database_rejecting.load(Ordering::SeqCst) {
             Some("PostgreSQL rejects the relay's statements")
@@ -170,9 +163,6 @@ impl HealthBoard {
 
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for health in self.lock().values() {
-            health.stopping();
-        }
     }
 
     /// `None` when ready, otherwise what is wrong (and with which table).

@@ -45,6 +45,11 @@ impl TableName {
         format!("{schema}.{name}").parse()
     }
 
+    /// The schema, for a schema-qualified name.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
     /// The bare table name.
     pub fn name(&self) -> &str {
         &self.name

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::cli::{MigrateArgs, StatusArgs};
 use crate::config::DatabaseArgs;
-use crate::config_file::{ConfigFile, Source, TableEntry};
+use crate::config_file::{ConfigFile, Source};
 use crate::db::queries;
 use crate::db::{Database, MigrateOptions};
 use crate::error::{Error, Result};
@@ -33,27 +33,9 @@ fn sources(config: Option<&Path>, database: &DatabaseArgs) -> Result<Vec<Source>
                     "give --database-url (OUTBOX_DATABASE_URL) or --config FILE".to_owned(),
                 )
             })?;
-            Ok(vec![Source {
-                name: crate::db::target_of(url.expose())?,
-                line: 0,
-                database: database.clone(),
-                pool_size: POOL_SIZE,
-                tables: vec![TableEntry {
-                    line: 0,
-                    selector: database.selector(),
-                    layout: database.layout.clone(),
-                    batch_size: None,
-                    max_attempts: None,
-                }],
-            }])
+            Ok(vec![Source::from_flags(database, url, POOL_SIZE)?])
         }
     }
-}
-
-/// A pool for `source` (its tables are opened on it).
-fn open(source: &Source) -> Result<Database> {
-    let placeholder: TableName = "outbox".parse().expect("a valid name");
-    source.database.open_for(&placeholder, POOL_SIZE)
 }
 
 /// `config check FILE`.
@@ -81,7 +63,7 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
             }
             continue;
         }
-        let database = open(source)?;
+        let database = source.open_pool(POOL_SIZE)?;
         let resolved = match resolve(&database, source, true).await {
             Ok(resolved) => resolved,
             Err(error) => {
@@ -151,7 +133,7 @@ pub async fn migrate(args: &MigrateArgs, options: MigrateOptions) -> Result<()> 
     }
     let mut migrated = 0;
     for source in &sources {
-        let database = open(source)?;
+        let database = source.open_pool(POOL_SIZE)?;
         let Resolved {
             found,
             empty_patterns,
@@ -195,14 +177,14 @@ pub async fn migrate(args: &MigrateArgs, options: MigrateOptions) -> Result<()> 
 /// The source (with only that entry) whose entry names `table`, for
 /// `migrate --config FILE --table NAME`.
 fn source_naming(sources: Vec<Source>, table: &TableName) -> Result<Vec<Source>> {
-    let text = table.to_string();
-    let (schema, name) = text.split_once('.').unwrap_or(("", text.as_str()));
     let mut naming: Vec<Source> = sources
         .into_iter()
         .filter_map(|mut source| {
             let entry = source.tables.iter().find(|entry| match &entry.selector {
                 TableSelector::Name(named) => named == table,
-                TableSelector::Pattern(pattern) => pattern.matches(schema, name),
+                TableSelector::Pattern(pattern) => {
+                    pattern.matches(table.schema().unwrap_or_default(), table.name())
+                }
             })?;
             let mut entry = entry.clone();
             entry.selector = TableSelector::Name(table.clone());
@@ -234,7 +216,7 @@ pub async fn status(args: &StatusArgs) -> Result<()> {
     let sources = sources(args.config.as_deref(), &args.database)?;
     let several = sources.len() > 1;
     for source in sources {
-        let database = open(&source)?;
+        let database = source.open_pool(POOL_SIZE)?;
         let resolved = resolve(&database, &source, false).await?;
         for found in resolved.found.values() {
             let layout = source.tables[found.entry].layout.layout()?;

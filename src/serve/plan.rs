@@ -71,19 +71,7 @@ fn flags_source(config: &RelayConfig) -> Result<Source> {
             .exit();
     };
     config.database.layout.layout()?;
-    Ok(Source {
-        name: crate::db::target_of(url.expose())?,
-        line: 0,
-        database: config.database.clone(),
-        pool_size: config.pool_size,
-        tables: vec![TableEntry {
-            line: 0,
-            selector: config.database.selector(),
-            layout: config.database.layout.clone(),
-            batch_size: None,
-            max_attempts: None,
-        }],
-    })
+    Source::from_flags(&config.database, url, config.pool_size)
 }
 
 /// `config` for one table of `source`: its database, its layout and

@@ -58,10 +58,8 @@ impl SourceRuntime {
     /// [`launch`](Self::launch)).
     pub fn open(source: Source, shared: &Shared) -> Result<Self> {
         let config = &shared.config;
-        let placeholder: TableName = "outbox".parse().expect("a valid name");
         let database = source
-            .database
-            .open_for(&placeholder, source.pool_size)?
+            .open_pool(source.pool_size)?
             .delete_on_publish(config.on_publish == OnPublish::Delete);
         let direct = source.database.pooler == Pooler::None;
         let elector = (config.election == Election::AdvisoryLock && direct)
