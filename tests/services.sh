@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Local PostgreSQL 15 and Tansu (a Kafka-protocol broker) for the tests, the
-# demo and the benchmark. Nothing here needs Docker.
+# Local PostgreSQL 15, Tansu (a Kafka-protocol broker) and Apache Kafka 2.3
+# (with its ZooKeeper) for the tests, the demo and the benchmark. Nothing here
+# needs Docker.
 #
 #   tests/services.sh install   install what is missing (apt, cargo install)
-#   tests/services.sh start     start both on free loopback ports; prints
+#   tests/services.sh start     start them on free loopback ports; prints
 #                               `export …` lines to eval
-#   tests/services.sh stop      stop both and delete their data
+#   tests/services.sh stop      stop them and delete their data
 #   tests/services.sh env       print the `export …` lines again
 #
 # State lives in $OUTBOX_SERVICES_DIR (default /tmp/outbox-relay-services).
-# Tansu is built once into $OUTBOX_TOOLS_DIR (default /var/cache/outbox-relay),
-# outside the project, and reused.
+# Tansu is built once, and Apache Kafka unpacked once, into $OUTBOX_TOOLS_DIR
+# (default /var/cache/outbox-relay), outside the project, and reused.
+#
+# Apache Kafka listens on four ports: PLAINTEXT and SSL (anonymous, a super
+# user), SASL_PLAINTEXT and SASL_SSL (SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN
+# for user `relay`; PLAIN only for user `plainonly`). TLS uses a CA made here
+# with the openssl CLI. An ACL denies `relay` writes to topics named
+# `forbidden…`. Topics are never created automatically.
 set -euo pipefail
 
 STATE_DIR="${OUTBOX_SERVICES_DIR:-/tmp/outbox-relay-services}"
@@ -18,6 +25,7 @@ TOOLS_DIR="${OUTBOX_TOOLS_DIR:-/var/cache/outbox-relay}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 TANSU_VERSION=0.6.0
 TANSU="$TOOLS_DIR/bin/tansu"
+APACHE_KAFKA="$(cd "$(dirname "$0")" && pwd)/kafka/apache-kafka.sh"
 if [ ! -x "$TANSU" ] && command -v tansu >/dev/null; then TANSU=$(command -v tansu); fi
 
 log() { echo "services: $*" >&2; }
@@ -77,6 +85,7 @@ install() {
             --features dynostore >&2
         rm -rf "$TOOLS_DIR/tansu-target"
     fi
+    OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" install
 }
 
 free_port() {
@@ -103,6 +112,13 @@ export OUTBOX_TEST_TANSU=$TANSU
 export OUTBOX_TEST_TANSU_PORT=$KAFKA_PORT
 export OUTBOX_TEST_SERVICES_DIR=$STATE_DIR
 export OUTBOX_TEST_TOOLS_BIN=$TOOLS_DIR/venv/bin
+export OUTBOX_TEST_APACHE_KAFKA=127.0.0.1:$AK_PLAIN
+export OUTBOX_TEST_APACHE_KAFKA_SASL_PLAINTEXT=127.0.0.1:$AK_SASL_PLAIN
+export OUTBOX_TEST_APACHE_KAFKA_SSL=127.0.0.1:$AK_SSL
+export OUTBOX_TEST_APACHE_KAFKA_SASL_SSL=127.0.0.1:$AK_SASL_SSL
+export OUTBOX_TEST_APACHE_KAFKA_SECRETS=$STATE_DIR/kafka-secrets
+export OUTBOX_TEST_ZOOKEEPER=127.0.0.1:$ZK_PORT
+export OUTBOX_TOOLS_DIR=$TOOLS_DIR
 ENV
 }
 
@@ -130,22 +146,70 @@ start_tansu() {
     wait_for_port "$KAFKA_PORT" Tansu
 }
 
+# A CA, the broker's PKCS12 keystore for 127.0.0.1, and the users' passwords.
+kafka_secrets() {
+    local dir=$STATE_DIR/kafka-secrets
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -keyout ca.key -out ca.pem \
+            -subj "/CN=outbox-relay test CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr \
+            -subj "/CN=127.0.0.1" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+            -sha256 -extfile san.ext -out broker.pem 2>/dev/null
+        openssl rand -hex 16 >keystore.password
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name kafka \
+            -passout "file:keystore.password" -out keystore.p12
+        openssl rand -hex 12 >relay.password
+        openssl rand -hex 12 >plainonly.password
+        chmod 600 ./*.password ./*.key keystore.p12
+    )
+}
+
+start_apache_kafka() {
+    kafka_secrets
+    OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" zookeeper "$STATE_DIR/zookeeper" "$ZK_PORT"
+    local zk=127.0.0.1:$ZK_PORT
+    # Both run through ZooKeeper alone, beside each other and before the broker.
+    OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" users "$zk" relay \
+        "$(cat "$STATE_DIR/kafka-secrets/relay.password")" &
+    local users=$!
+    OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" deny-write "$zk" relay forbidden &
+    local acl=$!
+    wait "$users"
+    wait "$acl"
+    KAFKA_SECRETS_DIR="$STATE_DIR/kafka-secrets" OUTBOX_TOOLS_DIR="$TOOLS_DIR" \
+        bash "$APACHE_KAFKA" broker "$STATE_DIR/apache-kafka" "$zk" \
+        "$AK_PLAIN" "$AK_SASL_PLAIN" "$AK_SSL" "$AK_SASL_SSL"
+}
+
 start() {
     stop_quietly
     mkdir -p "$STATE_DIR"
     PG_PORT=$(free_port)
     KAFKA_PORT=$(free_port)
+    ZK_PORT=$(free_port)
+    AK_PLAIN=$(free_port)
+    AK_SASL_PLAIN=$(free_port)
+    AK_SSL=$(free_port)
+    AK_SASL_SSL=$(free_port)
     start_postgres
     start_tansu
+    start_apache_kafka
     write_env
-    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT"
+    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT)"
     cat "$STATE_DIR/env"
 }
 
 stop_quietly() {
-    if [ -f "$STATE_DIR/tansu.pid" ]; then
-        kill "$(cat "$STATE_DIR/tansu.pid")" 2>/dev/null || true
-    fi
+    for pid_file in "$STATE_DIR/tansu.pid" "$STATE_DIR/apache-kafka/kafka.pid" \
+        "$STATE_DIR/zookeeper/zookeeper.pid"; do
+        if [ -f "$pid_file" ]; then
+            kill -9 "$(cat "$pid_file")" 2>/dev/null || true
+        fi
+    done
     if [ -f "$STATE_DIR/pg/postmaster.pid" ]; then
         as_root runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE_DIR/pg" -m immediate stop >/dev/null 2>&1 || true
     fi
