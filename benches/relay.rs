@@ -63,7 +63,7 @@ use common::pgbouncer::PgBouncer;
 use common::private_broker::{PrivateBroker, TlsProxy};
 use common::private_pg::{PrivatePostgres, Tls};
 use common::{load, TestEnv, TopicReader};
-use outbox_relay::db::Database;
+use outbox_relay::db::{Database, Results};
 use serde_json::json;
 
 const KEYS: i64 = 1_000;
@@ -627,13 +627,21 @@ async fn db_ceiling_on(database_url: &str, rows: i64, batch: usize, delete: bool
     let started = Instant::now();
     let mut marked = 0;
     loop {
-        let mut claim = database.claim(batch, &[], None).await.expect("claim");
+        let mut claim = database.claim(batch, &[], &[], None).await.expect("claim");
         let ids: Vec<i64> = claim.rows.drain(..).map(|r| r.id).collect();
         if ids.is_empty() {
             claim.abandon().await;
             break;
         }
-        marked += claim.record(&ids, &[], 10).await.expect("mark").published;
+        marked += claim
+            .record(Results {
+                published: &ids,
+                failures: &[],
+                max_attempts: 10,
+            })
+            .await
+            .expect("mark")
+            .published;
     }
     assert_eq!(marked as i64, rows);
     let rate = rows as f64 / started.elapsed().as_secs_f64();

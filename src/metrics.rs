@@ -81,6 +81,7 @@ pub struct MetricFamilies {
     pruned: IntCounterVec,
     table_size: IntGaugeVec,
     in_flight: IntGaugeVec,
+    skipped: IntGaugeVec,
     role: IntGaugeVec,
     claims_released: IntCounterVec,
     default_partition_rows: IntGaugeVec,
@@ -188,6 +189,10 @@ impl MetricFamilies {
                 "outbox_in_flight_messages",
                 "Rows handed to the producer and not yet recorded.",
             ),
+            skipped: int_gauges(
+                "outbox_skipped_messages",
+                "Pending rows PostgreSQL refuses to update at all (not even to dead): skipped, their keys held, retried every --retry-backoff-max-secs.",
+            ),
             role: int_gauges(
                 "outbox_relay_role",
                 "1 while this replica leads its table (claims), 0 while it stands by.",
@@ -221,7 +226,7 @@ impl MetricFamilies {
 
     fn register(&self, series: TableSeries) {
         use Fold::{Max, Min, Sum};
-        let families: [(Box<dyn Collector>, Fold, bool); 21] = [
+        let families: [(Box<dyn Collector>, Fold, bool); 22] = [
             (Box::new(self.role.clone()), Sum, false),
             (Box::new(self.claims_released.clone()), Sum, false),
             (Box::new(self.default_partition_rows.clone()), Sum, false),
@@ -229,6 +234,7 @@ impl MetricFamilies {
             (Box::new(self.partitions_kept.clone()), Sum, false),
             (Box::new(self.oldest_open_claim.clone()), Max, false),
             (Box::new(self.in_flight.clone()), Sum, false),
+            (Box::new(self.skipped.clone()), Sum, false),
             (Box::new(self.pending.clone()), Sum, true),
             (Box::new(self.oldest_pending_age.clone()), Max, true),
             (Box::new(self.dead.clone()), Sum, true),
@@ -310,6 +316,7 @@ impl MetricFamilies {
             pruned: self.pruned.with_label_values(&t),
             table_size: self.table_size.with_label_values(&t),
             in_flight: self.in_flight.with_label_values(&t),
+            skipped: self.skipped.with_label_values(&t),
             role: self.role.with_label_values(&t),
             claims_released: self.claims_released.with_label_values(&t),
             default_partition_rows: self.default_partition_rows.with_label_values(&t),
@@ -330,6 +337,7 @@ impl MetricFamilies {
             &self.kafka_up,
             &self.table_size,
             &self.in_flight,
+            &self.skipped,
             &self.role,
             &self.default_partition_rows,
             &self.partitions_kept,
@@ -434,6 +442,7 @@ pub struct Metrics {
     pub pruned: IntCounter,
     pub table_size: IntGauge,
     pub in_flight: IntGauge,
+    pub skipped: IntGauge,
     pub role: IntGauge,
     pub claims_released: IntCounter,
     pub default_partition_rows: IntGauge,

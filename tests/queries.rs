@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{NewRow, TestEnv};
 use outbox_relay::db::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
-use outbox_relay::db::{Database, FailureRecord, Fence};
+use outbox_relay::db::{Database, FailureRecord, Fence, Results};
 use outbox_relay::Error;
 use serde_json::json;
 
@@ -37,6 +37,18 @@ async fn exec(env: &TestEnv, sql: &str, ids: &[i64]) {
     env.client.execute(&sql, &[&ids]).await.expect(&sql);
 }
 
+fn results<'a>(
+    published: &'a [i64],
+    failures: &'a [FailureRecord],
+    max_attempts: u32,
+) -> Results<'a> {
+    Results {
+        published,
+        failures,
+        max_attempts,
+    }
+}
+
 /// Ids a fresh claim returns (rolled back afterwards).
 async fn claimable(database: &Database, limit: usize, in_flight: &[i64]) -> Vec<i64> {
     fenced_claimable(database, limit, in_flight, None).await
@@ -49,7 +61,7 @@ async fn fenced_claimable(
     fence: Option<Fence>,
 ) -> Vec<i64> {
     let mut batch = database
-        .claim(limit, in_flight, fence)
+        .claim(limit, in_flight, &[], fence)
         .await
         .expect("claim");
     let ids = batch.rows.drain(..).map(|row| row.id).collect();
@@ -202,7 +214,7 @@ async fn a_fenced_claim_takes_rows_only_while_its_lock_session_holds_the_lock() 
 async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
     let (env, database) = setup().await;
     let ids = insert(&env, &[Some("a"), Some("a"), Some("b"), Some("a")]).await;
-    let batch = database.claim(1, &[], None).await.expect("claim");
+    let batch = database.claim(1, &[], &[], None).await.expect("claim");
     let failure = FailureRecord {
         id: ids[0],
         message_key: Some("a".into()),
@@ -210,7 +222,7 @@ async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
         is_final: false,
         retry_in: Duration::from_secs(3600),
     };
-    let recorded = batch.record(&[], &[failure], 10).await.expect("record");
+    let recorded = batch.record(results(&[], &[failure], 10)).await.expect("record");
     assert_eq!((recorded.retrying, recorded.dead.len()), (1, 0));
 
     let sql = format!(
@@ -245,7 +257,7 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
         &ids[..1],
     )
     .await;
-    let batch = database.claim(10, &[], None).await.expect("claim");
+    let batch = database.claim(10, &[], &[], None).await.expect("claim");
     let failure = |id, is_final| FailureRecord {
         id,
         message_key: None,
@@ -258,7 +270,7 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
         failure(ids[1], true),
         failure(ids[2], false),
     ];
-    let recorded = batch.record(&[], &failures, 3).await.expect("record");
+    let recorded = batch.record(results(&[], &failures, 3)).await.expect("record");
     assert_eq!(recorded.dead, vec![ids[0], ids[1]]);
     assert_eq!(recorded.retrying, 1);
     let (status, attempts, error) = env.row_state(ids[0]).await;
@@ -363,9 +375,9 @@ async fn marking_runs_inside_the_claiming_transaction_on_a_fresh_connection() {
         .unwrap();
     // A new pool: the mark statement was never prepared on its connection.
     let database = Database::new(&env.database_url, &env.table.parse().unwrap(), 1).unwrap();
-    let batch = database.claim(10, &[], None).await.expect("claim");
+    let batch = database.claim(10, &[], &[], None).await.expect("claim");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let recorded = batch.record(&ids, &[], 10).await.expect("record");
+    let recorded = batch.record(results(&ids, &[], 10)).await.expect("record");
     assert_eq!(recorded.published, 2);
     let sql = format!("SELECT count(*) FROM {schema}.marks WHERE tx_age >= interval '200 ms'");
     let inside: i64 = env.client.query_one(&sql, &[]).await.unwrap().get(0);

@@ -9,6 +9,10 @@
 -- are locked here but held back stay locked until this transaction ends,
 -- which is harmless: no other relay could publish them either.
 --
+-- $5 holds the ids of rows PostgreSQL refused to record at all (not even as
+-- dead): they are never candidates, but as pending rows passed over they
+-- still hold the rest of their key back.
+--
 -- Fence: with leader election, $3 and $4 are the pid of this relay's lock
 -- session and the lock's key, and the claim takes nothing unless that session
 -- still holds the lock. A leader whose lock session died (and whose lock
@@ -31,6 +35,7 @@ WITH candidate AS MATERIALIZED (
       -- Locked by our own batch in flight: skipped anyway, but filtering
       -- them here spares the scan an attempt to lock each one.
       AND {{sequence}} NOT IN (SELECT unnest($2::bigint[]))
+      AND {{sequence}} NOT IN (SELECT unnest($5::bigint[]))
       AND ($3::int4 IS NULL OR EXISTS (
             SELECT 1
             FROM pg_locks lock

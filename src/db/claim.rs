@@ -6,6 +6,14 @@
 //! transaction ends with [`ClaimedBatch::record`], which marks and commits, or
 //! with [`ClaimedBatch::abandon`]. Dropping a batch without either discards
 //! its connection, so an unfinished transaction never returns to the pool.
+//!
+//! One row never stalls the table: when the database refuses to record a
+//! batch because of a row (a constraint, a trigger, bad data), the batch is
+//! recorded again row by row. A row it refuses goes dead with the database's
+//! reason; a row it refuses even that is returned as unrecordable, for the
+//! relay to skip (see `outbox_claim_due.sql`). The rest are recorded. When
+//! not one row of the batch can be written, the refusal is the table's: the
+//! error is returned and every row stays pending.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +35,41 @@ pub struct RecordedBatch {
     pub retrying: u64,
     /// Ids of rows that went dead: final errors and used-up attempts.
     pub dead: Vec<i64>,
+    /// Rows the database refused to record and then made dead instead, with
+    /// its reason (also in `dead`).
+    pub refused: Vec<(i64, String)>,
+    /// Rows the database refused to write at all, not even as dead, with its
+    /// reason: still pending, untouched.
+    pub unrecordable: Vec<(i64, String)>,
+}
+
+impl RecordedBatch {
+    /// The database refused to write any row of the batch.
+    fn refused_whole(&self) -> bool {
+        self.published == 0
+            && self.retrying == 0
+            && self.dead.is_empty()
+            && !self.unrecordable.is_empty()
+    }
+}
+
+/// What to record for a batch: which rows to mark published, which failed.
+#[derive(Debug, Clone, Copy)]
+pub struct Results<'a> {
+    pub published: &'a [i64],
+    pub failures: &'a [FailureRecord],
+    /// When a row that keeps failing becomes dead.
+    pub max_attempts: u32,
+}
+
+/// An error that the row, not the connection or the table, caused: data
+/// exceptions (22), integrity constraint violations (23: a CHECK, a foreign
+/// key, NOT NULL) and errors raised by a trigger (P0).
+fn is_row_refusal(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23") || code.starts_with("P0")
+    })
 }
 
 /// Opens a claim's transaction. Losing a commit in a server crash only
@@ -55,6 +98,7 @@ impl Database {
         &self,
         limit: usize,
         in_flight: &[i64],
+        skipped: &[i64],
         fence: Option<Fence>,
     ) -> Result<ClaimedBatch> {
         let connection = self.connection().await?;
@@ -68,6 +112,7 @@ impl Database {
         let params = OutboxClaimDueParams {
             limit: i64::try_from(limit).unwrap_or(i64::MAX),
             in_flight,
+            skipped,
             fence,
         };
         // Both go out in one round trip: tokio-postgres pipelines requests
@@ -93,49 +138,31 @@ impl ClaimedBatch {
             .expect("a claimed batch holds its connection until it ends")
     }
 
-    /// Mark `published` rows, record `failures`, hold back the keys of rows
-    /// that will retry, and commit. `max_attempts` decides when a row that
-    /// keeps failing becomes dead.
-    pub async fn record(
-        mut self,
-        published: &[i64],
-        failures: &[FailureRecord],
-        max_attempts: u32,
-    ) -> Result<RecordedBatch> {
+    /// Mark the published rows, record the failures, hold back the keys of
+    /// rows that will retry, and commit. Should the database refuse a row,
+    /// the batch is recorded again row by row (see the module's docs).
+    pub async fn record(mut self, results: Results<'_>) -> Result<RecordedBatch> {
         let fail = |e: tokio_postgres::Error| Error::database("recording results", &e);
         let sql = Arc::clone(&self.sql);
-        let client = self.client();
         let delete = self.delete_published;
-        let mut recorded = RecordedBatch::default();
-
-        if failures.is_empty() {
-            // The common case in one round trip. Should the UPDATE fail, the
-            // server turns the COMMIT into a rollback; its error is returned.
-            let statement = if delete {
-                &sql.outbox_delete_published
-            } else {
-                &sql.outbox_mark_published
-            };
-            queries::prepare(client, &sql, statement)
-                .await
-                .map_err(fail)?;
-            let (marked, committed) = tokio::join!(
-                publish(client, &sql, delete, published),
-                client.batch_execute("COMMIT")
-            );
-            recorded.published = marked.map_err(fail)?;
-            committed.map_err(fail)?;
-        } else {
-            if !published.is_empty() {
-                recorded.published = publish(client, &sql, delete, published)
+        let client = self.client();
+        let recorded = match record_batch(client, &sql, delete, results).await {
+            Err(error) if is_row_refusal(&error) => {
+                // The claim's transaction is aborted (or rolled back by its
+                // COMMIT): end it, and record each row in a new one.
+                client.batch_execute("ROLLBACK").await.map_err(fail)?;
+                let recorded = record_row_by_row(client, &sql, delete, results)
                     .await
                     .map_err(fail)?;
+                if recorded.refused_whole() {
+                    // Not one row could be written: the refusal is the
+                    // table's (a trigger that freezes it, say), not a row's.
+                    return Err(fail(error));
+                }
+                recorded
             }
-            record_failures(client, &sql, failures, max_attempts, &mut recorded)
-                .await
-                .map_err(fail)?;
-            client.batch_execute("COMMIT").await.map_err(fail)?;
-        }
+            other => other.map_err(fail)?,
+        };
         self.connection.take();
         Ok(recorded)
     }
@@ -148,6 +175,136 @@ impl ClaimedBatch {
                 let _ = Object::take(connection);
             }
         }
+    }
+}
+
+/// The whole batch in the claim's transaction, committed. The common case,
+/// no failure, goes in one round trip: should the UPDATE fail, the server
+/// turns the COMMIT into a rollback and the UPDATE's error is returned.
+async fn record_batch(
+    client: &Object,
+    sql: &Sql,
+    delete: bool,
+    results: Results<'_>,
+) -> std::result::Result<RecordedBatch, tokio_postgres::Error> {
+    let mut recorded = RecordedBatch::default();
+    if results.failures.is_empty() {
+        let statement = if delete {
+            &sql.outbox_delete_published
+        } else {
+            &sql.outbox_mark_published
+        };
+        queries::prepare(client, sql, statement).await?;
+        let (marked, committed) = tokio::join!(
+            publish(client, sql, delete, results.published),
+            client.batch_execute("COMMIT")
+        );
+        recorded.published = marked?;
+        committed?;
+        return Ok(recorded);
+    }
+    if !results.published.is_empty() {
+        recorded.published = publish(client, sql, delete, results.published).await?;
+    }
+    record_failures(client, sql, results.failures, results.max_attempts, &mut recorded).await?;
+    client.batch_execute("COMMIT").await?;
+    Ok(recorded)
+}
+
+/// Record each row on its own, under a savepoint, in a new transaction (the
+/// rows are locked again as they are updated; a row another relay recorded
+/// meanwhile is no longer pending and is left alone). A row the database
+/// refuses goes dead with its reason; a row it refuses that too is left
+/// pending and reported as unrecordable.
+async fn record_row_by_row(
+    client: &Object,
+    sql: &Sql,
+    delete: bool,
+    results: Results<'_>,
+) -> std::result::Result<RecordedBatch, tokio_postgres::Error> {
+    let mut recorded = RecordedBatch::default();
+    client.batch_execute(BEGIN_CLAIM).await?;
+    for &id in results.published {
+        let marked = in_savepoint(client, publish(client, sql, delete, &[id])).await?;
+        match marked {
+            Ok(count) => recorded.published += count,
+            Err(reason) => {
+                let why = format!("delivered, but PostgreSQL refused to mark it published: {reason}");
+                make_dead(client, sql, id, why, &mut recorded).await?;
+            }
+        }
+    }
+    for failure in results.failures {
+        let one = std::slice::from_ref(failure);
+        let mut alone = RecordedBatch::default();
+        let attempt = record_failures(client, sql, one, results.max_attempts, &mut alone);
+        match in_savepoint(client, attempt).await? {
+            Ok(()) => {
+                recorded.retrying += alone.retrying;
+                recorded.dead.extend(alone.dead);
+            }
+            Err(reason) => {
+                let why = format!("PostgreSQL refused to record this row's failure ({}): {reason}", failure.error);
+                make_dead(client, sql, failure.id, why, &mut recorded).await?;
+            }
+        }
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok(recorded)
+}
+
+/// Make row `id` dead with `reason` as its error, or, should the database
+/// refuse that too, report it as unrecordable.
+async fn make_dead(
+    client: &Object,
+    sql: &Sql,
+    id: i64,
+    reason: String,
+    recorded: &mut RecordedBatch,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let failure = FailureRecord {
+        id,
+        message_key: None,
+        error: reason.clone(),
+        is_final: true,
+        retry_in: std::time::Duration::ZERO,
+    };
+    let params = OutboxRecordFailuresParams {
+        failures: std::slice::from_ref(&failure),
+        max_attempts: 1,
+    };
+    let attempt = queries::outbox_record_failures(client, sql, params);
+    match in_savepoint(client, attempt).await? {
+        Ok(outcomes) => {
+            if outcomes.iter().any(|o| o.dead) {
+                recorded.dead.push(id);
+                recorded.refused.push((id, reason));
+            }
+        }
+        Err(refused_again) => recorded.unrecordable.push((id, refused_again)),
+    }
+    Ok(())
+}
+
+/// Run `statement` under a savepoint: a row refusal rolls back to it and
+/// comes back as `Ok(Err(reason))`; any other error is returned as is.
+async fn in_savepoint<T>(
+    client: &Object,
+    statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+) -> std::result::Result<std::result::Result<T, String>, tokio_postgres::Error> {
+    client.batch_execute("SAVEPOINT one_row").await?;
+    match statement.await {
+        Ok(value) => {
+            client.batch_execute("RELEASE SAVEPOINT one_row").await?;
+            Ok(Ok(value))
+        }
+        Err(error) if is_row_refusal(&error) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT one_row")
+                .await?;
+            Ok(Err(crate::error::describe_pg_error(&error)))
+        }
+        Err(error) => Err(error),
     }
 }
 

@@ -20,7 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use postgres_openssl::TlsStream;
 
 pub use adopt::AdoptReport;
-pub use claim::{ClaimedBatch, RecordedBatch};
+pub use claim::{ClaimedBatch, RecordedBatch, Results};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
 pub use migrate::{migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType};
 pub use partitions::{Partition, PartitionUnit, RetiredPartitions, PARTITIONS_AHEAD};

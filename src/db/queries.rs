@@ -132,6 +132,7 @@ async fn dry_run_statements(client: &Client, sql: &Sql, quoted_table: &str) -> R
     let claim = OutboxClaimDueParams {
         limit: 0,
         in_flight: &[],
+        skipped: &[],
         fence: None,
     };
     outbox_claim_due(client, sql, claim)
@@ -298,6 +299,9 @@ pub struct OutboxClaimDueParams<'a> {
     pub limit: i64,
     /// Ids this relay has handed to the producer and not yet recorded.
     pub in_flight: &'a [i64],
+    /// Ids of rows the database refused to record at all: never claimed,
+    /// but still ahead of the later rows of their key.
+    pub skipped: &'a [i64],
     /// The leader's lock session (pid, lock key); `None` without election.
     pub fence: Option<Fence>,
 }
@@ -321,11 +325,12 @@ pub async fn outbox_claim_due(
         Some(fence) => (Some(fence.pid), Some(fence.lock_key)),
         None => (None, None),
     };
-    let bound: Params<4> = [
+    let bound: Params<5> = [
         (&params.limit, Type::INT8),
         (&params.in_flight, Type::INT8_ARRAY),
         (&pid, Type::INT4),
         (&lock_key, Type::INT8),
+        (&params.skipped, Type::INT8_ARRAY),
     ];
     let rows = query(client, sql, &sql.outbox_claim_due, &bound).await?;
     rows.iter().map(OutboxRow::decode).collect()

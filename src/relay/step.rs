@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use super::batch::Finished;
+use super::skipped::Skipped;
 use crate::error::ErrorPath;
 
 /// Least time between two replacements of a suspect producer.
@@ -35,6 +36,8 @@ pub struct LoopState {
     /// The generation of the producer the last batch that found the cluster
     /// down or the producer suspect was sent with: the one to replace.
     pub failed_generation: u64,
+    /// Rows the database refuses to update at all: not claimed for a while.
+    pub skipped: Skipped,
 }
 
 /// What one turn (a claim, the finish of the previous batch, or both) left.

@@ -128,6 +128,21 @@ impl Telemetry {
         }
     }
 
+    /// PostgreSQL refused every update of row `id`, even to make it dead.
+    pub fn row_unrecordable(&self, id: i64, reason: &str, skipped_for: Duration) {
+        tracing::error!(
+            id,
+            error = %reason,
+            skipped_secs = skipped_for.as_secs(),
+            "PostgreSQL refuses every update of this row, even to make it dead; it stays pending and is skipped (later rows of its key wait); fix the row, or the trigger or constraint that refuses it"
+        );
+    }
+
+    /// Rows skipped because PostgreSQL refuses to update them.
+    pub fn skipped(&self, rows: usize) {
+        self.metrics.skipped.set(rows as i64);
+    }
+
     /// Rows handed to the producer and not yet recorded.
     pub fn in_flight(&self, rows: usize) {
         self.metrics.in_flight.set(rows as i64);
