@@ -6,6 +6,7 @@ mod failure;
 mod message;
 mod options;
 mod publisher;
+mod security;
 mod topics;
 
 pub use defaults::producer_defaults_help;
@@ -13,4 +14,4 @@ pub use failure::{Disposition, FailureReason};
 pub use message::{prepare, CloudEvents, MessageFormat, RecordTimestamp};
 pub use options::read_properties;
 pub use publisher::{Delivery, PendingDelivery, ProducerLease, Publisher};
-pub use topics::{missing_topic_error, KnownTopics, TopicState};
+pub use topics::{missing_topic_error, not_authorized_error, KnownTopics, TopicState};

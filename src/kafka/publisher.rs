@@ -18,6 +18,7 @@ use super::defaults::PRODUCER_DEFAULTS;
 use super::failure::{classify, Disposition, FailureReason};
 use super::message::PreparedMessage;
 use super::options::resolve;
+use super::security::{check_files, security_failure, GivenOptions, SecurityFailure};
 use crate::config::KafkaOption;
 use crate::error::{Error, Result};
 
@@ -33,6 +34,10 @@ pub enum Delivery {
     /// producer infers this for a batch whose fate it never learned once a
     /// later batch succeeds. Not proof enough to mark the row published.
     Unconfirmed,
+    /// Never sent: an earlier row of its key was refused before it was sent
+    /// (in this batch, or in the batch in flight before it). It goes out
+    /// with its key's next batch, behind that row; no attempt counts.
+    HeldBack,
     Failed {
         disposition: Disposition,
         reason: FailureReason,
@@ -103,6 +108,8 @@ struct ErrorEvents {
     /// When the cluster was last seen with no broker up: librdkafka said
     /// so, or a metadata probe got no answer.
     all_brokers_down_at: Option<Instant>,
+    /// The last authentication or TLS failure, with librdkafka's reason.
+    security: Option<(SecurityFailure, String)>,
 }
 
 type LastError = Arc<Mutex<ErrorEvents>>;
@@ -131,6 +138,9 @@ impl ClientContext for LoggingContext {
         }
         if !generic || events.reason.is_none() {
             events.reason = Some(reason.to_owned());
+        }
+        if let Some(failure) = security_failure(&error, reason) {
+            events.security = Some((failure, reason.to_owned()));
         }
     }
 }
@@ -163,6 +173,10 @@ pub struct Publisher {
     options: Vec<KafkaOption>,
     last_error: LastError,
 }
+
+/// How often the start-up check looks for an authentication or TLS failure
+/// while it waits for a broker to answer: the length of each probe.
+const SECURITY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Publisher {
     /// Create the producer. Fails on options librdkafka rejects; makes no
@@ -280,14 +294,42 @@ impl Publisher {
     }
 
     /// Fail with a clear error unless a broker answers within `timeout`.
+    /// An authentication or TLS failure fails at once: waiting cannot fix it.
+    ///
+    /// Probes in short slices, checking for such a failure between them,
+    /// rather than abandoning a long probe: an abandoned probe keeps the
+    /// producer alive on its thread past the process's exit, where
+    /// librdkafka's threads race OpenSSL's clean-up.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<()> {
-        self.probe(timeout)
-            .await
-            .map_err(|reason| Error::KafkaUnreachable {
-                brokers: self.brokers.clone(),
-                waited: timeout,
-                reason,
-            })
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(SECURITY_CHECK_INTERVAL);
+            let answer = self.probe(slice).await;
+            if let Some(error) = self.security_error() {
+                return Err(error);
+            }
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(reason) if Instant::now() >= deadline => {
+                    return Err(Error::KafkaUnreachable {
+                        brokers: self.brokers.clone(),
+                        waited: timeout,
+                        reason,
+                    })
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The authentication or TLS failure librdkafka reported, as an error
+    /// that names what to fix.
+    fn security_error(&self) -> Option<Error> {
+        let events = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let (failure, reason) = events.security.as_ref()?;
+        Some(GivenOptions::new(&self.options).error(*failure, &self.brokers, reason))
     }
 
     /// Wait for every queued message's delivery report, up to `timeout`.
@@ -337,7 +379,9 @@ fn create_producer(
     options: &[KafkaOption],
     last_error: &LastError,
 ) -> Result<RelayProducer> {
+    let given = GivenOptions::new(options);
     let options = resolve(options)?;
+    check_files(&options)?;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     for (key, value) in PRODUCER_DEFAULTS {
@@ -358,18 +402,19 @@ fn create_producer(
         .create_with_context(LoggingContext {
             last_error: Arc::clone(last_error),
         })
-        .map_err(|e| Error::KafkaConfig(describe_config_error(&e)))
+        .map_err(|e| Error::KafkaConfig(describe_config_error(&e, &given)))
 }
 
-/// librdkafka's description of a rejected option, naming the option but not
-/// its value (which may be a secret), without rust-rdkafka's dangling
-/// "key value" suffix.
-fn describe_config_error(error: &KafkaError) -> String {
+/// librdkafka's description of a rejected option, naming the option and
+/// where it was given but not its value (which may be a secret), without
+/// rust-rdkafka's dangling "key value" suffix.
+fn describe_config_error(error: &KafkaError, given: &GivenOptions) -> String {
     match error {
         KafkaError::ClientConfig(_, description, key, _value) => {
-            format!("option {key}: {}", description.trim())
+            let place = given.origin_of(&[key.as_str()]);
+            format!("option {key}: {}; fix it {place}", description.trim())
         }
-        other => other.to_string(),
+        other => format!("{other}; check the options in --kafka-option and --kafka-config"),
     }
 }
 
@@ -396,6 +441,7 @@ mod tests {
             .map(|(key, value)| KafkaOption {
                 key: key.to_string(),
                 value: value.to_string(),
+                origin: crate::config::OptionOrigin::Flag,
             })
             .collect()
     }

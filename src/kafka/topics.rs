@@ -25,11 +25,13 @@ pub enum TopicState {
     Missing,
 }
 
-/// Topics seen to exist, and topics already reported missing.
+/// Topics seen to exist, topics already reported missing, and topics the
+/// relay's user was refused writes to (an ACL), each reported once.
 #[derive(Default)]
 pub struct KnownTopics {
     existing: Mutex<HashSet<String>>,
     reported_missing: Mutex<HashSet<String>>,
+    reported_denied: Mutex<HashSet<String>>,
 }
 
 impl KnownTopics {
@@ -84,6 +86,35 @@ impl KnownTopics {
     pub fn forget(&self, topic: &str) {
         lock(&self.existing).remove(topic);
     }
+
+    /// The brokers refused the relay's writes to `topic`: say so once.
+    pub fn write_denied(&self, topic: &str) {
+        if lock(&self.reported_denied).insert(topic.to_owned()) {
+            tracing::warn!(
+                topic,
+                "the relay's Kafka user may not write to this topic; its rows wait and retry (other topics flow): grant the user WRITE on it (an ACL)"
+            );
+        }
+    }
+
+    /// Rows of `topics` were published: a refusal reported for one of them
+    /// is over.
+    pub fn writes_allowed<'a>(&self, topics: impl Iterator<Item = &'a String>) {
+        let mut reported = lock(&self.reported_denied);
+        if reported.is_empty() {
+            return;
+        }
+        for topic in topics {
+            if reported.remove(topic) {
+                tracing::info!(topic, "the relay may write to this topic now");
+            }
+        }
+    }
+}
+
+/// The `last_error` of a row whose topic the relay's user may not write.
+pub fn not_authorized_error(topic: &str, cause: &str) -> String {
+    format!("the relay's Kafka user may not write to topic {topic} ({cause}); grant it WRITE on the topic (an ACL)")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -14,11 +14,11 @@ use super::outcome::{decide, BatchDecision};
 use super::telemetry::{BatchReport, DeadRow};
 use super::Relay;
 use crate::claim_gate::Pass;
-use crate::db::{ClaimedBatch, OutboxRow};
+use crate::db::{ClaimedBatch, OutboxRow, RecordedBatch, Results};
 use crate::error::Result;
 use crate::kafka::{
-    missing_topic_error, prepare, Delivery, Disposition, FailureReason, PendingDelivery,
-    ProducerLease, TopicState,
+    missing_topic_error, not_authorized_error, prepare, Delivery, Disposition, FailureReason,
+    PendingDelivery, ProducerLease, TopicState,
 };
 use crate::open_claims::OpenClaim;
 
@@ -33,6 +33,9 @@ pub struct InFlight {
     batch: ClaimedBatch,
     rows: Vec<OutboxRow>,
     deliveries: Vec<PendingDelivery>,
+    /// Keys with a row refused before it was sent: none of their later rows
+    /// was sent, in this batch or the next one claimed while this one flies.
+    unsent_keys: HashSet<Vec<u8>>,
     /// The producer every message of the batch went to, kept alive until
     /// the batch is finished.
     lease: ProducerLease,
@@ -49,6 +52,10 @@ impl InFlight {
 
     pub fn ids(&self) -> Vec<i64> {
         self.rows.iter().map(|r| r.id).collect()
+    }
+
+    pub fn unsent_keys(&self) -> &HashSet<Vec<u8>> {
+        &self.unsent_keys
     }
 
     /// Roll back: its rows stay pending and go out again, in order.
@@ -74,9 +81,20 @@ pub struct Finished {
 }
 
 impl Relay {
-    /// Claim a batch and hand every row to the producer. `None` when nothing
-    /// could be claimed. `ours` are the ids still in flight here.
-    pub(super) async fn claim_and_send(&self, ours: &[i64]) -> Result<Option<InFlight>> {
+    /// Claim a batch and hand its rows to the producer. `None` when nothing
+    /// could be claimed. `ours` are the ids still in flight here, `skipped`
+    /// the rows not to claim, and `unsent_keys` the keys of the batch in
+    /// flight whose rows were not sent.
+    ///
+    /// A row refused before it is sent (its topic is missing, its headers
+    /// are invalid, librdkafka refuses it) holds its key: no later row of
+    /// that key is sent, so none is sent again and again while it retries.
+    pub(super) async fn claim_and_send(
+        &self,
+        ours: &[i64],
+        skipped: &[i64],
+        unsent_keys: &HashSet<Vec<u8>>,
+    ) -> Result<Option<InFlight>> {
         let pass = self.gate.enter().await;
         let started = Instant::now();
         let open = self.telemetry.claim_opened(started);
@@ -85,6 +103,7 @@ impl Relay {
             .claim(
                 self.config.batch_size as usize,
                 ours,
+                skipped,
                 self.leadership.fence(),
             )
             .await?;
@@ -99,9 +118,15 @@ impl Relay {
         let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
         let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
+        let mut unsent_keys = unsent_keys.clone();
         let mut deliveries = Vec::with_capacity(rows.len());
         for (row, prepared) in rows.iter().zip(prepared) {
-            deliveries.push(match prepared {
+            let key = row.message_key.as_deref();
+            if key.is_some_and(|k| unsent_keys.contains(k)) {
+                deliveries.push(PendingDelivery::Refused(Delivery::HeldBack));
+                continue;
+            }
+            let pending = match prepared {
                 // Fails now instead of waiting in librdkafka for the topic
                 // (and holding up the whole batch); retried like any send.
                 Ok(_) if missing.contains(row.topic.as_str()) => {
@@ -127,7 +152,11 @@ impl Relay {
                     reason: rejected.reason,
                     message: rejected.message,
                 }),
-            });
+            };
+            if let (PendingDelivery::Refused(_), Some(key)) = (&pending, key) {
+                unsent_keys.insert(key.to_vec());
+            }
+            deliveries.push(pending);
         }
         Ok(Some(InFlight {
             started,
@@ -135,6 +164,7 @@ impl Relay {
             batch,
             rows,
             deliveries,
+            unsent_keys,
             lease,
             _open: open,
             _pass: pass,
@@ -169,6 +199,7 @@ impl Relay {
             batch,
             rows,
             deliveries: pending,
+            unsent_keys: _,
             lease,
             _open,
             _pass,
@@ -193,12 +224,16 @@ impl Relay {
         );
         let published_ids: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
         let recorded = batch
-            .record(&published_ids, &decision.failures, self.config.max_attempts)
+            .record(Results {
+                published: &published_ids,
+                failures: &decision.failures,
+                max_attempts: self.config.max_attempts,
+            })
             .await?;
-        let dead = dead_rows(&rows, &deliveries, &decision, &recorded.dead);
+        let dead = dead_rows(&rows, &deliveries, &decision, &recorded);
         let report = BatchReport {
             claimed: rows.len(),
-            published_per_topic: published_per_topic(&rows, &decision),
+            published_per_topic: published_per_topic(&rows, &decision, &recorded.dead),
             failure_reasons: decision.failure_reasons,
             recorded,
             dead,
@@ -208,6 +243,8 @@ impl Relay {
             delivered_after,
             elapsed: started.elapsed(),
         };
+        self.known_topics
+            .writes_allowed(report.published_per_topic.keys());
         let all_unavailable = deliveries.iter().all(Delivery::is_unavailable);
         Ok(Finished {
             report,
@@ -259,15 +296,25 @@ impl Relay {
         let mut delivery_latencies = Vec::with_capacity(rows.len());
         for (row, pending) in rows.iter().zip(pending) {
             let mut delivery = pending.outcome().await;
-            if let Delivery::Failed {
-                reason: FailureReason::UnknownTopic,
-                message,
-                ..
-            } = &mut delivery
-            {
-                // Deleted since it was seen, or never there: look again next time.
-                self.known_topics.forget(&row.topic);
-                *message = missing_topic_error(&row.topic);
+            match &mut delivery {
+                Delivery::Failed {
+                    reason: FailureReason::UnknownTopic,
+                    message,
+                    ..
+                } => {
+                    // Deleted since it was seen, or never there: look again next time.
+                    self.known_topics.forget(&row.topic);
+                    *message = missing_topic_error(&row.topic);
+                }
+                Delivery::Failed {
+                    reason: FailureReason::NotAuthorized,
+                    message,
+                    ..
+                } => {
+                    self.known_topics.write_denied(&row.topic);
+                    *message = not_authorized_error(&row.topic, message);
+                }
+                _ => {}
             }
             if delivery == Delivery::Delivered {
                 let latency = SystemTime::now().duration_since(row.created_at);
@@ -311,31 +358,42 @@ impl Relay {
     }
 }
 
-fn published_per_topic(rows: &[OutboxRow], decision: &BatchDecision) -> HashMap<String, u64> {
+/// Rows marked published, per topic: delivered rows, less those the
+/// database refused to mark (and made dead instead).
+fn published_per_topic(
+    rows: &[OutboxRow],
+    decision: &BatchDecision,
+    dead: &[i64],
+) -> HashMap<String, u64> {
     let mut per_topic: HashMap<String, u64> = HashMap::new();
     for &index in &decision.published {
-        *per_topic.entry(rows[index].topic.clone()).or_default() += 1;
+        if !dead.contains(&rows[index].id) {
+            *per_topic.entry(rows[index].topic.clone()).or_default() += 1;
+        }
     }
     per_topic
 }
 
-/// The rows that went dead (final errors and used-up attempts), with what
-/// the warning about them says.
+/// The rows that went dead (final errors, used-up attempts, and rows the
+/// database refused to record otherwise), with what the warning about them
+/// says.
 fn dead_rows(
     rows: &[OutboxRow],
     deliveries: &[Delivery],
     decision: &BatchDecision,
-    dead_ids: &[i64],
+    recorded: &RecordedBatch,
 ) -> Vec<DeadRow> {
+    let dead_ids = &recorded.dead;
     if dead_ids.is_empty() {
         return Vec::new();
     }
     let index_of: HashMap<i64, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    let error_of: HashMap<i64, &str> = decision
+    let mut error_of: HashMap<i64, &str> = decision
         .failures
         .iter()
         .map(|f| (f.id, f.error.as_str()))
         .collect();
+    error_of.extend(recorded.refused.iter().map(|(id, why)| (*id, why.as_str())));
     dead_ids
         .iter()
         .filter_map(|id| {

@@ -20,6 +20,7 @@
 pub mod backoff;
 mod batch;
 mod outcome;
+mod skipped;
 mod step;
 mod telemetry;
 
@@ -192,11 +193,16 @@ impl Relay {
         // An idle standby touches no table: it says nothing about the database.
         let touched_database = may_claim || previous.is_some();
         let ours = previous.as_ref().map(InFlight::ids).unwrap_or_default();
+        let unsent_keys = previous
+            .as_ref()
+            .map(|p| p.unsent_keys().clone())
+            .unwrap_or_default();
+        let skipped = state.skipped.ids(Instant::now());
         let held_before = std::mem::take(&mut state.held_keys);
         let (claimed, finished) = tokio::join!(
             async {
                 if may_claim {
-                    Some(self.claim_and_send(&ours).await)
+                    Some(self.claim_and_send(&ours, &skipped, &unsent_keys).await)
                 } else {
                     None
                 }
@@ -215,6 +221,7 @@ impl Relay {
                 released = finished.released;
                 if !released {
                     self.telemetry.batch_recorded(&finished.report);
+                    self.skip_unrecordable(state, &finished.report.recorded.unrecordable);
                 }
                 state.absorb(finished);
                 None
@@ -271,6 +278,18 @@ impl Relay {
                 true
             }
         }
+    }
+
+    /// Skip the rows the database refused to update at all, each for
+    /// `--retry-backoff-max-secs`, and say so once per skip.
+    fn skip_unrecordable(&self, state: &mut LoopState, rows: &[(i64, String)]) {
+        let period = self.config.retry_backoff_max;
+        for (id, reason) in rows {
+            if state.skipped.add(*id, Instant::now(), period) {
+                self.telemetry.row_unrecordable(*id, reason, period);
+            }
+        }
+        self.telemetry.skipped(state.skipped.len());
     }
 
     fn report(&self, failure: Option<&Error>, touched_database: bool, statements_done: bool) {

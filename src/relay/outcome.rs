@@ -51,7 +51,7 @@ pub fn decide(
         match delivery {
             Delivery::Failed { reason, .. } => decision.failure_reasons.push(*reason),
             Delivery::Unconfirmed => decision.failure_reasons.push(FailureReason::Unconfirmed),
-            Delivery::Delivered => {}
+            Delivery::Delivered | Delivery::HeldBack => {}
         }
         if key.is_some_and(|k| held_keys.contains(k)) {
             decision.left_pending += 1;
@@ -62,9 +62,9 @@ pub fn decide(
                 decision.published.push(index);
                 continue;
             }
-            Delivery::Unconfirmed => {
-                // Sent again later (at least once), with its key held behind
-                // it; no attempt is counted against the row.
+            Delivery::Unconfirmed | Delivery::HeldBack => {
+                // Sent (again) later, with its key held behind it; no
+                // attempt is counted against the row.
                 decision.left_pending += 1;
                 held_keys.extend(key);
                 continue;
@@ -295,6 +295,25 @@ mod tests {
         assert!(decision.failures.is_empty(), "no attempt is counted");
         assert_eq!(decision.left_pending, 2);
         assert_eq!(decision.failure_reasons, vec![FailureReason::Unconfirmed]);
+    }
+
+    #[test]
+    fn a_row_held_back_before_sending_stays_pending_and_holds_its_key() {
+        // Row 1 was refused as final (invalid headers) before sending, so
+        // rows 2 and 3 of its key were never sent.
+        let rows = [row(1, Some("a")), row(2, Some("a")), row(3, Some("a"))];
+        let deliveries = [
+            failed(Disposition::Final),
+            Delivery::HeldBack,
+            Delivery::HeldBack,
+        ];
+        let decision = decide(&rows, &deliveries, false, &HashSet::new(), &BACKOFF, || 0.0);
+        assert!(decision.published.is_empty());
+        assert_eq!(decision.failures.len(), 1, "only the refused row counts an attempt");
+        assert!(decision.failures[0].is_final);
+        assert_eq!(decision.left_pending, 2);
+        assert_eq!(decision.failure_reasons, vec![FailureReason::Other]);
+        assert!(decision.held_keys.contains(b"a".as_slice()));
     }
 
     #[test]
