@@ -475,12 +475,32 @@ fn redact_query(text: &str) -> String {
     out
 }
 
-/// One `--kafka-option key=value`. Its `Debug` hides the values of
-/// passwords and secrets.
+/// One librdkafka option, `key=value`, and where the user gave it. Its
+/// `Debug` hides the values of passwords and secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KafkaOption {
     pub key: String,
     pub value: String,
+    pub origin: OptionOrigin,
+}
+
+/// Where an option was given, so an error about it says where to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OptionOrigin {
+    /// `--kafka-option` (or `OUTBOX_KAFKA_OPTIONS`).
+    #[default]
+    Flag,
+    /// A `client.properties` file, or the configuration file's `[kafka]`.
+    File(PathBuf),
+}
+
+impl fmt::Display for OptionOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionOrigin::Flag => f.write_str("--kafka-option"),
+            OptionOrigin::File(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 impl KafkaOption {
@@ -507,6 +527,7 @@ pub fn parse_kafka_option(raw: &str) -> std::result::Result<KafkaOption, String>
         Some((key, value)) if !key.trim().is_empty() => Ok(KafkaOption {
             key: key.trim().to_owned(),
             value: value.to_owned(),
+            origin: OptionOrigin::Flag,
         }),
         _ => Err("expected KEY=VALUE, e.g. --kafka-option linger.ms=5".to_owned()),
     }

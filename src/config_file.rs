@@ -235,8 +235,9 @@ fn kafka_section(
                 ))
             }
         };
-        let option = parse_kafka_option(&format!("{key}={text}"))
+        let mut option = parse_kafka_option(&format!("{key}={text}"))
             .map_err(|e| mistake.at(value.span().start, &format!("kafka.options.{key}"), e))?;
+        option.origin = crate::config::OptionOrigin::File(mistake.path.to_owned());
         settings.push(option);
     }
     Ok((kafka.brokers.map(Spanned::into_inner), settings))

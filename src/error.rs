@@ -86,10 +86,24 @@ pub enum Error {
     #[error("invalid --kafka-brokers {value:?}: {reason}; expected host:port[,host:port…], e.g. localhost:9092")]
     InvalidBrokers { value: String, reason: String },
 
-    #[error(
-        "librdkafka rejected the producer configuration: {0}; check the --kafka-option values"
-    )]
+    /// The message names the option and where it was given.
+    #[error("librdkafka rejected the producer configuration: {0}")]
     KafkaConfig(String),
+
+    #[error("Kafka rejected the SASL login for user {user} ({mechanism}): {fix} ({reason})")]
+    KafkaLoginRefused {
+        user: String,
+        mechanism: String,
+        fix: String,
+        reason: String,
+    },
+
+    #[error("TLS to Kafka at {brokers} failed: {fix} ({reason})")]
+    KafkaTls {
+        brokers: String,
+        fix: String,
+        reason: String,
+    },
 
     #[error("no Kafka broker answered at {brokers} within {}s: {reason}; check --kafka-brokers (OUTBOX_KAFKA_BROKERS) and that the brokers are running", .waited.as_secs())]
     KafkaUnreachable {
@@ -98,8 +112,13 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address, e.g. 127.0.0.1:9874")]
-    MetricsBind { addr: String, reason: String },
+    #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address (OUTBOX_METRICS_ADDR), e.g. {free}")]
+    MetricsBind {
+        addr: String,
+        reason: String,
+        /// An address free when the error was made.
+        free: String,
+    },
 
     /// `status --check` found the outbox unhealthy.
     #[error("check failed: {0}")]
@@ -130,6 +149,12 @@ fn is_pooler_symptom(code: &str, message: &str) -> bool {
     matches!(code, "26000" | "42P05")
         || (code == "08P01" && message.contains("prepared statement \"s"))
 }
+/// What the client itself meets when a pooler ran another client's
+/// statement of the same name but another shape: rows it cannot decode.
+fn is_client_side_pooler_symptom(description: &str) -> bool {
+    description.contains("DataRow field count does not match")
+        || description.contains("error deserializing column")
+}
 const POOLER_HINT: &str = "; a transaction-mode pooler (e.g. PgBouncer) is probably between the relay and PostgreSQL: run with --pooler transaction (OUTBOX_POOLER=transaction)";
 
 /// SQLSTATE classes and codes that mean the connection, not the statement,
@@ -145,6 +170,10 @@ impl Error {
     pub fn database(action: &'static str, error: &tokio_postgres::Error) -> Self {
         let mut reason = describe_pg_error(error);
         let Some(db) = error.as_db_error() else {
+            if is_client_side_pooler_symptom(&reason) {
+                reason.push_str(POOLER_HINT);
+                return Error::DatabaseRejected { action, reason };
+            }
             return Error::Database { action, reason };
         };
         let code = db.code().code();
@@ -172,7 +201,10 @@ impl Error {
             | Error::MissingTable { .. }
             | Error::SchemaDrift { .. }
             | Error::MissingPrivileges { .. } => ErrorPath::DatabaseRejected,
-            Error::KafkaConfig(_) | Error::KafkaUnreachable { .. } => ErrorPath::Kafka,
+            Error::KafkaConfig(_)
+            | Error::KafkaUnreachable { .. }
+            | Error::KafkaLoginRefused { .. }
+            | Error::KafkaTls { .. } => ErrorPath::Kafka,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::ConfigFile(_)
@@ -228,6 +260,13 @@ mod tests {
             "bind message supplies 1 parameters, but prepared statement \"s0\" requires 0"
         ));
         assert!(!is_pooler_symptom("08P01", "invalid message format"));
+        assert!(is_client_side_pooler_symptom(
+            "error parsing response from server: DataRow field count does not match the number of columns"
+        ));
+        assert!(is_client_side_pooler_symptom(
+            "error deserializing column 0: cannot convert between the Rust type `i64` and the Postgres type `text`"
+        ));
+        assert!(!is_client_side_pooler_symptom("connection closed"));
         assert!(!is_pooler_symptom("23505", "duplicate key"));
     }
 

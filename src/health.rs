@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 
@@ -25,6 +26,10 @@ impl Outage {
         self.down.fetch_sub(1, Ordering::SeqCst) == 1
     }
 }
+
+/// A batch waiting longer than this for its acks means nothing is being
+/// sent, whatever a metadata probe says. Acks normally take milliseconds.
+const ACKS_OVERDUE: Duration = Duration::from_secs(5);
 
 pub struct Health {
     database: AtomicBool,
@@ -117,6 +122,11 @@ impl Health {
             Some("PostgreSQL rejects the relay's statements")
         } else if !self.kafka.load(Ordering::SeqCst) {
             Some("kafka unreachable")
+        } else if self.metrics.open_claims.oldest_age(Instant::now()) > ACKS_OVERDUE {
+            // A metadata probe can succeed on one connection while sends
+            // wait on another (e.g. in reconnect backoff after a broker
+            // restart): readiness follows the data path too.
+            Some("Kafka answers, but a batch has waited over 5 s for its acks")
         } else {
             None
         }

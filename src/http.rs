@@ -27,7 +27,15 @@ pub async fn bind(addr: &MetricsAddr) -> Result<TcpListener> {
         .map_err(|e| Error::MetricsBind {
             addr: addr.to_string(),
             reason: e.to_string(),
+            free: free_address(),
         })
+}
+
+/// A loopback address free right now, to suggest instead of a busy one.
+fn free_address() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_or_else(|_| "127.0.0.1:9875".to_owned(), |a| a.to_string())
 }
 
 /// Serve until the task is dropped.

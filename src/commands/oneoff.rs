@@ -48,7 +48,11 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         [] => "nothing".to_owned(),
         items => items.join(", "),
     };
-    println!("outbox table {} is up to date", database.table());
+    if report.created.is_empty() {
+        println!("outbox table {} is up to date", database.table());
+    } else {
+        println!("outbox table {} is migrated", database.table());
+    }
     println!("created: {}", list(&report.created));
     println!("already in place: {}", list(&report.in_place));
     Ok(())

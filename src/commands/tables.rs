@@ -157,16 +157,16 @@ pub async fn migrate(args: &MigrateArgs, options: MigrateOptions) -> Result<()> 
             let table = database.for_table(&found.table, Layout::preset(Preset::Relay), true);
             let report = table.migrate(options).await?;
             table.announce().await?;
-            println!(
-                "outbox table {} ({}) is up to date; created: {}",
-                found.table,
-                source.name,
-                if report.created.is_empty() {
-                    "nothing".to_owned()
-                } else {
+            if report.created.is_empty() {
+                println!("outbox table {} ({}) is up to date", found.table, source.name);
+            } else {
+                println!(
+                    "outbox table {} ({}) is migrated; created: {}",
+                    found.table,
+                    source.name,
                     report.created.join(", ")
-                }
-            );
+                );
+            }
             migrated += 1;
         }
     }

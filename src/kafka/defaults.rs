@@ -10,6 +10,9 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "0"),
     ("socket.nagle.disable", "true"),
     ("message.timeout.ms", "30000"),
+    // librdkafka backs off reconnecting up to 10 s by default: a broker back
+    // from a crash would wait that long for the relay's sends.
+    ("reconnect.backoff.max.ms", "1000"),
     ("queue.buffering.max.messages", "200000"),
     // librdkafka logs straight to stderr; below "critical" its lines only
     // repeat what the relay reports itself, once.

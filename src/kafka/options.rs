@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::config::KafkaOption;
+use crate::config::{KafkaOption, OptionOrigin};
 use crate::error::{Error, Result};
 
 /// The options of a properties file: `key=value` (or `key: value`) lines,
@@ -22,7 +22,8 @@ pub fn read_properties(path: &Path) -> Result<Vec<KafkaOption>> {
             path.display()
         ))
     })?;
-    parse_properties(&text).map_err(|(line, problem)| {
+    let from = OptionOrigin::File(path.to_owned());
+    parse_properties(&text, &from).map_err(|(line, problem)| {
         Error::InvalidConfig(format!(
             "--kafka-config {} line {line}: {problem}; expected key=value",
             path.display()
@@ -30,7 +31,10 @@ pub fn read_properties(path: &Path) -> Result<Vec<KafkaOption>> {
     })
 }
 
-fn parse_properties(text: &str) -> std::result::Result<Vec<KafkaOption>, (usize, String)> {
+fn parse_properties(
+    text: &str,
+    origin: &OptionOrigin,
+) -> std::result::Result<Vec<KafkaOption>, (usize, String)> {
     let mut options = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -48,6 +52,7 @@ fn parse_properties(text: &str) -> std::result::Result<Vec<KafkaOption>, (usize,
         options.push(KafkaOption {
             key: key.to_owned(),
             value: value.trim().to_owned(),
+            origin: origin.clone(),
         });
     }
     Ok(options)
@@ -66,6 +71,7 @@ pub fn resolve(options: &[KafkaOption]) -> Result<Vec<KafkaOption>> {
             Ok(KafkaOption {
                 key: option.key.clone(),
                 value: resolve_value(&option.key, &option.value)?,
+                origin: option.origin.clone(),
             })
         })
         .collect()
@@ -112,13 +118,14 @@ mod tests {
         KafkaOption {
             key: key.into(),
             value: value.into(),
+            origin: OptionOrigin::Flag,
         }
     }
 
     #[test]
     fn properties_files_are_key_value_lines_with_comments() {
         let text = "# Confluent Cloud\n\nbootstrap.servers=pkc:9092\n! also a comment\nsecurity.protocol = SASL_SSL\nsasl.jaas.config=a=b c=d\nsasl.mechanism: PLAIN\n";
-        let options = parse_properties(text).unwrap();
+        let options = parse_properties(text, &OptionOrigin::Flag).unwrap();
         assert_eq!(
             options,
             vec![
@@ -128,7 +135,7 @@ mod tests {
                 option("sasl.mechanism", "PLAIN"),
             ]
         );
-        let error = parse_properties("a=1\nhunter2 secret\n").unwrap_err();
+        let error = parse_properties("a=1\nhunter2 secret\n", &OptionOrigin::Flag).unwrap_err();
         assert_eq!(error.0, 2);
         assert!(!error.1.contains("secret"), "{}", error.1);
     }

@@ -208,7 +208,13 @@ fn log_start(config: &RelayConfig, plan: &Plan, sources: &[SourceRuntime], bound
         brokers = %plan.brokers,
         metrics = bound,
         kafka_options = ?plan.kafka_settings,
-        config = ?config,
+        batch_size = config.batch_size,
+        poll_interval_ms = config.poll_interval.as_millis() as u64,
+        max_attempts = config.max_attempts,
+        claim_timeout_secs = config.claim_timeout.as_secs(),
+        election = ?config.election,
+        on_publish = ?config.on_publish,
+        cloudevents = config.cloudevents,
         "relay started"
     );
 }
