@@ -1,11 +1,13 @@
 //! The test kit: a fresh schema (dropped when the test ends) and topic per
-//! test on the PostgreSQL and Tansu that `tests/services.sh start` runs, the
+//! test on the PostgreSQL, Tansu and Apache Kafka ([`apache_kafka`]) that
+//! `tests/services.sh start` runs, the
 //! relay as a real child process, and one of each helper: a Kafka consumer
 //! ([`reader`]), a connect helper, a `wait_for`, a status waiter
 //! ([`TestEnv::wait_for_status`]) and a per-key order check ([`order`]).
 // Each test binary uses a part of the kit.
 #![allow(dead_code, unused_imports)]
 
+pub mod apache_kafka;
 pub mod certs;
 pub mod databases;
 pub mod env;
