@@ -36,11 +36,14 @@
 //!     (OUTBOX_BENCH_FAIR_BACKLOG, 1,000,000 rows); and tenants,
 //!     OUTBOX_BENCH_TENANTS (1,000) tenant tables served through one
 //!     pattern: start-up, connections, idle CPU and memory, metric series,
-//!     and the latency of a row in a random tenant.
+//!     and the latency of a row in a random tenant;
+//! 12. brokers: the one-relay drain on Tansu beside the drain on the real
+//!     Apache Kafka 2.3 of the test services, plaintext and over SASL_SSL
+//!     (SCRAM-SHA-512), interleaved rounds.
 //!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
-//! `=delete`, `=layouts`, `=wal-level`, `=fairness` or `=tenants` runs one
-//! stage alone.
+//! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants` or
+//! `=brokers` runs one stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -155,6 +158,9 @@ async fn run() -> serde_json::Value {
             return json!({ "rows": rows, "on_publish_delete": delete_stage(rows, batch, repeat).await })
         }
         Ok("fairness") => return json!({ "fairness": fairness(batch).await }),
+        Ok("brokers") => {
+            return json!({ "rows": rows, "brokers": brokers_stage(rows, batch, repeat).await })
+        }
         Ok("tenants") => return json!({ "tenants": tenants(batch).await }),
         _ => {}
     }
@@ -173,6 +179,7 @@ async fn run() -> serde_json::Value {
     let wal_level = wal_level_stage(rows, batch, repeat).await;
     let fairness = fairness(batch).await;
     let tenants = tenants(batch).await;
+    let brokers = brokers_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -203,6 +210,7 @@ async fn run() -> serde_json::Value {
         "wal_level": wal_level,
         "fairness": fairness,
         "tenants": tenants,
+        "brokers": brokers,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds
@@ -474,6 +482,41 @@ async fn tls_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
         "drain_plain_rows_per_sec": round(without),
         "drain_tls_rows_per_sec": round(with),
         "tls_vs_plain": (with / without * 100.0).round() / 100.0,
+    })
+}
+
+/// The drain on Tansu beside the drain on the real Apache Kafka (plaintext,
+/// then SASL_SSL with SCRAM-SHA-512), same PostgreSQL; interleaved rounds,
+/// medians.
+async fn brokers_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let tansu = Cluster::shared();
+    let apache = Cluster {
+        brokers: common::apache_kafka::plaintext(),
+        ..Cluster::shared()
+    };
+    let labels = ("Tansu 0.6", "Apache Kafka 2.3");
+    let (on_tansu, on_apache) = compare_drains((&tansu, &apache), labels, rows, batch, repeat).await;
+    let ca = common::apache_kafka::ca().display().to_string();
+    let sasl_ssl = Cluster {
+        brokers: common::apache_kafka::sasl_ssl(),
+        kafka_settings: vec![
+            ("security.protocol".into(), "SASL_SSL".into()),
+            ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+            ("sasl.username".into(), "relay".into()),
+            ("sasl.password".into(), common::apache_kafka::relay_password()),
+            ("ssl.ca.location".into(), ca),
+        ],
+        ..apache.clone()
+    };
+    let labels = ("Apache Kafka 2.3", "Apache Kafka 2.3 over SASL_SSL");
+    let (plain, secure) = compare_drains((&apache, &sasl_ssl), labels, rows, batch, repeat).await;
+    json!({
+        "drain_tansu_rows_per_sec": round(on_tansu),
+        "drain_apache_kafka_rows_per_sec": round(on_apache),
+        "apache_kafka_vs_tansu": ratio(on_apache, on_tansu),
+        "drain_apache_kafka_plaintext_rows_per_sec": round(plain),
+        "drain_apache_kafka_sasl_ssl_rows_per_sec": round(secure),
+        "sasl_ssl_vs_plaintext": ratio(secure, plain),
     })
 }
 
