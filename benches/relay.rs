@@ -495,7 +495,8 @@ async fn brokers_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Valu
         ..Cluster::shared()
     };
     let labels = ("Tansu 0.6", "Apache Kafka 2.3");
-    let (on_tansu, on_apache) = compare_drains((&tansu, &apache), labels, rows, batch, repeat).await;
+    let (on_tansu, on_apache) =
+        compare_drains((&tansu, &apache), labels, rows, batch, repeat).await;
     let ca = common::apache_kafka::ca().display().to_string();
     let sasl_ssl = Cluster {
         brokers: common::apache_kafka::sasl_ssl(),
@@ -503,7 +504,10 @@ async fn brokers_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Valu
             ("security.protocol".into(), "SASL_SSL".into()),
             ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
             ("sasl.username".into(), "relay".into()),
-            ("sasl.password".into(), common::apache_kafka::relay_password()),
+            (
+                "sasl.password".into(),
+                common::apache_kafka::relay_password(),
+            ),
             ("ssl.ca.location".into(), ca),
         ],
         ..apache.clone()

@@ -199,3 +199,23 @@ impl HealthBoard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_waiting_long_for_its_acks_makes_the_table_not_ready() {
+        let metrics = Arc::new(Metrics::new("t"));
+        let health = Health::new(Arc::clone(&metrics));
+        let recent = metrics.open_claims.open(Instant::now());
+        assert_eq!(health.not_ready_reason(), None);
+        let stuck = metrics
+            .open_claims
+            .open(Instant::now() - ACKS_OVERDUE - Duration::from_secs(1));
+        let reason = health.not_ready_reason().unwrap_or_default();
+        assert!(reason.contains("waited over 5 s for its acks"), "{reason}");
+        drop((recent, stuck));
+        assert_eq!(health.not_ready_reason(), None);
+    }
+}

@@ -97,7 +97,12 @@ async fn refused_at_start(brokers: &str, name: &str, lines: &[String]) -> (Strin
     let config = properties.to_str().unwrap();
     let mut relay = env.start_relay_with_brokers(
         brokers,
-        &["--kafka-config", config, "--kafka-startup-timeout-secs", "120"],
+        &[
+            "--kafka-config",
+            config,
+            "--kafka-startup-timeout-secs",
+            "120",
+        ],
     );
     let status = relay.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(1), "{}", relay.log_text());
@@ -114,7 +119,8 @@ async fn a_wrong_sasl_password_fails_at_once_naming_the_user_and_the_file() {
     let wrong = dir.path().join("wrong.password");
     std::fs::write(&wrong, "not-the-password").unwrap();
     let lines = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", &wrong);
-    let (line, file) = refused_at_start(&apache_kafka::sasl_ssl(), "wrong.properties", &lines).await;
+    let (line, file) =
+        refused_at_start(&apache_kafka::sasl_ssl(), "wrong.properties", &lines).await;
     let expected = format!(
         "error: Kafka rejected the SASL login for user relay (SCRAM-SHA-512): check sasl.username / sasl.password in {}",
         file.display()
@@ -130,7 +136,8 @@ async fn a_user_with_plain_credentials_only_is_refused_a_scram_login_at_once() {
         "plainonly",
         &apache_kafka::plainonly_password_file(),
     );
-    let (line, _) = refused_at_start(&apache_kafka::sasl_ssl(), "plainonly.properties", &lines).await;
+    let (line, _) =
+        refused_at_start(&apache_kafka::sasl_ssl(), "plainonly.properties", &lines).await;
     assert!(
         line.contains("Kafka rejected the SASL login for user plainonly (SCRAM-SHA-512)")
             && line.contains("SCRAM-SHA-512 credentials on the brokers"),
@@ -143,16 +150,26 @@ async fn a_missing_ca_and_tls_aimed_at_a_plaintext_port_fail_at_once_as_tls_erro
     let password = apache_kafka::relay_password_file();
     let mut no_ca = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", &password);
     no_ca.retain(|line| !line.starts_with("ssl.ca.location"));
-    let (line, file) = refused_at_start(&apache_kafka::sasl_ssl(), "no-ca.properties", &no_ca).await;
+    let (line, file) =
+        refused_at_start(&apache_kafka::sasl_ssl(), "no-ca.properties", &no_ca).await;
     assert!(line.contains("TLS to Kafka at"), "{line}");
-    assert!(line.contains(&format!("ssl.ca.location in {}", file.display())), "{line}");
+    assert!(
+        line.contains(&format!("ssl.ca.location in {}", file.display())),
+        "{line}"
+    );
     assert!(line.contains("certificate verify failed"), "{line}");
 
     let lines = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", &password);
     let port = apache_kafka::sasl_plaintext();
     let (line, _) = refused_at_start(&port, "wrong-port.properties", &lines).await;
-    assert!(line.contains(&format!("TLS to Kafka at {port} failed")), "{line}");
-    assert!(line.contains("are SASL_SSL listeners (security.protocol)"), "{line}");
+    assert!(
+        line.contains(&format!("TLS to Kafka at {port} failed")),
+        "{line}"
+    );
+    assert!(
+        line.contains("are SASL_SSL listeners (security.protocol)"),
+        "{line}"
+    );
     assert!(!line.contains("no Kafka broker answered"), "{line}");
 }
 
@@ -162,9 +179,16 @@ async fn a_ca_file_that_does_not_exist_and_a_mistyped_option_name_the_file_they_
     let mut lines = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", &password);
     lines.retain(|line| !line.starts_with("ssl.ca.location"));
     lines.push("ssl.ca.location=/nonexistent/outbox/ca.pem".to_owned());
-    let (line, file) = refused_at_start(&apache_kafka::sasl_ssl(), "bad-ca.properties", &lines).await;
-    assert!(line.contains("cannot read /nonexistent/outbox/ca.pem"), "{line}");
-    assert!(line.contains(&format!("fix it in {}", file.display())), "{line}");
+    let (line, file) =
+        refused_at_start(&apache_kafka::sasl_ssl(), "bad-ca.properties", &lines).await;
+    assert!(
+        line.contains("cannot read /nonexistent/outbox/ca.pem"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("fix it in {}", file.display())),
+        "{line}"
+    );
 
     let typo = vec![
         "security.protocol=SASL_SSL".to_owned(),
@@ -172,7 +196,10 @@ async fn a_ca_file_that_does_not_exist_and_a_mistyped_option_name_the_file_they_
     ];
     let (line, file) = refused_at_start(&apache_kafka::sasl_ssl(), "typo.properties", &typo).await;
     assert!(line.contains("option sasl.user"), "{line}");
-    assert!(line.contains(&format!("fix it in {}", file.display())), "{line}");
+    assert!(
+        line.contains(&format!("fix it in {}", file.display())),
+        "{line}"
+    );
     assert!(!line.contains("--kafka-option"), "{line}");
 }
 
@@ -183,7 +210,11 @@ async fn a_topic_the_relay_may_not_write_fails_as_not_authorized_and_other_topic
     let forbidden = common::unique_name("forbidden");
     create_topic(&env.brokers, &forbidden, 1).await;
     let allowed = env.create_topic(1).await;
-    let mut rows = vec![NewRow::new(&forbidden, Some("k"), json!({ "denied": true }))];
+    let mut rows = vec![NewRow::new(
+        &forbidden,
+        Some("k"),
+        json!({ "denied": true }),
+    )];
     rows.extend(keyed_rows(&allowed, 50, 5));
     let inserted = env.insert(&rows).await;
     let lines = apache_kafka::sasl_ssl_lines(
@@ -206,9 +237,11 @@ async fn a_topic_the_relay_may_not_write_fails_as_not_authorized_and_other_topic
     relay.wait_ready().await;
     env.wait_for_status("published", Count::Exactly(50), Duration::from_secs(60))
         .await;
-    wait_for("a few refused attempts", Duration::from_secs(30), || async {
-        (env.row_state(inserted[0].0).await.1 >= 2).then_some(())
-    })
+    wait_for(
+        "a few refused attempts",
+        Duration::from_secs(30),
+        || async { (env.row_state(inserted[0].0).await.1 >= 2).then_some(()) },
+    )
     .await;
     let (status, _, error) = env.row_state(inserted[0].0).await;
     assert_eq!(status, "pending");
@@ -217,9 +250,11 @@ async fn a_topic_the_relay_may_not_write_fails_as_not_authorized_and_other_topic
         "{error:?}"
     );
     let reason = "outbox_publish_failures_total{reason=\"not_authorized\"}";
-    wait_for("the not_authorized metric", Duration::from_secs(10), || async {
-        (relay.metric(reason).await.unwrap_or(0.0) >= 1.0).then_some(())
-    })
+    wait_for(
+        "the not_authorized metric",
+        Duration::from_secs(10),
+        || async { (relay.metric(reason).await.unwrap_or(0.0) >= 1.0).then_some(()) },
+    )
     .await;
     let log = relay.log_text();
     let lines: Vec<&str> = log
@@ -272,13 +307,22 @@ async fn a_row_behind_a_missing_topic_row_of_its_key_is_sent_once_not_once_per_r
     })
     .await;
     let copies = received.iter().filter(|r| r.event_id() == third).count();
-    assert_eq!(copies, 1, "the held row was sent {copies} times:\n{}", relay.log_text());
+    assert_eq!(
+        copies,
+        1,
+        "the held row was sent {copies} times:\n{}",
+        relay.log_text()
+    );
 }
 
 /// Replace the topic CHECK with the one earlier versions added (held for
 /// every status) and insert `rows`, the invalid ones before it, as a table
 /// migrated before the CHECK existed holds them.
-async fn with_an_old_check(env: &TestEnv, invalid: &[NewRow], valid: &[NewRow]) -> Vec<(i64, String)> {
+async fn with_an_old_check(
+    env: &TestEnv,
+    invalid: &[NewRow],
+    valid: &[NewRow],
+) -> Vec<(i64, String)> {
     env.drop_topic_check().await;
     let mut inserted = env.insert(invalid).await;
     let name = env.table.rsplit('.').next().unwrap();
@@ -297,12 +341,21 @@ async fn with_an_old_check(env: &TestEnv, invalid: &[NewRow], valid: &[NewRow]) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_row_the_check_refuses_is_skipped_then_goes_dead_after_migrate_and_the_table_flows() {
+async fn an_old_row_the_check_refuses_is_skipped_then_goes_dead_after_migrate_and_the_table_flows()
+{
     let env = on_apache_kafka().await;
     let topic = env.create_topic(1).await;
-    let invalid = [NewRow::new("orders:eu", Some("old-key"), json!({ "old": true }))];
+    let invalid = [NewRow::new(
+        "orders:eu",
+        Some("old-key"),
+        json!({ "old": true }),
+    )];
     let mut valid = keyed_rows(&topic, 300, 3);
-    valid.push(NewRow::new(&topic, Some("old-key"), json!({ "behind": "the old row" })));
+    valid.push(NewRow::new(
+        &topic,
+        Some("old-key"),
+        json!({ "behind": "the old row" }),
+    ));
     let inserted = with_an_old_check(&env, &invalid, &valid).await;
     let mut relay = env.start_relay(&["--retry-backoff-max-secs", "1"]);
     relay.wait_ready().await;
@@ -315,12 +368,17 @@ async fn an_old_row_the_check_refuses_is_skipped_then_goes_dead_after_migrate_an
     let behind = inserted.last().unwrap().0;
     assert_eq!(env.row_state(old).await.0, "pending");
     assert_eq!(env.row_state(behind).await.0, "pending");
-    wait_for("the skip to be reported", Duration::from_secs(10), || async {
-        (relay.metric("outbox_skipped_messages").await? == 1.0).then_some(())
-    })
+    wait_for(
+        "the skip to be reported",
+        Duration::from_secs(10),
+        || async { (relay.metric("outbox_skipped_messages").await? == 1.0).then_some(()) },
+    )
     .await;
     let log = relay.log_text();
-    assert!(log.contains("refuses every update of this row") && log.contains("23514"), "{log}");
+    assert!(
+        log.contains("refuses every update of this row") && log.contains("23514"),
+        "{log}"
+    );
 
     // migrate replaces the CHECK with one for pending rows only: the row
     // goes dead with its reason, and the row behind it goes out.
@@ -333,8 +391,14 @@ async fn an_old_row_the_check_refuses_is_skipped_then_goes_dead_after_migrate_an
     let (status, _, error) = env.row_state(old).await;
     assert_eq!(status, "dead");
     assert!(error.is_some_and(|e| !e.is_empty()));
-    let requeue = env.command(&["requeue", "--all"]).output().expect("requeue");
-    assert!(!requeue.status.success(), "a row the CHECK refuses stays dead");
+    let requeue = env
+        .command(&["requeue", "--all"])
+        .output()
+        .expect("requeue");
+    assert!(
+        !requeue.status.success(),
+        "a row the CHECK refuses stays dead"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +422,10 @@ async fn a_row_the_database_refuses_to_mark_goes_dead_alone_with_its_reason() {
         .await
         .unwrap();
     let mut rows = keyed_rows(&topic, 100, 4);
-    rows.insert(50, NewRow::new(&topic, Some("k9"), json!({ "poison": true })));
+    rows.insert(
+        50,
+        NewRow::new(&topic, Some("k9"), json!({ "poison": true })),
+    );
     let inserted = env.insert(&rows).await;
     let mut relay = env.start_relay(&[]);
     relay.wait_ready().await;
@@ -411,9 +478,12 @@ async fn through_a_broker_restart(kill: bool) -> (Duration, load::Verdict) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_killed_and_restarted_under_load_loses_and_burns_nothing_and_publishing_resumes_at_once() {
+async fn a_broker_killed_and_restarted_under_load_loses_and_burns_nothing_and_publishing_resumes_at_once(
+) {
     let (resumed_after, verdict) = through_a_broker_restart(true).await;
-    println!("broker SIGKILL: publishing resumed {resumed_after:?} after the broker was back; {verdict}");
+    println!(
+        "broker SIGKILL: publishing resumed {resumed_after:?} after the broker was back; {verdict}"
+    );
     // librdkafka's own reconnect backoff would leave 7.5 to 15 s here.
     assert!(
         resumed_after < Duration::from_secs(5),

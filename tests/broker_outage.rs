@@ -70,7 +70,10 @@ async fn a_broker_outage_kills_no_row_and_everything_arrives_after_recovery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_acks_outlast_the_claim_timeout_is_released_and_sent_again() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // Its own name in pg_stat_activity: other tests' relays hold claims too.
+    let application = common::unique_name("claim_timeout");
+    env.relay_database_url = format!("{}?application_name={application}", env.database_url);
     let mock = MockCluster::new(1).expect("mock cluster");
     let topic = common::unique_name("slow");
     mock.create_topic(&topic, 3, 1).expect("mock topic");
@@ -123,8 +126,8 @@ async fn a_batch_whose_acks_outlast_the_claim_timeout_is_released_and_sent_again
         .client
         .query_one(
             "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
-             FROM pg_stat_activity WHERE application_name = 'outbox-relay' AND xact_start IS NOT NULL",
-            &[],
+             FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL",
+            &[&application],
         )
         .await
         .expect("open transactions")

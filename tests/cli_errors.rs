@@ -245,6 +245,35 @@ fn out_of_range_values_are_usage_errors() {
 }
 
 #[tokio::test]
+async fn a_busy_metrics_port_suggests_a_different_free_one() {
+    let env = TestEnv::new().await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let output = env
+        .command(&[
+            "run",
+            "--kafka-brokers",
+            &env.brokers,
+            "--metrics-addr",
+            &busy_addr,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log.lines().last().unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "cannot serve metrics on --metrics-addr {busy_addr}"
+        )),
+        "{log}"
+    );
+    let suggested = line.rsplit("e.g. ").next().unwrap_or_default().trim();
+    assert_ne!(suggested, busy_addr, "{line}");
+    assert!(suggested.starts_with("127.0.0.1:"), "{line}");
+}
+
+#[tokio::test]
 async fn a_role_without_update_is_named_at_start_up_with_the_grant() {
     let pg = common::private_pg::PrivatePostgres::start(20);
     let env = TestEnv::on(&pg.relay_url()).await;

@@ -66,6 +66,10 @@ async fn json_logs_put_message_and_fields_at_the_top_and_name_the_real_port() {
     .await;
     assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(started["level"], "INFO");
+    // Short key=value fields, not the whole configuration's Debug text.
+    assert_eq!(started["batch_size"], 1000, "{started}");
+    assert!(started.get("config").is_none(), "{started}");
+    assert!(started.to_string().len() < 800, "{started}");
     let bound = started["metrics"].as_str().unwrap().to_owned();
     let port = bound.rsplit(':').next().unwrap();
     assert_ne!(port, "0", "{started}");

@@ -15,9 +15,20 @@ fn stdout(env: &TestEnv, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn migrate_says_what_it_created_and_what_was_in_place() {
+    let fresh = TestEnv::bare(&common::database_url()).await;
+    let first = stdout(&fresh, &["migrate"]);
+    let first_line = first.lines().next().unwrap_or_default();
+    assert_eq!(
+        first_line,
+        format!("outbox table {} is migrated", fresh.table),
+        "{first}"
+    );
+    assert!(!first.contains("up to date"), "{first}");
+
     let env = TestEnv::new().await;
     // TestEnv ran `migrate` once already: everything is in place.
     let again = stdout(&env, &["migrate"]);
+    assert!(again.contains("is up to date"), "{again}");
     assert!(again.contains("created: nothing"), "{again}");
     assert!(again.contains("already in place: table"), "{again}");
     let with_trigger = stdout(&env, &["migrate", "--notify-trigger"]);

@@ -222,7 +222,10 @@ async fn a_retrying_row_holds_back_the_later_rows_of_its_key_only() {
         is_final: false,
         retry_in: Duration::from_secs(3600),
     };
-    let recorded = batch.record(results(&[], &[failure], 10)).await.expect("record");
+    let recorded = batch
+        .record(results(&[], &[failure], 10))
+        .await
+        .expect("record");
     assert_eq!((recorded.retrying, recorded.dead.len()), (1, 0));
 
     let sql = format!(
@@ -270,7 +273,10 @@ async fn used_up_attempts_and_final_errors_make_a_row_dead() {
         failure(ids[1], true),
         failure(ids[2], false),
     ];
-    let recorded = batch.record(results(&[], &failures, 3)).await.expect("record");
+    let recorded = batch
+        .record(results(&[], &failures, 3))
+        .await
+        .expect("record");
     assert_eq!(recorded.dead, vec![ids[0], ids[1]]);
     assert_eq!(recorded.retrying, 1);
     let (status, attempts, error) = env.row_state(ids[0]).await;

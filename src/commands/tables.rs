@@ -158,7 +158,10 @@ pub async fn migrate(args: &MigrateArgs, options: MigrateOptions) -> Result<()> 
             let report = table.migrate(options).await?;
             table.announce().await?;
             if report.created.is_empty() {
-                println!("outbox table {} ({}) is up to date", found.table, source.name);
+                println!(
+                    "outbox table {} ({}) is up to date",
+                    found.table, source.name
+                );
             } else {
                 println!(
                     "outbox table {} ({}) is migrated; created: {}",

@@ -206,7 +206,14 @@ async fn record_batch(
     if !results.published.is_empty() {
         recorded.published = publish(client, sql, delete, results.published).await?;
     }
-    record_failures(client, sql, results.failures, results.max_attempts, &mut recorded).await?;
+    record_failures(
+        client,
+        sql,
+        results.failures,
+        results.max_attempts,
+        &mut recorded,
+    )
+    .await?;
     client.batch_execute("COMMIT").await?;
     Ok(recorded)
 }
@@ -229,7 +236,8 @@ async fn record_row_by_row(
         match marked {
             Ok(count) => recorded.published += count,
             Err(reason) => {
-                let why = format!("delivered, but PostgreSQL refused to mark it published: {reason}");
+                let why =
+                    format!("delivered, but PostgreSQL refused to mark it published: {reason}");
                 make_dead(client, sql, id, why, &mut recorded).await?;
             }
         }
@@ -244,7 +252,10 @@ async fn record_row_by_row(
                 recorded.dead.extend(alone.dead);
             }
             Err(reason) => {
-                let why = format!("PostgreSQL refused to record this row's failure ({}): {reason}", failure.error);
+                let why = format!(
+                    "PostgreSQL refused to record this row's failure ({}): {reason}",
+                    failure.error
+                );
                 make_dead(client, sql, failure.id, why, &mut recorded).await?;
             }
         }

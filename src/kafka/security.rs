@@ -166,16 +166,28 @@ mod tests {
         let line = given
             .error(SecurityFailure::Login, "b:9092", "Authentication failed")
             .to_string();
-        assert!(line.starts_with("Kafka rejected the SASL login for user relay (SCRAM-SHA-512)"), "{line}");
+        assert!(
+            line.starts_with("Kafka rejected the SASL login for user relay (SCRAM-SHA-512)"),
+            "{line}"
+        );
         assert!(line.contains("in /etc/relay/client.properties"), "{line}");
         assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[test]
     fn a_username_given_by_reference_is_not_resolved_into_the_line() {
-        let given = GivenOptions::new(&[option("sasl.username", "${file:/run/user}", OptionOrigin::Flag)]);
-        let line = given.error(SecurityFailure::Login, "b:9092", "x").to_string();
-        assert!(line.contains("user (unset)") && line.contains("in --kafka-option"), "{line}");
+        let given = GivenOptions::new(&[option(
+            "sasl.username",
+            "${file:/run/user}",
+            OptionOrigin::Flag,
+        )]);
+        let line = given
+            .error(SecurityFailure::Login, "b:9092", "x")
+            .to_string();
+        assert!(
+            line.contains("user (unset)") && line.contains("in --kafka-option"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -185,7 +197,11 @@ mod tests {
             .error(SecurityFailure::Tls, "b:9092", "SSL handshake failed")
             .to_string();
         assert!(line.contains("TLS to Kafka at b:9092 failed"), "{line}");
-        assert!(line.contains("SASL_SSL listeners") && line.contains("ssl.ca.location in /etc/relay/client.properties"), "{line}");
+        assert!(
+            line.contains("SASL_SSL listeners")
+                && line.contains("ssl.ca.location in /etc/relay/client.properties"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -210,9 +226,15 @@ mod tests {
         );
         let transport = event(RDKafkaErrorCode::BrokerTransportFailure);
         let tls_at_plaintext = "b/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker listener?";
-        assert_eq!(security_failure(&transport, tls_at_plaintext), Some(SecurityFailure::Tls));
+        assert_eq!(
+            security_failure(&transport, tls_at_plaintext),
+            Some(SecurityFailure::Tls)
+        );
         let refused = "b/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused";
         assert_eq!(security_failure(&transport, refused), None);
-        assert_eq!(security_failure(&event(RDKafkaErrorCode::AllBrokersDown), ""), None);
+        assert_eq!(
+            security_failure(&event(RDKafkaErrorCode::AllBrokersDown), ""),
+            None
+        );
     }
 }

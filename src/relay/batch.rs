@@ -93,7 +93,7 @@ impl Relay {
         &self,
         ours: &[i64],
         skipped: &[i64],
-        unsent_keys: &HashSet<Vec<u8>>,
+        mut unsent_keys: HashSet<Vec<u8>>,
     ) -> Result<Option<InFlight>> {
         let pass = self.gate.enter().await;
         let started = Instant::now();
@@ -118,7 +118,6 @@ impl Relay {
         let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
         let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
-        let mut unsent_keys = unsent_keys.clone();
         let mut deliveries = Vec::with_capacity(rows.len());
         for (row, prepared) in rows.iter().zip(prepared) {
             let key = row.message_key.as_deref();

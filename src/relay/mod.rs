@@ -202,7 +202,7 @@ impl Relay {
         let (claimed, finished) = tokio::join!(
             async {
                 if may_claim {
-                    Some(self.claim_and_send(&ours, &skipped, &unsent_keys).await)
+                    Some(self.claim_and_send(&ours, &skipped, unsent_keys).await)
                 } else {
                     None
                 }

@@ -309,7 +309,11 @@ mod tests {
         ];
         let decision = decide(&rows, &deliveries, false, &HashSet::new(), &BACKOFF, || 0.0);
         assert!(decision.published.is_empty());
-        assert_eq!(decision.failures.len(), 1, "only the refused row counts an attempt");
+        assert_eq!(
+            decision.failures.len(),
+            1,
+            "only the refused row counts an attempt"
+        );
         assert!(decision.failures[0].is_final);
         assert_eq!(decision.left_pending, 2);
         assert_eq!(decision.failure_reasons, vec![FailureReason::Other]);

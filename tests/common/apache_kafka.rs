@@ -11,7 +11,9 @@ use super::{assert_success, free_port, unique_name};
 
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the services with `eval \"$(bash tests/services.sh start)\"`")
+        panic!(
+            "{name} is not set: start the services with `eval \"$(bash tests/services.sh start)\"`"
+        )
     })
 }
 
@@ -147,12 +149,18 @@ impl PrivateApacheKafka {
     async fn wait_gone(&self) {
         let Some(pid) = self.pid() else { return };
         let status = PathBuf::from(format!("/proc/{pid}/status"));
-        super::wait_for("the broker to exit", std::time::Duration::from_secs(60), || {
-            // Gone, or a zombie waiting for init to reap it.
-            let gone = std::fs::read_to_string(&status)
-                .map_or(true, |s| s.lines().any(|l| l.starts_with("State:") && l.contains('Z')));
-            async move { gone.then_some(()) }
-        })
+        super::wait_for(
+            "the broker to exit",
+            std::time::Duration::from_secs(60),
+            || {
+                // Gone, or a zombie waiting for init to reap it.
+                let gone = std::fs::read_to_string(&status).map_or(true, |s| {
+                    s.lines()
+                        .any(|l| l.starts_with("State:") && l.contains('Z'))
+                });
+                async move { gone.then_some(()) }
+            },
+        )
         .await;
     }
 
