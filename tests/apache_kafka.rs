@@ -443,26 +443,35 @@ async fn a_row_the_database_refuses_to_mark_goes_dead_alone_with_its_reason() {
     assert!(!relay.log_text().contains("rejects the relay's statement"));
 }
 
-/// Rows committed → published while `broker` is killed (or stopped) and
-/// started again under load; returns how long publishing took to resume
-/// after the broker was back, and the verdict of the outside check.
-async fn through_a_broker_restart(kill: bool) -> (Duration, load::Verdict) {
+/// How a test takes its private broker down.
+struct Outage {
+    /// SIGKILL, or a graceful stop.
+    kill: bool,
+    /// How long the broker stays down.
+    down_for: Duration,
+    /// More `run` flags.
+    relay_flags: &'static [&'static str],
+}
+
+/// Rows committed → published while the broker goes down and comes back
+/// under load; returns how long publishing took to resume after the broker
+/// was back, the verdict of the outside check, and the relay's log.
+async fn through_a_broker_restart(outage: Outage) -> (Duration, load::Verdict, String) {
     let broker = PrivateApacheKafka::start().await;
     let mut env = TestEnv::new().await;
     env.brokers = broker.address();
     let topic = env.create_topic(3).await;
     let load = Load::start(&env.database_url, &env.table, &topic, 5, 20).await;
-    let mut relay = env.start_relay(&[]);
+    let mut relay = env.start_relay(outage.relay_flags);
     relay.wait_ready().await;
     env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
         .await;
-    if kill {
+    if outage.kill {
         broker.kill().await;
     } else {
         broker.stop().await;
     }
-    // Long enough for librdkafka's reconnect backoff to reach its ceiling.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(outage.down_for).await;
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
     let published_before = env.count("published").await;
     broker.restart().await;
@@ -474,26 +483,46 @@ async fn through_a_broker_restart(kill: bool) -> (Duration, load::Verdict) {
     let resumed_after = back.elapsed();
     let verdict = load::stop_drain_and_verify(&env, load, &topic).await;
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
-    (resumed_after, verdict)
+    (resumed_after, verdict, relay.log_text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_and_restarted_under_load_loses_and_burns_nothing_and_publishing_resumes_at_once(
 ) {
-    let (resumed_after, verdict) = through_a_broker_restart(true).await;
+    let (resumed_after, verdict, log) = through_a_broker_restart(Outage {
+        kill: true,
+        // Long enough for librdkafka's reconnect backoff to reach its ceiling.
+        down_for: Duration::from_secs(15),
+        relay_flags: &[],
+    })
+    .await;
     println!(
         "broker SIGKILL: publishing resumed {resumed_after:?} after the broker was back; {verdict}"
     );
     // librdkafka's own reconnect backoff would leave 7.5 to 15 s here.
     assert!(
         resumed_after < Duration::from_secs(5),
-        "publishing resumed only {resumed_after:?} after the broker was back"
+        "publishing resumed only {resumed_after:?} after the broker was back:\n{log}"
     );
 }
 
+/// Retries of one send are deduplicated by the broker; a send that times out
+/// (an outage longer than `message.timeout.ms`) has an unknown fate, and its
+/// row is sent again (at least once). The timeouts here are generous, so the
+/// outage stays within them on a slow machine too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotent_producer_sends_no_duplicate_across_a_broker_restart() {
-    let (_, verdict) = through_a_broker_restart(false).await;
+    let (_, verdict, log) = through_a_broker_restart(Outage {
+        kill: false,
+        down_for: Duration::from_secs(5),
+        relay_flags: &[
+            "--kafka-option",
+            "message.timeout.ms=180000",
+            "--claim-timeout-secs",
+            "240",
+        ],
+    })
+    .await;
     println!("broker restart: {verdict}");
-    assert_eq!(verdict.duplicates, 0, "{verdict}");
+    assert_eq!(verdict.duplicates, 0, "{verdict}:\n{log}");
 }
