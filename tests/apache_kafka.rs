@@ -405,22 +405,15 @@ async fn an_old_row_the_check_refuses_is_skipped_then_goes_dead_after_migrate_an
 async fn a_row_the_database_refuses_to_mark_goes_dead_alone_with_its_reason() {
     let env = on_apache_kafka().await;
     let topic = env.create_topic(1).await;
-    let schema = env.table.split_once('.').unwrap().0;
     // An application's own rule, refusing one row's update to published.
-    env.client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.guard() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF NEW.status = 'published' AND NEW.payload ? 'poison' THEN
-                     RAISE EXCEPTION 'ledger is closed for this row';
-                 END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER guard BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {schema}.guard();",
-            env.table
-        ))
-        .await
-        .unwrap();
+    env.add_update_trigger(
+        "guard",
+        "IF NEW.status = 'published' AND NEW.payload ? 'poison' THEN
+             RAISE EXCEPTION 'ledger is closed for this row';
+         END IF;
+         RETURN NEW;",
+    )
+    .await;
     let mut rows = keyed_rows(&topic, 100, 4);
     rows.insert(
         50,

@@ -13,18 +13,11 @@ use serde_json::json;
 async fn a_statement_the_database_rejects_is_not_called_unreachable() {
     let env = TestEnv::new().await;
     let topic = env.create_topic(1).await;
-    let schema = env.table.split_once('.').unwrap().0;
-    env.client
-        .batch_execute(&format!(
-            "CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 RAISE EXCEPTION 'publishing is frozen' USING ERRCODE = 'check_violation';
-             END $$;
-             CREATE TRIGGER refuse BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {schema}.refuse();",
-            env.table
-        ))
-        .await
-        .unwrap();
+    env.add_update_trigger(
+        "refuse",
+        "RAISE EXCEPTION 'publishing is frozen' USING ERRCODE = 'check_violation';",
+    )
+    .await;
     env.insert(&[NewRow::new(&topic, Some("k"), json!({"n": 1}))])
         .await;
     // Not `wait_ready`: the relay is rightly not ready for long.

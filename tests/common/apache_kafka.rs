@@ -48,8 +48,11 @@ pub fn relay_password_file() -> PathBuf {
     secrets().join("relay.password")
 }
 
+/// The password itself, as the relay reads it from the file (without the
+/// file's line end).
 pub fn relay_password() -> String {
-    std::fs::read_to_string(relay_password_file()).expect("relay password")
+    let text = std::fs::read_to_string(relay_password_file()).expect("relay password");
+    text.trim_end().to_owned()
 }
 
 /// The file holding `plainonly`'s password (a PLAIN user with no SCRAM

@@ -177,6 +177,21 @@ impl TestEnv {
         copies
     }
 
+    /// A `BEFORE UPDATE` trigger on the table whose PL/pgSQL `body` runs for
+    /// every updated row, as an application's own rule would.
+    pub async fn add_update_trigger(&self, name: &str, body: &str) {
+        let schema = self.table.split_once('.').expect("schema-qualified").0;
+        self.client
+            .batch_execute(&format!(
+                "CREATE FUNCTION {schema}.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN {body} END $$;
+                 CREATE TRIGGER {name} BEFORE UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {schema}.{name}();",
+                self.table
+            ))
+            .await
+            .expect("update trigger");
+    }
+
     /// Drop the topic-name CHECK, as on a table an older version migrated,
     /// so a row with an invalid topic can be written and reach the relay.
     pub async fn drop_topic_check(&self) {
