@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::config::{parse_duration, DatabaseArgs, RelayConfig};
+use crate::config::{parse_duration, DatabaseArgs, Pooler, RelayConfig};
 use crate::db::{KeyType, PartitionUnit, PayloadType};
+use crate::error::Result;
+use crate::table::TableName;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -264,6 +266,41 @@ pub struct PruneArgs {
     /// Say how many rows would be deleted, and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Opening the database of a command that works on one table. Here, not
+/// beside [`DatabaseArgs`], because a missing `--database-url` is reported
+/// as this command line's usage error.
+impl DatabaseArgs {
+    /// A pool of `pool_size` connections to the outbox table's database,
+    /// for a command that works on one table. Exits 2, as a usage error, if
+    /// no `--database-url` was given.
+    pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
+        let table = self.single_table()?;
+        self.open_for(&table, pool_size)
+    }
+
+    /// [`open`](Self::open), for `table`.
+    pub fn open_for(&self, table: &TableName, pool_size: usize) -> Result<crate::db::Database> {
+        let Some(url) = &self.database_url else {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "the following required argument was not provided: --database-url <DATABASE_URL> (or OUTBOX_DATABASE_URL)",
+                )
+                .exit();
+        };
+        let options = crate::db::ConnectOptions {
+            password_file: self.database_password_file.as_deref(),
+            pooler_safe: self.pooler == Pooler::Transaction,
+        };
+        let layout = self.layout.layout()?;
+        Ok(
+            crate::db::Database::open(url.expose(), &options, table, pool_size)?
+                .with_layout(layout),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -145,37 +145,11 @@ impl DatabaseArgs {
     pub fn single_table(&self) -> Result<TableName> {
         self.selector().single().cloned()
     }
-
-    /// A pool of `pool_size` connections to the outbox table's database,
-    /// for a command that works on one table. Exits 2, as a usage error, if
-    /// no `--database-url` was given.
-    pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
-        let table = self.single_table()?;
-        self.open_for(&table, pool_size)
-    }
-
-    /// [`open`](Self::open), for `table`.
-    pub fn open_for(&self, table: &TableName, pool_size: usize) -> Result<crate::db::Database> {
-        let Some(url) = &self.database_url else {
-            use clap::CommandFactory;
-            crate::cli::Cli::command()
-                .error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "the following required argument was not provided: --database-url <DATABASE_URL> (or OUTBOX_DATABASE_URL)",
-                )
-                .exit();
-        };
-        let options = crate::db::ConnectOptions {
-            password_file: self.database_password_file.as_deref(),
-            pooler_safe: self.pooler == Pooler::Transaction,
-        };
-        let layout = self.layout.layout()?;
-        Ok(
-            crate::db::Database::open(url.expose(), &options, table, pool_size)?
-                .with_layout(layout),
-        )
-    }
 }
+
+/// Connections per database unless `--pool-size` (or the file's
+/// `pool_size`) says otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 10;
 
 /// Everything `outbox-relay run` needs: the command line is this type, so
 /// each setting is described once, here. Precedence is flag, then
@@ -198,7 +172,7 @@ pub struct RelayConfig {
     pub kafka_brokers: Option<String>,
 
     /// Connections per database, shared by every table served there (at least 2).
-    #[arg(long, env = "OUTBOX_POOL_SIZE", default_value_t = crate::config_file::DEFAULT_POOL_SIZE, value_parser = parse_pool_size)]
+    #[arg(long, env = "OUTBOX_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE, value_parser = parse_pool_size)]
     pub pool_size: usize,
 
     /// How often table patterns are looked up again (new tables served, dropped ones released);

@@ -17,14 +17,13 @@ use toml::Spanned;
 
 use crate::config::{
     parse_kafka_option, validate_brokers, DatabaseArgs, DatabaseUrl, KafkaOption, LayoutArgs,
-    Pooler,
+    Pooler, DEFAULT_POOL_SIZE,
 };
 use crate::error::{Error, Result};
 use crate::layout::Preset;
 use crate::table_pattern::TableSelector;
 
 /// Connections per database when the file does not say.
-pub const DEFAULT_POOL_SIZE: usize = 10;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,16 +6,14 @@
 
 use deadpool_postgres::Object;
 
+use super::migration_lock::lock_migrations;
 use super::partitions::{partition_key, partition_sql, PartitionUnit, PARTITION_KEY};
-use super::queries::{self, MigrationLockParams};
+use super::queries;
 use super::Database;
 use crate::error::{Error, Result};
 use crate::layout::ColumnSql;
 use crate::sql::Sql;
 use crate::table::TableName;
-
-/// Advisory lock key shared by every `migrate` run ("outbox" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6f75_7462_6f78;
 
 /// What `migrate` should install beyond the table itself.
 #[derive(Debug, Clone, Copy, Default)]
@@ -164,17 +162,6 @@ impl Objects {
 
 fn names(pairs: &[(String, String)]) -> Vec<String> {
     pairs.iter().map(|(_, name)| name.clone()).collect()
-}
-
-/// Take `migrate`'s transaction-level advisory lock (inside a transaction).
-pub(super) async fn lock_migrations(connection: &Object, sql: &Sql) -> Result<()> {
-    let lock = MigrationLockParams {
-        key: MIGRATION_LOCK_KEY,
-    };
-    queries::migration_lock(connection, sql, lock)
-        .await
-        .map_err(|e| Error::database("taking the migration lock", &e))?;
-    Ok(())
 }
 
 impl Database {

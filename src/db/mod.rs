@@ -9,6 +9,7 @@ mod claim;
 pub mod connect;
 mod maintenance;
 mod migrate;
+mod migration_lock;
 mod partitions;
 pub mod queries;
 mod stats;

@@ -240,7 +240,7 @@ impl Database {
         unit: PartitionUnit,
     ) -> Result<()> {
         let fail = failed("creating partitions");
-        super::migrate::lock_migrations(connection, self.sql()).await?;
+        super::migration_lock::lock_migrations(connection, self.sql()).await?;
         connection
             .batch_execute(&render(self.table(), DEFAULT))
             .await

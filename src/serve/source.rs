@@ -26,18 +26,8 @@ use crate::table::TableName;
 use crate::table_pattern::TableSelector;
 
 use super::plan::table_config;
-use super::table::{Checked, TableRelay};
+use super::table::{Checked, SourceParts, TableRelay};
 use super::Shared;
-
-/// What the tables of one database share.
-pub(crate) struct SourceParts {
-    pub elector: Option<Arc<Elector>>,
-    pub channels: Option<Arc<Channels>>,
-    /// Look the patterns up again now.
-    pub rediscover: Arc<Notify>,
-    /// The database is one service for every table in it.
-    pub database_outage: Arc<crate::health::Outage>,
-}
 
 pub(crate) struct SourceRuntime {
     pub source: Source,

@@ -20,13 +20,23 @@ use crate::config::{OnPublish, RelayConfig};
 use crate::db::{Database, PartitionUnit};
 use crate::error::Result;
 use crate::health::Health;
-use crate::leader::{Candidate, Leadership};
+use crate::leader::{Candidate, Elector, Leadership};
+use crate::listener::Channels;
 use crate::monitor;
 use crate::relay::Relay;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
-use super::source::SourceParts;
 use super::Shared;
+
+/// What the tables of one database share.
+pub(crate) struct SourceParts {
+    pub elector: Option<Arc<Elector>>,
+    pub channels: Option<Arc<Channels>>,
+    /// Look the patterns up again now.
+    pub rediscover: Arc<Notify>,
+    /// The database is one service for every table in it.
+    pub database_outage: Arc<crate::health::Outage>,
+}
 
 pub(crate) struct TableRelay {
     pub qualified: String,
