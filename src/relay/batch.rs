@@ -113,8 +113,31 @@ impl Relay {
             batch.abandon().await;
             return Ok(None);
         }
-        let queue_wait = self.config.shutdown_timeout;
         let lease = self.publisher.lease();
+        let deliveries = self.send_rows(&rows, &lease, &mut unsent_keys).await;
+        Ok(Some(InFlight {
+            started,
+            claim_time,
+            batch,
+            rows,
+            deliveries,
+            unsent_keys,
+            lease,
+            _open: open,
+            _pass: pass,
+        }))
+    }
+
+    /// Hand `rows` to `lease`'s producer, in order: each row's pending
+    /// delivery, or its refusal. A row refused before it is sent adds its key
+    /// to `unsent_keys`, and no later row of a key there is sent.
+    async fn send_rows(
+        &self,
+        rows: &[OutboxRow],
+        lease: &ProducerLease,
+        unsent_keys: &mut HashSet<Vec<u8>>,
+    ) -> Vec<PendingDelivery> {
+        let queue_wait = self.config.shutdown_timeout;
         let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
         let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
@@ -136,15 +159,10 @@ impl Relay {
                     })
                 }
                 Ok(message) => {
-                    self.publisher
-                        .send(
-                            &lease,
-                            &row.topic,
-                            row.message_key.as_deref(),
-                            message,
-                            queue_wait,
-                        )
-                        .await
+                    let send = self
+                        .publisher
+                        .send(lease, &row.topic, key, message, queue_wait);
+                    send.await
                 }
                 Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
                     disposition: Disposition::Final,
@@ -157,17 +175,7 @@ impl Relay {
             }
             deliveries.push(pending);
         }
-        Ok(Some(InFlight {
-            started,
-            claim_time,
-            batch,
-            rows,
-            deliveries,
-            unsent_keys,
-            lease,
-            _open: open,
-            _pass: pass,
-        }))
+        deliveries
     }
 
     /// The topics of `rows` that the cluster says do not exist.
