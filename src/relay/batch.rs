@@ -229,14 +229,7 @@ impl Relay {
             &self.retry_backoff,
             fastrand::f64,
         );
-        let published_ids: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
-        let recorded = batch
-            .record(Results {
-                published: &published_ids,
-                failures: &decision.failures,
-                max_attempts: self.config.max_attempts,
-            })
-            .await?;
+        let recorded = self.record(batch, &rows, &decision).await?;
         let dead = dead_rows(&rows, &deliveries, &decision, &recorded);
         let report = BatchReport {
             claimed: rows.len(),
@@ -261,6 +254,22 @@ impl Relay {
             producer_generation: lease.generation(),
             released: false,
         })
+    }
+
+    /// Write `decision` back for the claimed `rows` and commit.
+    async fn record(
+        &self,
+        batch: ClaimedBatch,
+        rows: &[OutboxRow],
+        decision: &BatchDecision,
+    ) -> Result<RecordedBatch> {
+        let published: Vec<i64> = decision.published.iter().map(|&i| rows[i].id).collect();
+        let results = Results {
+            published: &published,
+            failures: &decision.failures,
+            max_attempts: self.config.max_attempts,
+        };
+        batch.record(results).await
     }
 
     /// Roll back a batch whose acks outlasted the claim timeout: its rows stay

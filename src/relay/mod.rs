@@ -39,7 +39,7 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use backoff::{OutageBackoff, RetryBackoff};
-use batch::{InFlight, PROBE_TIMEOUT};
+use batch::{Finished, InFlight, PROBE_TIMEOUT};
 use step::{LoopState, Next, Turn};
 use telemetry::Telemetry;
 
@@ -49,6 +49,16 @@ fn is_database_failure(error: &Error) -> bool {
 
 const OUTAGE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How the batch before this turn's claim ended.
+#[derive(Default)]
+struct Previous {
+    /// Its results were recorded and committed.
+    recorded: bool,
+    /// It was rolled back at the claim timeout.
+    released: bool,
+    failure: Option<Error>,
+}
 
 pub struct Relay {
     config: RelayConfig,
@@ -214,39 +224,51 @@ impl Relay {
                 }
             }
         );
-        let recorded = matches!(&finished, Some(Ok(f)) if !f.released);
-        let mut released = false;
-        let mut failure = match finished {
-            Some(Ok(finished)) => {
-                released = finished.released;
-                if !released {
-                    self.telemetry.batch_recorded(&finished.report);
-                    self.skip_unrecordable(state, &finished.report.recorded.unrecordable);
-                }
-                state.absorb(finished);
-                None
-            }
-            Some(Err(error)) => Some(error),
-            None => None,
-        };
+        let previous = self.take_in(state, finished);
+        let mut failure = previous.failure;
         // A producer that hit a fatal error refuses every later message.
         if let Err(error) = self.replace_if_fatal() {
             failure.get_or_insert(error);
         }
         let claimed_nothing = self
-            .keep_claimed(claimed, &mut failure, released, in_flight)
+            .keep_claimed(claimed, &mut failure, previous.released, in_flight)
             .await;
         self.telemetry
             .in_flight(in_flight.as_ref().map_or(0, InFlight::len));
         // A claim alone proves little: the statement that failed may be the
         // record that follows it.
-        let statements_done = recorded || (may_claim && claimed_nothing);
+        let statements_done = previous.recorded || (may_claim && claimed_nothing);
         self.report(failure.as_ref(), touched_database, statements_done);
         Turn {
             in_flight: in_flight.is_some(),
             claimed_nothing,
             failure: failure.as_ref().map(Error::path),
             shutdown_requested,
+        }
+    }
+
+    /// Take in how the previous batch finished, if one did: report a
+    /// recorded batch and skip the rows the database refused to write.
+    fn take_in(&self, state: &mut LoopState, finished: Option<Result<Finished>>) -> Previous {
+        match finished {
+            Some(Ok(finished)) => {
+                let released = finished.released;
+                if !released {
+                    self.telemetry.batch_recorded(&finished.report);
+                    self.skip_unrecordable(state, &finished.report.recorded.unrecordable);
+                }
+                state.absorb(finished);
+                Previous {
+                    recorded: !released,
+                    released,
+                    failure: None,
+                }
+            }
+            Some(Err(error)) => Previous {
+                failure: Some(error),
+                ..Previous::default()
+            },
+            None => Previous::default(),
         }
     }
 
