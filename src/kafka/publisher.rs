@@ -379,7 +379,6 @@ fn create_producer(
     options: &[KafkaOption],
     last_error: &LastError,
 ) -> Result<RelayProducer> {
-    let given = GivenOptions::new(options);
     let options = resolve(options)?;
     check_files(&options)?;
     let mut config = ClientConfig::new();
@@ -402,16 +401,17 @@ fn create_producer(
         .create_with_context(LoggingContext {
             last_error: Arc::clone(last_error),
         })
-        .map_err(|e| Error::KafkaConfig(describe_config_error(&e, &given)))
+        .map_err(|e| Error::KafkaConfig(describe_config_error(&e, &options)))
 }
 
 /// librdkafka's description of a rejected option, naming the option and
-/// where it was given but not its value (which may be a secret), without
-/// rust-rdkafka's dangling "key value" suffix.
-fn describe_config_error(error: &KafkaError, given: &GivenOptions) -> String {
+/// where it was given (`options` keep their origins when resolved) but not
+/// its value (which may be a secret), without rust-rdkafka's dangling "key
+/// value" suffix.
+fn describe_config_error(error: &KafkaError, options: &[KafkaOption]) -> String {
     match error {
         KafkaError::ClientConfig(_, description, key, _value) => {
-            let place = given.origin_of(&[key.as_str()]);
+            let place = GivenOptions::new(options).origin_of(&[key.as_str()]);
             format!("option {key}: {}; fix it {place}", description.trim())
         }
         other => format!("{other}; check the options in --kafka-option and --kafka-config"),

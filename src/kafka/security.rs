@@ -127,9 +127,8 @@ pub fn check_files(options: &[KafkaOption]) -> Result<(), Error> {
         }
         if let Err(error) = std::fs::File::open(Path::new(&option.value)) {
             return Err(Error::KafkaConfig(format!(
-                "{} {}: cannot read {}: {error}; fix it {}",
+                "{}: cannot read {}: {error}; fix it {}",
                 option.key,
-                option.value,
                 option.value,
                 Where(option.origin.clone())
             )));
