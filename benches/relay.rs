@@ -66,7 +66,7 @@ use common::pgbouncer::PgBouncer;
 use common::private_broker::{PrivateBroker, TlsProxy};
 use common::private_pg::{PrivatePostgres, Tls};
 use common::{load, TestEnv, TopicReader};
-use outbox_relay::db::{Database, Results};
+use outbox_relay::source::{Database, Results};
 use serde_json::json;
 
 const KEYS: i64 = 1_000;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::table::InvalidTableName;
+use crate::source::table::InvalidTableName;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -39,7 +39,7 @@ pub enum Error {
     DatabaseLoginRefused { target: String, reason: String },
 
     #[error("invalid layout: {0}")]
-    Layout(#[from] crate::layout::LayoutError),
+    Layout(#[from] crate::source::layout::LayoutError),
 
     #[error("table {table} does not exist; run `outbox-relay migrate` with the same --database-url and --table first")]
     MissingTable { table: String },

@@ -25,29 +25,13 @@
 //! the query-level tests and the benchmark can drive the database layer
 //! directly.
 
-pub(crate) mod claim_gate;
-pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod config_file;
-pub mod db;
 pub mod error;
-pub(crate) mod health;
-pub(crate) mod http;
-pub(crate) mod kafka;
-pub mod layout;
-pub(crate) mod leader;
-pub(crate) mod listener;
-pub(crate) mod metrics;
-pub(crate) mod monitor;
-pub(crate) mod open_claims;
+pub(crate) mod observe;
 pub(crate) mod relay;
 pub mod serve;
-pub(crate) mod shutdown;
-pub(crate) mod sql;
-pub(crate) mod status;
-pub(crate) mod summary;
-pub mod table;
-pub mod table_pattern;
+pub(crate) mod sinks;
+pub mod source;
 
 pub use error::{Error, Result};

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{NewRow, TestEnv};
-use outbox_relay::db::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
-use outbox_relay::db::{Database, FailureRecord, Fence, Results};
+use outbox_relay::source::queries::{self, OutboxPrunePublishedParams, OutboxRequeueDeadParams};
+use outbox_relay::source::{Database, FailureRecord, Fence, Results};
 use outbox_relay::Error;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{stop_drain_and_verify, Load};
 use common::{wait_for, Count, RelayProcess, TestEnv};
-use outbox_relay::table::TableName;
+use outbox_relay::source::table::TableName;
 
 /// The index of the replica that reports `outbox_relay_role 1`.
 async fn leader(relays: &[RelayProcess]) -> usize {

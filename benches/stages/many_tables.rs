@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use outbox_relay::db::{Database, MigrateOptions};
+use outbox_relay::source::{Database, MigrateOptions};
 use serde_json::json;
 
 use super::common::{self, TestEnv};

@@ -5,10 +5,10 @@
 mod oneoff;
 mod tables;
 
-use crate::cli::Command;
+use crate::config::cli::Command;
 use crate::error::Result;
+use crate::serve::shutdown;
 use crate::serve::{self, Stops};
-use crate::shutdown;
 
 pub async fn execute(command: Command) -> Result<()> {
     match command {

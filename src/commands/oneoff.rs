@@ -8,13 +8,15 @@ use std::io::IsTerminal;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, ConfigCommand, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs};
+use crate::config::cli::{
+    Cli, ConfigCommand, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs,
+};
 use crate::config::DatabaseArgs;
-use crate::db::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
-use crate::db::{migration_sql, Database, MigrateOptions, RequeueSelection};
 use crate::error::{Error, Result};
-use crate::layout::{Layout, Preset};
-use crate::status;
+use crate::observe::status;
+use crate::source::layout::{Layout, Preset};
+use crate::source::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
+use crate::source::{migration_sql, Database, MigrateOptions, RequeueSelection};
 
 const TOOL_POOL_SIZE: usize = 1;
 

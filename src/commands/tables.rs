@@ -8,17 +8,17 @@
 
 use std::path::Path;
 
-use crate::cli::{MigrateArgs, StatusArgs};
+use crate::config::cli::{MigrateArgs, StatusArgs};
+use crate::config::file::{ConfigFile, Source};
 use crate::config::DatabaseArgs;
-use crate::config_file::{ConfigFile, Source};
-use crate::db::queries;
-use crate::db::{Database, MigrateOptions};
 use crate::error::{Error, Result};
-use crate::layout::{Layout, Preset};
+use crate::observe::status::{self, StatusView};
 use crate::serve::{refuse_shared_tables, resolve, Resolved};
-use crate::status::{self, StatusView};
-use crate::table::TableName;
-use crate::table_pattern::TableSelector;
+use crate::source::layout::{Layout, Preset};
+use crate::source::queries;
+use crate::source::table::TableName;
+use crate::source::table_pattern::TableSelector;
+use crate::source::{Database, MigrateOptions};
 
 /// Connections per database for these commands.
 const POOL_SIZE: usize = 2;

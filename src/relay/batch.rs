@@ -13,14 +13,14 @@ use std::time::{Duration, Instant, SystemTime};
 use super::outcome::{decide, BatchDecision};
 use super::telemetry::{BatchReport, DeadRow};
 use super::Relay;
-use crate::claim_gate::Pass;
-use crate::db::{ClaimedBatch, OutboxRow, RecordedBatch, Results};
 use crate::error::Result;
-use crate::kafka::{
+use crate::serve::claim_gate::Pass;
+use crate::serve::open_claims::OpenClaim;
+use crate::sinks::kafka::{
     missing_topic_error, not_authorized_error, prepare, Delivery, Disposition, FailureReason,
     PendingDelivery, ProducerLease, TopicState,
 };
-use crate::open_claims::OpenClaim;
+use crate::source::{ClaimedBatch, OutboxRow, RecordedBatch, Results};
 
 /// How long one metadata request may take when checking for an outage.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

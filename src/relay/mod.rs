@@ -29,15 +29,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::claim_gate::ClaimGate;
 use crate::config::RelayConfig;
-use crate::db::Database;
 use crate::error::{Error, ErrorPath, Result};
-use crate::health::Health;
-use crate::kafka::{KnownTopics, MessageFormat, Publisher};
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use crate::serve::claim_gate::ClaimGate;
+use crate::serve::leader::Leadership;
+use crate::serve::shutdown::Shutdown;
+use crate::sinks::kafka::{KnownTopics, MessageFormat, Publisher};
+use crate::source::Database;
 use backoff::{OutageBackoff, RetryBackoff};
 use batch::{Finished, InFlight, PROBE_TIMEOUT};
 use step::{LoopState, Next, Turn};

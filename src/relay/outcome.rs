@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::backoff::RetryBackoff;
-use crate::db::{FailureRecord, OutboxRow};
-use crate::kafka::{Delivery, Disposition, FailureReason};
+use crate::sinks::kafka::{Delivery, Disposition, FailureReason};
+use crate::source::{FailureRecord, OutboxRow};
 
 /// Longest `last_error` stored, in bytes.
 const MAX_ERROR_LEN: usize = 1_000;

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::RecordedBatch;
 use crate::error::{Error, ErrorPath};
-use crate::health::Health;
-use crate::kafka::FailureReason;
-use crate::metrics::Metrics;
-use crate::open_claims::OpenClaim;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use crate::serve::open_claims::OpenClaim;
+use crate::sinks::kafka::FailureReason;
+use crate::source::RecordedBatch;
 
 /// At most one "row is dead" line per topic and reason in this window.
 const DEAD_WARNING_WINDOW: Duration = Duration::from_secs(10);

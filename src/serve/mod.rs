@@ -8,7 +8,13 @@
 //! claiming everywhere, finishes the batches in flight within
 //! `--shutdown-timeout-secs` (at once on a second signal) and flushes.
 
+pub(crate) mod claim_gate;
+pub(crate) mod leader;
+pub(crate) mod listener;
+pub(crate) mod monitor;
+pub(crate) mod open_claims;
 mod plan;
+pub(crate) mod shutdown;
 mod source;
 mod table;
 
@@ -20,11 +26,11 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::config::{Election, RelayConfig};
 use crate::error::{Error, Result};
-use crate::health::HealthBoard;
-use crate::kafka::Publisher;
-use crate::metrics::MetricFamilies;
-use crate::shutdown::Shutdown;
-use crate::{http, monitor};
+use crate::observe::health::HealthBoard;
+use crate::observe::http;
+use crate::observe::metrics::MetricFamilies;
+use crate::serve::shutdown::Shutdown;
+use crate::sinks::kafka::Publisher;
 
 pub use plan::Plan;
 use source::SourceRuntime;
@@ -96,7 +102,7 @@ where
         shared.shutdown.clone(),
     ))];
     if !shared.config.summary_interval.is_zero() {
-        watchers.push(tokio::spawn(crate::summary::log_periodically(
+        watchers.push(tokio::spawn(crate::observe::summary::log_periodically(
             Arc::clone(&shared.families),
             shared.config.summary_interval,
             shared.shutdown.clone(),
@@ -128,7 +134,9 @@ where
     tracing::info!(
         uptime_secs = started.elapsed().as_secs(),
         "relay stopped: {}",
-        crate::summary::describe(&crate::summary::Totals::read_all(&shared.families))
+        crate::observe::summary::describe(&crate::observe::summary::Totals::read_all(
+            &shared.families
+        ))
     );
     outcome
 }

@@ -6,11 +6,11 @@
 //! `acks=0`; every table a plan serves gets a [`RelayConfig`] of its own,
 //! the process-wide flags with the table's overrides.
 
+use crate::config::file::{ConfigFile, Source, TableEntry};
 use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig};
-use crate::config_file::{ConfigFile, Source, TableEntry};
 use crate::error::{Error, Result};
-use crate::table::TableName;
-use crate::table_pattern::TableSelector;
+use crate::source::table::TableName;
+use crate::source::table_pattern::TableSelector;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -63,7 +63,7 @@ impl Plan {
 fn flags_source(config: &RelayConfig) -> Result<Source> {
     let Some(url) = &config.database.database_url else {
         use clap::CommandFactory;
-        crate::cli::Cli::command()
+        crate::config::cli::Cli::command()
             .error(
                 clap::error::ErrorKind::MissingRequiredArgument,
                 "the following required argument was not provided: --database-url <DATABASE_URL> (or OUTBOX_DATABASE_URL), or --config FILE",

@@ -16,14 +16,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::config::file::{Source, TableEntry};
 use crate::config::{Election, OnPublish, Pooler};
-use crate::config_file::{Source, TableEntry};
-use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::leader::{self, Elector};
-use crate::listener::{self, Channels};
-use crate::table::TableName;
-use crate::table_pattern::TableSelector;
+use crate::serve::leader::{self, Elector};
+use crate::serve::listener::{self, Channels};
+use crate::source::table::TableName;
+use crate::source::table_pattern::TableSelector;
+use crate::source::Database;
 
 use super::plan::table_config;
 use super::table::{Checked, SourceParts, TableRelay};

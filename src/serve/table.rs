@@ -15,16 +15,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::claim_gate::ClaimGate;
 use crate::config::{OnPublish, RelayConfig};
-use crate::db::{Database, PartitionUnit};
 use crate::error::Result;
-use crate::health::Health;
-use crate::leader::{Candidate, Elector, Leadership};
-use crate::listener::Channels;
-use crate::monitor;
+use crate::observe::health::Health;
 use crate::relay::Relay;
-use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::serve::claim_gate::ClaimGate;
+use crate::serve::leader::{Candidate, Elector, Leadership};
+use crate::serve::listener::Channels;
+use crate::serve::monitor;
+use crate::serve::shutdown::{Shutdown, ShutdownTrigger};
+use crate::source::{Database, PartitionUnit};
 
 use super::Shared;
 
@@ -35,7 +35,7 @@ pub(crate) struct SourceParts {
     /// Look the patterns up again now.
     pub rediscover: Arc<Notify>,
     /// The database is one service for every table in it.
-    pub database_outage: Arc<crate::health::Outage>,
+    pub database_outage: Arc<crate::observe::health::Outage>,
 }
 
 pub(crate) struct TableRelay {

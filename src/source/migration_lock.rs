@@ -9,7 +9,7 @@ use deadpool_postgres::Object;
 
 use super::queries::{self, MigrationLockParams};
 use crate::error::{Error, Result};
-use crate::sql::Sql;
+use crate::source::sql::Sql;
 
 /// The advisory lock key shared by every schema change ("outbox" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6f75_7462_6f78;

@@ -7,6 +7,9 @@
 //! password reaches `Debug` or `Display` output: the database URL and secret
 //! Kafka options are redacted.
 
+pub mod cli;
+pub mod file;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -16,11 +19,11 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::kafka::producer_defaults_help;
-use crate::kafka::{CloudEvents, MessageFormat, RecordTimestamp};
-use crate::layout::{Layout, PayloadKind, Preset};
-use crate::table::TableName;
-use crate::table_pattern::TableSelector;
+use crate::sinks::kafka::producer_defaults_help;
+use crate::sinks::kafka::{CloudEvents, MessageFormat, RecordTimestamp};
+use crate::source::layout::{Layout, PayloadKind, Preset};
+use crate::source::table::TableName;
+use crate::source::table_pattern::TableSelector;
 
 /// Where the outbox table lives.
 #[derive(Debug, Clone, Args)]
@@ -183,8 +186,8 @@ pub struct RelayConfig {
     /// Series per table: `per-table` (every metric for every table) or `aggregate` (summed over
     /// the tables as table="*", plus pending and oldest age of the 10 tables furthest behind):
     /// for relays serving many tables.
-    #[arg(long, env = "OUTBOX_TABLE_METRICS", value_enum, default_value_t = crate::metrics::TableSeries::PerTable)]
-    pub table_metrics: crate::metrics::TableSeries,
+    #[arg(long, env = "OUTBOX_TABLE_METRICS", value_enum, default_value_t = crate::observe::metrics::TableSeries::PerTable)]
+    pub table_metrics: crate::observe::metrics::TableSeries,
 
     /// A librdkafka client.properties file: key=value lines, # comments. Its settings override
     /// the relay's defaults; --kafka-option overrides both.
@@ -305,7 +308,7 @@ impl RelayConfig {
     /// `${env:…}`) are left for the producer to resolve.
     pub fn kafka_settings(&self) -> Result<Vec<KafkaOption>> {
         let mut options = match &self.kafka_config {
-            Some(path) => crate::kafka::read_properties(path)?,
+            Some(path) => crate::sinks::kafka::read_properties(path)?,
             None => Vec::new(),
         };
         options.extend(self.kafka_options.iter().cloned());
@@ -416,7 +419,7 @@ fn redact_password(url: &str) -> String {
     }
     // A libpq key=value string, read as libpq reads it: a quoted password
     // may hold spaces. One that cannot be read is not shown at all.
-    match crate::db::connect::key_value_pairs(url) {
+    match crate::source::connect::key_value_pairs(url) {
         Ok(pairs) => pairs
             .iter()
             .map(|(key, value)| match key.as_str() {

@@ -4,28 +4,28 @@
 //! value is a bind parameter. Rendering happens at start-up, so a statement's
 //! text is fixed for the life of the process and can be prepared once per
 //! connection. The typed functions that run these statements live in
-//! [`crate::db::queries`].
+//! [`crate::source::queries`].
 
-use crate::layout::ColumnSql;
-use crate::table::TableName;
+use crate::source::layout::ColumnSql;
+use crate::source::table::TableName;
 
 /// Schema migrations, applied in order by `migrate`. Each one is idempotent.
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "001_outbox_table",
-        include_str!("../sql/migrations/001_outbox_table.sql"),
+        include_str!("../../sql/migrations/001_outbox_table.sql"),
     ),
     (
         "002_topic_name_check",
-        include_str!("../sql/migrations/002_topic_name_check.sql"),
+        include_str!("../../sql/migrations/002_topic_name_check.sql"),
     ),
 ];
 
 /// Creates the table's schema when it does not exist.
-const CREATE_SCHEMA: &str = include_str!("../sql/optional/create_schema.sql");
+const CREATE_SCHEMA: &str = include_str!("../../sql/optional/create_schema.sql");
 
 /// Optional trigger that sends NOTIFY on commit of an insert.
-const NOTIFY_TRIGGER: &str = include_str!("../sql/optional/notify_trigger.sql");
+const NOTIFY_TRIGGER: &str = include_str!("../../sql/optional/notify_trigger.sql");
 
 /// One statement from `sql/queries/`, named after its file.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ macro_rules! statement {
     ($render:expr, $name:literal) => {
         Statement {
             name: $name,
-            text: $render(include_str!(concat!("../sql/queries/", $name, ".sql"))),
+            text: $render(include_str!(concat!("../../sql/queries/", $name, ".sql"))),
         }
     };
 }
@@ -101,7 +101,7 @@ impl Sql {
             create_schema: table
                 .quoted_schema()
                 .map(|schema| CREATE_SCHEMA.replace("{{schema}}", &schema)),
-            listen_for_inserts: render(include_str!("../sql/queries/listen_for_inserts.sql")),
+            listen_for_inserts: render(include_str!("../../sql/queries/listen_for_inserts.sql")),
             migration_lock: statement!(render, "migration_lock"),
             outbox_table_exists: statement!(render, "outbox_table_exists"),
             outbox_columns: statement!(render, "outbox_columns"),
@@ -123,9 +123,11 @@ impl Sql {
             outbox_delete_published: statement!(render, "outbox_delete_published"),
             leader_lock: statement!(render, "leader_lock"),
             leader_unlock: statement!(render, "leader_unlock"),
-            leader_session: render(include_str!("../sql/queries/leader_session.sql")),
-            unlisten_for_inserts: render(include_str!("../sql/queries/unlisten_for_inserts.sql")),
-            listen_for_tables: render(include_str!("../sql/queries/listen_for_tables.sql")),
+            leader_session: render(include_str!("../../sql/queries/leader_session.sql")),
+            unlisten_for_inserts: render(include_str!(
+                "../../sql/queries/unlisten_for_inserts.sql"
+            )),
+            listen_for_tables: render(include_str!("../../sql/queries/listen_for_tables.sql")),
             announce_tables: statement!(render, "announce_tables"),
             discover_tables: statement!(render, "discover_tables"),
             outbox_notify_trigger: statement!(render, "outbox_notify_trigger"),

@@ -16,10 +16,10 @@ use futures_util::future::poll_fn;
 use tokio::sync::{mpsc, Notify};
 use tokio_postgres::AsyncMessage;
 
-use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::relay::backoff::OutageBackoff;
-use crate::shutdown::Shutdown;
+use crate::serve::shutdown::Shutdown;
+use crate::source::Database;
 
 /// The channel `migrate` announces tables on (`sql/queries/announce_tables.sql`).
 const TABLES_CHANNEL: &str = "outbox_relay_tables";

@@ -37,7 +37,7 @@ mod tests {
 
     /// The rows of the README table under "Producer defaults": `| key | value | why |`.
     fn readme_defaults() -> Vec<(String, String)> {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let section = readme
             .split_once("Producer defaults")
             .expect("the README has a \"Producer defaults\" table")

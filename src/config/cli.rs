@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{parse_duration, DatabaseArgs, Pooler, RelayConfig};
-use crate::db::{KeyType, PartitionUnit, PayloadType};
 use crate::error::Result;
-use crate::table::TableName;
+use crate::source::table::TableName;
+use crate::source::{KeyType, PartitionUnit, PayloadType};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -275,13 +275,13 @@ impl DatabaseArgs {
     /// A pool of `pool_size` connections to the outbox table's database,
     /// for a command that works on one table. Exits 2, as a usage error, if
     /// no `--database-url` was given.
-    pub fn open(&self, pool_size: usize) -> Result<crate::db::Database> {
+    pub fn open(&self, pool_size: usize) -> Result<crate::source::Database> {
         let table = self.single_table()?;
         self.open_for(&table, pool_size)
     }
 
     /// [`open`](Self::open), for `table`.
-    pub fn open_for(&self, table: &TableName, pool_size: usize) -> Result<crate::db::Database> {
+    pub fn open_for(&self, table: &TableName, pool_size: usize) -> Result<crate::source::Database> {
         let Some(url) = &self.database_url else {
             use clap::CommandFactory;
             Cli::command()
@@ -291,13 +291,13 @@ impl DatabaseArgs {
                 )
                 .exit();
         };
-        let options = crate::db::ConnectOptions {
+        let options = crate::source::ConnectOptions {
             password_file: self.database_password_file.as_deref(),
             pooler_safe: self.pooler == Pooler::Transaction,
         };
         let layout = self.layout.layout()?;
         Ok(
-            crate::db::Database::open(url.expose(), &options, table, pool_size)?
+            crate::source::Database::open(url.expose(), &options, table, pool_size)?
                 .with_layout(layout),
         )
     }

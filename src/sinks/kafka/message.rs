@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rdkafka::message::{Header, OwnedHeaders};
 
 use super::FailureReason;
-use crate::db::OutboxRow;
-use crate::layout::PayloadKind;
+use crate::source::layout::PayloadKind;
+use crate::source::OutboxRow;
 
 /// Header carrying the stable event id (the Debezium outbox convention).
 pub const EVENT_ID_HEADER: &str = "id";

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim_gate::ClaimGate;
-use crate::db::{Database, PartitionUnit};
-use crate::health::Health;
-use crate::kafka::Publisher;
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
+use crate::serve::claim_gate::ClaimGate;
+use crate::serve::leader::Leadership;
+use crate::serve::shutdown::Shutdown;
+use crate::sinks::kafka::Publisher;
+use crate::source::{Database, PartitionUnit};
 
 /// How often a standby looks whether it leads now (and should refresh).
 const STANDBY_CHECK: Duration = Duration::from_millis(250);
@@ -31,7 +31,7 @@ pub async fn watch_backlog(
     let (metrics, health) = observers;
     loop {
         if !leadership.is_leader() {
-            metrics.observe_backlog(&crate::db::Backlog::default());
+            metrics.observe_backlog(&crate::source::Backlog::default());
             metrics.table_size.set(0);
             tokio::select! {
                 () = shutdown.requested() => return,
@@ -64,7 +64,7 @@ pub async fn watch_backlog(
 /// the relay has nothing to send.
 pub async fn watch_kafka(
     publisher: Arc<Publisher>,
-    health: Arc<crate::health::HealthBoard>,
+    health: Arc<crate::observe::health::HealthBoard>,
     interval: Duration,
     mut shutdown: Shutdown,
 ) {
@@ -145,7 +145,7 @@ pub struct PartitionUpkeep {
 pub async fn maintain_partitions(upkeep: PartitionUpkeep, mut shutdown: Shutdown) {
     tracing::info!(
         unit = %upkeep.unit,
-        ahead = crate::db::PARTITIONS_AHEAD,
+        ahead = crate::source::PARTITIONS_AHEAD,
         drop_after = ?upkeep.retention,
         "the table is partitioned: keeping partitions ahead{}",
         if upkeep.retention.is_some() { " and dropping fully published ones past the retention" } else { "" }

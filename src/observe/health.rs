@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// How many of the tables sharing a service see it down: the first to see
 /// it go down says so, the last to see it back says that.

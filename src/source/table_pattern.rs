@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::table::{InvalidTableName, TableName};
+use crate::source::table::{InvalidTableName, TableName};
 
 /// One table, or every table a pattern matches.
 #[derive(Debug, Clone, PartialEq, Eq)]

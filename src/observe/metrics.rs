@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::db::Backlog;
-use crate::kafka::FailureReason;
-use crate::open_claims::OpenClaims;
+use crate::serve::open_claims::OpenClaims;
+use crate::sinks::kafka::FailureReason;
+use crate::source::Backlog;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

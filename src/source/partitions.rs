@@ -114,7 +114,7 @@ pub struct RetiredPartitions {
 }
 
 /// The DDL that makes the default partition and the partitions ahead.
-pub fn partition_sql(table: &crate::table::TableName, unit: PartitionUnit) -> String {
+pub fn partition_sql(table: &crate::source::table::TableName, unit: PartitionUnit) -> String {
     format!(
         "{};\n{};\n",
         render(table, DEFAULT),
@@ -122,7 +122,7 @@ pub fn partition_sql(table: &crate::table::TableName, unit: PartitionUnit) -> St
     )
 }
 
-fn render(table: &crate::table::TableName, template: &str) -> String {
+fn render(table: &crate::source::table::TableName, template: &str) -> String {
     template
         .replace("{{table_text}}", &table.quoted())
         .replace("{{table}}", &table.quoted())
@@ -130,7 +130,7 @@ fn render(table: &crate::table::TableName, template: &str) -> String {
         .replace("{{default_partition}}", &table.quoted_sibling("default"))
 }
 
-fn render_ahead(table: &crate::table::TableName, unit: PartitionUnit) -> String {
+fn render_ahead(table: &crate::source::table::TableName, unit: PartitionUnit) -> String {
     render(table, CREATE_AHEAD)
         .replace("{{unit}}", unit.sql_name())
         .replace("{{suffix_format}}", unit.suffix_format())
@@ -144,7 +144,7 @@ fn failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 /// How `table` is partitioned (`pg_get_partkeydef`); `None` when it is not.
 pub(super) async fn partition_key(
     connection: &Object,
-    table: &crate::table::TableName,
+    table: &crate::source::table::TableName,
 ) -> Result<Option<String>> {
     let quoted = table.quoted();
     let rows = connection

@@ -16,7 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::Database;
 use crate::error::{Error, Result};
-use crate::layout::{quote, ColumnTypes, Layout, Role};
+use crate::source::layout::{quote, ColumnTypes, Layout, Role};
 
 /// How long a DDL statement may wait for its lock before it gives up and
 /// tries again: writers queue behind a waiting ACCESS EXCLUSIVE request, so
@@ -55,7 +55,7 @@ pub struct AdoptReport {
 
 /// The SQL of the adoption, rendered for one table and layout.
 struct AdoptSql<'a> {
-    table: &'a crate::table::TableName,
+    table: &'a crate::source::table::TableName,
     layout: &'a Layout,
     types: &'a ColumnTypes,
 }

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::MetricsAddr;
 use crate::error::{Error, Result};
-use crate::health::HealthBoard;
-use crate::metrics::MetricFamilies;
+use crate::observe::health::HealthBoard;
+use crate::observe::metrics::MetricFamilies;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::db::queries::DeadRowView;
-use crate::db::Backlog;
+use crate::source::queries::DeadRowView;
+use crate::source::Backlog;
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, Serialize)]
@@ -218,7 +218,7 @@ pub fn sort_by_lag(views: &mut [StatusView]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::TopicBacklog;
+    use crate::source::TopicBacklog;
 
     fn view() -> StatusView {
         StatusView {

@@ -15,7 +15,7 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use crate::sql::{Sql, Statement};
+use crate::source::sql::{Sql, Statement};
 
 /// A pooled connection: it caches prepared statements.
 pub type Client = ClientWrapper;
@@ -235,7 +235,7 @@ pub async fn outbox_columns(
     client: &Client,
     sql: &Sql,
     params: OutboxColumnsParams<'_>,
-) -> PgResult<crate::layout::ColumnTypes> {
+) -> PgResult<crate::source::layout::ColumnTypes> {
     let bound: Params<1> = [(&params.quoted_table, Type::TEXT)];
     let rows = query(client, sql, &sql.outbox_columns, &bound).await?;
     rows.iter()
@@ -252,7 +252,7 @@ pub struct OutboxRow {
     pub event_id: String,
     /// Empty when a topic template met a NULL column.
     pub topic: String,
-    /// The key's bytes: see [`crate::layout::ColumnSql::key_bytes`].
+    /// The key's bytes: see [`crate::source::layout::ColumnSql::key_bytes`].
     pub message_key: Option<Vec<u8>>,
     /// The payload column's bytes (JSON text for json and jsonb); `None`
     /// means a tombstone.

@@ -11,9 +11,9 @@ use super::partitions::{partition_key, partition_sql, PartitionUnit, PARTITION_K
 use super::queries;
 use super::Database;
 use crate::error::{Error, Result};
-use crate::layout::ColumnSql;
-use crate::sql::Sql;
-use crate::table::TableName;
+use crate::source::layout::ColumnSql;
+use crate::source::sql::Sql;
+use crate::source::table::TableName;
 
 /// What `migrate` should install beyond the table itself.
 #[derive(Debug, Clone, Copy, Default)]

@@ -22,12 +22,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::types::Type;
 
-use crate::db::{Database, Fence};
 use crate::error::{Error, ErrorPath, Result};
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
 use crate::relay::backoff::OutageBackoff;
-use crate::shutdown::Shutdown;
+use crate::serve::shutdown::Shutdown;
+use crate::source::{Database, Fence};
 
 /// How often a standby tries for the lock: the bound on failover after the
 /// leader's session ended.

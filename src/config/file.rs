@@ -20,8 +20,8 @@ use crate::config::{
     Pooler, DEFAULT_POOL_SIZE,
 };
 use crate::error::{Error, Result};
-use crate::layout::Preset;
-use crate::table_pattern::TableSelector;
+use crate::source::layout::Preset;
+use crate::source::table_pattern::TableSelector;
 
 /// Connections per database when the file does not say.
 
@@ -98,7 +98,7 @@ impl Source {
         pool_size: usize,
     ) -> Result<Self> {
         Ok(Source {
-            name: crate::db::target_of(url.expose())?,
+            name: crate::source::target_of(url.expose())?,
             line: 0,
             database: database.clone(),
             pool_size,
@@ -113,8 +113,8 @@ impl Source {
     }
 
     /// A pool of `pool_size` connections to the source's database; its
-    /// tables are opened on it ([`crate::db::Database::for_table`]).
-    pub fn open_pool(&self, pool_size: usize) -> Result<crate::db::Database> {
+    /// tables are opened on it ([`crate::source::Database::for_table`]).
+    pub fn open_pool(&self, pool_size: usize) -> Result<crate::source::Database> {
         self.database
             .open_for(&crate::config::default_table(), pool_size)
     }
@@ -217,7 +217,7 @@ fn kafka_section(
             .map_err(|e| mistake.at(brokers.span().start, "kafka.brokers", e))?;
     }
     let mut settings = match &kafka.config {
-        Some(path) => crate::kafka::read_properties(path)?,
+        Some(path) => crate::sinks::kafka::read_properties(path)?,
         None => Vec::new(),
     };
     for (key, value) in kafka.options {
@@ -246,7 +246,7 @@ fn source_entry(source: Spanned<RawSource>, mistake: &Mistake<'_>) -> Result<Sou
     let line = line_of(mistake.text, source.span().start);
     let source = source.into_inner();
     let url = source.database_url.get_ref();
-    let target = crate::db::target_of(url).map_err(|e| {
+    let target = crate::source::target_of(url).map_err(|e| {
         mistake.at(
             source.database_url.span().start,
             "source.database_url",
@@ -346,7 +346,7 @@ fn refuse_duplicates(sources: &[Source], mistake: &Mistake<'_>) -> Result<()> {
             .database_url
             .as_ref()
             .expect("sources have a URL");
-        let target = crate::db::target_of(url.expose())?;
+        let target = crate::source::target_of(url.expose())?;
         for table in &source.tables {
             let TableSelector::Name(name) = &table.selector else {
                 continue;

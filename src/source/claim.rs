@@ -26,7 +26,7 @@ use super::queries::{
 };
 use super::Database;
 use crate::error::{Error, Result};
-use crate::sql::Sql;
+use crate::source::sql::Sql;
 
 /// What [`ClaimedBatch::record`] wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

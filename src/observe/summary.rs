@@ -11,8 +11,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::MetricFamilies;
-use crate::shutdown::Shutdown;
+use crate::observe::metrics::MetricFamilies;
+use crate::serve::shutdown::Shutdown;
 
 /// Counter totals at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn totals_come_from_the_metrics_of_every_table() {
-        let families = MetricFamilies::new(crate::metrics::TableSeries::PerTable);
+        let families = MetricFamilies::new(crate::observe::metrics::TableSeries::PerTable);
         let (orders, billing) = (
             families.for_table("a.outbox"),
             families.for_table("b.outbox"),

@@ -7,12 +7,16 @@
 mod adopt;
 mod claim;
 pub mod connect;
+pub mod layout;
 mod maintenance;
 mod migrate;
 mod migration_lock;
 mod partitions;
 pub mod queries;
+pub(crate) mod sql;
 mod stats;
+pub mod table;
+pub mod table_pattern;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,9 +33,9 @@ pub use queries::{FailureRecord, Fence, OutboxRow, TopicBacklog};
 pub use stats::Backlog;
 
 use crate::error::{Error, Result};
-use crate::layout::{ColumnSql, ColumnTypes, Layout, PayloadKind, Preset};
-use crate::sql::Sql;
-use crate::table::TableName;
+use crate::source::layout::{ColumnSql, ColumnTypes, Layout, PayloadKind, Preset};
+use crate::source::sql::Sql;
+use crate::source::table::TableName;
 use connect::{ConnectFailure, ConnectSettings, Connector};
 
 /// How to connect, beyond the connection string.
@@ -140,7 +144,7 @@ impl Database {
     /// cannot quote safely are left out, and said once by the caller.
     pub async fn discover(
         &self,
-        pattern: &crate::table_pattern::TablePattern,
+        pattern: &crate::source::table_pattern::TablePattern,
     ) -> Result<Vec<std::result::Result<TableName, String>>> {
         let client = self.connection().await?;
         let (schema_like, name_like) = pattern.like();

@@ -1,0 +1,3 @@
+//! The brokers the relay publishes to.
+
+pub(crate) mod kafka;
