@@ -136,8 +136,8 @@ pub enum ErrorPath {
     DatabaseUnreachable,
     /// The server answered with an error for the statement.
     DatabaseRejected,
-    /// The producer could not be used or replaced.
-    Kafka,
+    /// The sink's client could not be used or replaced.
+    Sink,
     /// Configuration or a bug: retrying cannot help.
     Internal,
 }
@@ -204,7 +204,7 @@ impl Error {
             Error::KafkaConfig(_)
             | Error::KafkaUnreachable { .. }
             | Error::KafkaLoginRefused { .. }
-            | Error::KafkaTls { .. } => ErrorPath::Kafka,
+            | Error::KafkaTls { .. } => ErrorPath::Sink,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::ConfigFile(_)
@@ -278,7 +278,7 @@ mod tests {
         };
         assert_eq!(rejected.path(), ErrorPath::DatabaseRejected);
         assert!(!rejected.to_string().contains("unreachable"));
-        assert_eq!(Error::KafkaConfig("boom".into()).path(), ErrorPath::Kafka);
+        assert_eq!(Error::KafkaConfig("boom".into()).path(), ErrorPath::Sink);
         assert_eq!(
             Error::Database {
                 action: "claiming rows",

@@ -20,7 +20,8 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::sinks::kafka::producer_defaults_help;
-use crate::sinks::kafka::{CloudEvents, MessageFormat, RecordTimestamp};
+use crate::sinks::kafka::RecordTimestamp;
+use crate::sinks::{CloudEvents, MessageFormat};
 use crate::source::layout::{Layout, PayloadKind, Preset};
 use crate::source::table::TableName;
 use crate::source::table_pattern::TableSelector;
@@ -326,7 +327,6 @@ impl RelayConfig {
         MessageFormat {
             payload,
             cloudevents,
-            record_timestamp: self.record_timestamp,
         }
     }
 

@@ -1,14 +1,15 @@
-//! Liveness and readiness state: is PostgreSQL reachable, is Kafka reachable,
+//! Liveness and readiness state: is PostgreSQL reachable, is the sink reachable,
 //! is the relay stopping, per table, and for `/readyz` over every table
 //! ([`HealthBoard`]). State changes are logged once, at info or warn,
 //! rather than on every failed attempt, and once for all the tables that
-//! share the database (or Kafka), not once per table.
+//! share the database (or the sink), not once per table.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::observe::metrics::Metrics;
+use crate::sinks::Profile;
 
 /// How many of the tables sharing a service see it down: the first to see
 /// it go down says so, the last to see it back says that.
@@ -35,32 +36,46 @@ pub struct Health {
     database: AtomicBool,
     /// The server answers but refuses the relay's statements.
     database_rejecting: AtomicBool,
-    kafka: AtomicBool,
+    sink: AtomicBool,
     metrics: Arc<Metrics>,
     database_outage: Arc<Outage>,
-    kafka_outage: Arc<Outage>,
+    sink_outage: Arc<Outage>,
+    /// How the sink is named in what readiness and the logs say.
+    profile: &'static Profile,
 }
 
 impl Health {
     /// A table's health sharing no outage with another.
     #[cfg(test)]
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self::sharing(metrics, Arc::default(), Arc::default())
+        Self::sharing(
+            metrics,
+            Arc::default(),
+            Arc::default(),
+            &crate::sinks::kafka::KAFKA,
+        )
     }
 
-    /// A table's health, whose outages of the database and of Kafka are
-    /// said once with the other tables that share them. Starts as
-    /// reachable: a table is only served after its checks passed.
-    pub fn sharing(metrics: Arc<Metrics>, database: Arc<Outage>, kafka: Arc<Outage>) -> Self {
+    /// A table's health, whose outages of the database and of the sink
+    /// (named by `profile`) are said once with the other tables that share
+    /// them. Starts as reachable: a table is only served after its checks
+    /// passed.
+    pub fn sharing(
+        metrics: Arc<Metrics>,
+        database: Arc<Outage>,
+        sink: Arc<Outage>,
+        profile: &'static Profile,
+    ) -> Self {
         metrics.database_up.set(1);
         metrics.kafka_up.set(1);
         Health {
             database: AtomicBool::new(true),
             database_rejecting: AtomicBool::new(false),
-            kafka: AtomicBool::new(true),
+            sink: AtomicBool::new(true),
             metrics,
             database_outage: database,
-            kafka_outage: kafka,
+            sink_outage: sink,
+            profile,
         }
     }
 
@@ -97,18 +112,24 @@ impl Health {
         self.metrics.database_up.set(0);
     }
 
-    pub fn kafka_ok(&self) {
-        if !self.kafka.swap(true, Ordering::SeqCst) && self.kafka_outage.came_back() {
-            tracing::info!("Kafka is reachable again");
+    /// How the sink is named.
+    pub fn profile(&self) -> &'static Profile {
+        self.profile
+    }
+
+    pub fn sink_ok(&self) {
+        if !self.sink.swap(true, Ordering::SeqCst) && self.sink_outage.came_back() {
+            tracing::info!("{} is reachable again", self.profile.service);
         }
         self.metrics.kafka_up.set(1);
     }
 
-    pub fn kafka_failed(&self, error: &dyn std::fmt::Display) {
-        if self.kafka.swap(false, Ordering::SeqCst) && self.kafka_outage.went_down() {
-            tracing::warn!(%error, "no Kafka broker answers; rows stay pending until one does");
+    pub fn sink_failed(&self, error: &dyn std::fmt::Display) {
+        let service = self.profile.service;
+        if self.sink.swap(false, Ordering::SeqCst) && self.sink_outage.went_down() {
+            tracing::warn!(%error, "no {service} broker answers; rows stay pending until one does");
         } else {
-            tracing::debug!(%error, "Kafka still unreachable");
+            tracing::debug!(%error, "{service} still unreachable");
         }
         self.metrics.kafka_up.set(0);
     }
@@ -120,13 +141,13 @@ impl Health {
             Some("database unreachable")
         } else if self.database_rejecting.load(Ordering::SeqCst) {
             Some("PostgreSQL rejects the relay's statements")
-        } else if !self.kafka.load(Ordering::SeqCst) {
-            Some("kafka unreachable")
+        } else if !self.sink.load(Ordering::SeqCst) {
+            Some(self.profile.unreachable)
         } else if self.metrics.open_claims.oldest_age(Instant::now()) > ACKS_OVERDUE {
             // A metadata probe can succeed on one connection while sends
             // wait on another (e.g. in reconnect backoff after a broker
             // restart): readiness follows the data path too.
-            Some("Kafka answers, but a batch has waited over 5 s for its acks")
+            Some("the sink answers, but a batch has waited over 5 s for its acks")
         } else {
             None
         }
@@ -139,8 +160,8 @@ impl Drop for Health {
         if !self.database.load(Ordering::SeqCst) {
             self.database_outage.came_back();
         }
-        if !self.kafka.load(Ordering::SeqCst) {
-            self.kafka_outage.came_back();
+        if !self.sink.load(Ordering::SeqCst) {
+            self.sink_outage.came_back();
         }
     }
 }
@@ -151,8 +172,8 @@ impl Drop for Health {
 pub struct HealthBoard {
     tables: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Health>>>,
     stopping: AtomicBool,
-    /// Kafka is one service for every table.
-    pub kafka_outage: Arc<Outage>,
+    /// The sink is one service for every table.
+    pub sink_outage: Arc<Outage>,
 }
 
 impl HealthBoard {

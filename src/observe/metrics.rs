@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::serve::open_claims::OpenClaims;
-use crate::sinks::kafka::FailureReason;
+use crate::sinks::FailureReason;
 use crate::source::Backlog;
 
 const LATENCY_BUCKETS: &[f64] = &[

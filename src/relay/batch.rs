@@ -8,6 +8,7 @@
 //! only on its own successful delivery report (see [`super::outcome`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::outcome::{decide, BatchDecision};
@@ -16,9 +17,8 @@ use super::Relay;
 use crate::error::Result;
 use crate::serve::claim_gate::Pass;
 use crate::serve::open_claims::OpenClaim;
-use crate::sinks::kafka::{
-    missing_topic_error, not_authorized_error, prepare, Delivery, Disposition, FailureReason,
-    PendingDelivery, ProducerLease, TopicState,
+use crate::sinks::{
+    prepare, Channel, Delivery, DestinationState, Disposition, FailureReason, Pending, Rejected,
 };
 use crate::source::{ClaimedBatch, OutboxRow, RecordedBatch, Results};
 
@@ -32,13 +32,13 @@ pub struct InFlight {
     claim_time: Duration,
     batch: ClaimedBatch,
     rows: Vec<OutboxRow>,
-    deliveries: Vec<PendingDelivery>,
+    deliveries: Vec<Pending>,
     /// Keys with a row refused before it was sent: none of their later rows
     /// was sent, in this batch or the next one claimed while this one flies.
     unsent_keys: HashSet<Vec<u8>>,
-    /// The producer every message of the batch went to, kept alive until
-    /// the batch is finished.
-    lease: ProducerLease,
+    /// The channel every message of the batch went out on, kept alive
+    /// until the batch is finished.
+    channel: Arc<dyn Channel>,
     /// Counts towards `outbox_oldest_open_claim_seconds` until dropped.
     _open: OpenClaim,
     /// Keeps maintenance that needs no open claim waiting until dropped.
@@ -113,8 +113,10 @@ impl Relay {
             batch.abandon().await;
             return Ok(None);
         }
-        let lease = self.publisher.lease();
-        let deliveries = self.send_rows(&rows, &lease, &mut unsent_keys).await;
+        let channel = self.sink.channel();
+        let deliveries = self
+            .send_rows(&rows, channel.as_ref(), &mut unsent_keys)
+            .await;
         Ok(Some(InFlight {
             started,
             claim_time,
@@ -122,55 +124,50 @@ impl Relay {
             rows,
             deliveries,
             unsent_keys,
-            lease,
+            channel,
             _open: open,
             _pass: pass,
         }))
     }
 
-    /// Hand `rows` to `lease`'s producer, in order: each row's pending
-    /// delivery, or its refusal. A row refused before it is sent adds its key
-    /// to `unsent_keys`, and no later row of a key there is sent.
+    /// Hand `rows` to `channel`, in order: each row's pending outcome, or
+    /// its refusal. A row refused before it is sent adds its key to
+    /// `unsent_keys`, and no later row of a key there is sent.
     async fn send_rows(
         &self,
         rows: &[OutboxRow],
-        lease: &ProducerLease,
+        channel: &dyn Channel,
         unsent_keys: &mut HashSet<Vec<u8>>,
-    ) -> Vec<PendingDelivery> {
+    ) -> Vec<Pending> {
         let queue_wait = self.config.shutdown_timeout;
-        let prepared: Vec<_> = rows.iter().map(|row| prepare(row, &self.format)).collect();
+        let prepared: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let message = prepare(row, &self.format)?;
+                self.sink.check(&message)?;
+                Ok::<_, Rejected>(message)
+            })
+            .collect();
         let valid = rows.iter().zip(&prepared).filter(|(_, p)| p.is_ok());
-        let missing = self.missing_topics(valid.map(|(row, _)| row)).await;
+        let missing = self.missing_destinations(valid.map(|(row, _)| row)).await;
         let mut deliveries = Vec::with_capacity(rows.len());
         for (row, prepared) in rows.iter().zip(prepared) {
             let key = row.message_key.as_deref();
             if key.is_some_and(|k| unsent_keys.contains(k)) {
-                deliveries.push(PendingDelivery::Refused(Delivery::HeldBack));
+                deliveries.push(Pending::Refused(Delivery::HeldBack));
                 continue;
             }
             let pending = match prepared {
-                // Fails now instead of waiting in librdkafka for the topic
-                // (and holding up the whole batch); retried like any send.
+                // Fails now instead of waiting in the client for the
+                // destination (and holding up the whole batch); retried like
+                // any send.
                 Ok(_) if missing.contains(row.topic.as_str()) => {
-                    PendingDelivery::Refused(Delivery::Failed {
-                        disposition: Disposition::Retry,
-                        reason: FailureReason::UnknownTopic,
-                        message: missing_topic_error(&row.topic),
-                    })
+                    Pending::Refused(self.sink.profile().missing(&row.topic))
                 }
-                Ok(message) => {
-                    let send = self
-                        .publisher
-                        .send(lease, &row.topic, key, message, queue_wait);
-                    send.await
-                }
-                Err(rejected) => PendingDelivery::Refused(Delivery::Failed {
-                    disposition: Disposition::Final,
-                    reason: rejected.reason,
-                    message: rejected.message,
-                }),
+                Ok(message) => channel.send(message, queue_wait).await,
+                Err(rejected) => Pending::Refused(rejected.into()),
             };
-            if let (PendingDelivery::Refused(_), Some(key)) = (&pending, key) {
+            if let (Pending::Refused(_), Some(key)) = (&pending, key) {
                 unsent_keys.insert(key.to_vec());
             }
             deliveries.push(pending);
@@ -178,18 +175,18 @@ impl Relay {
         deliveries
     }
 
-    /// The topics of `rows` that the cluster says do not exist.
-    async fn missing_topics<'a>(
+    /// The destinations of `rows` that the sink says do not exist.
+    async fn missing_destinations<'a>(
         &self,
         rows: impl Iterator<Item = &'a OutboxRow>,
     ) -> HashSet<String> {
-        let topics: HashSet<&str> = rows.map(|row| row.topic.as_str()).collect();
-        self.known_topics
-            .check(&self.publisher, &topics)
+        let destinations: HashSet<&str> = rows.map(|row| row.topic.as_str()).collect();
+        self.destinations
+            .check(self.sink.as_ref(), &destinations)
             .await
             .into_iter()
-            .filter(|(_, state)| *state == TopicState::Missing)
-            .map(|(topic, _)| topic)
+            .filter(|(_, state)| *state == DestinationState::Missing)
+            .map(|(destination, _)| destination)
             .collect()
     }
 
@@ -207,7 +204,7 @@ impl Relay {
             rows,
             deliveries: pending,
             unsent_keys: _,
-            lease,
+            channel,
             _open,
             _pass,
         } = flight;
@@ -215,7 +212,7 @@ impl Relay {
         let awaited = tokio::time::timeout(budget, self.await_deliveries(&rows, pending)).await;
         let Ok((deliveries, delivery_latencies)) = awaited else {
             return Ok(self
-                .release(batch, rows.len(), started, lease.generation())
+                .release(batch, rows.len(), started, channel.generation())
                 .await);
         };
         let delivered_after = started.elapsed();
@@ -243,7 +240,7 @@ impl Relay {
             delivered_after,
             elapsed: started.elapsed(),
         };
-        self.known_topics
+        self.destinations
             .writes_allowed(report.published_per_topic.keys());
         let all_unavailable = deliveries.iter().all(Delivery::is_unavailable);
         Ok(Finished {
@@ -251,7 +248,7 @@ impl Relay {
             held_keys: decision.held_keys,
             cluster_down,
             producer_suspect: all_unavailable && !cluster_down,
-            producer_generation: lease.generation(),
+            producer_generation: channel.generation(),
             released: false,
         })
     }
@@ -306,29 +303,31 @@ impl Relay {
     async fn await_deliveries(
         &self,
         rows: &[OutboxRow],
-        pending: Vec<PendingDelivery>,
+        pending: Vec<Pending>,
     ) -> (Vec<Delivery>, Vec<Duration>) {
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut delivery_latencies = Vec::with_capacity(rows.len());
         for (row, pending) in rows.iter().zip(pending) {
             let mut delivery = pending.outcome().await;
+            let profile = self.sink.profile();
             match &mut delivery {
                 Delivery::Failed {
-                    reason: FailureReason::UnknownTopic,
+                    disposition: Disposition::Missing,
                     message,
                     ..
                 } => {
                     // Deleted since it was seen, or never there: look again next time.
-                    self.known_topics.forget(&row.topic);
-                    *message = missing_topic_error(&row.topic);
+                    self.destinations.forget(&row.topic);
+                    *message = profile.missing_error(&row.topic);
                 }
                 Delivery::Failed {
                     reason: FailureReason::NotAuthorized,
                     message,
                     ..
                 } => {
-                    self.known_topics.write_denied(&row.topic);
-                    *message = not_authorized_error(&row.topic, message);
+                    self.destinations
+                        .write_denied(self.sink.as_ref(), &row.topic);
+                    *message = profile.denied_error(&row.topic, message);
                 }
                 _ => {}
             }
@@ -350,24 +349,24 @@ impl Relay {
         let health = self.telemetry.health();
         if !deliveries.iter().any(Delivery::is_unavailable) {
             if deliveries.contains(&Delivery::Delivered) {
-                health.kafka_ok();
+                health.sink_ok();
             }
             return false;
         }
-        self.cluster_is_down().await || self.publisher.all_brokers_down_since(sent)
+        self.cluster_is_down().await || self.sink.unavailable_since(sent)
     }
 
     /// Ask the cluster for metadata and report the answer to readiness.
     /// Returns true if no broker answers.
     async fn cluster_is_down(&self) -> bool {
         let health = self.telemetry.health();
-        match self.publisher.probe(PROBE_TIMEOUT).await {
+        match self.sink.probe(PROBE_TIMEOUT).await {
             Ok(()) => {
-                health.kafka_ok();
+                health.sink_ok();
                 false
             }
             Err(error) => {
-                health.kafka_failed(&error);
+                health.sink_failed(&error);
                 true
             }
         }

@@ -36,7 +36,7 @@ use crate::observe::metrics::Metrics;
 use crate::serve::claim_gate::ClaimGate;
 use crate::serve::leader::Leadership;
 use crate::serve::shutdown::Shutdown;
-use crate::sinks::kafka::{KnownTopics, MessageFormat, Publisher};
+use crate::sinks::{KnownDestinations, MessageFormat, Sink};
 use crate::source::Database;
 use backoff::{OutageBackoff, RetryBackoff};
 use batch::{Finished, InFlight, PROBE_TIMEOUT};
@@ -44,7 +44,7 @@ use step::{LoopState, Next, Turn};
 use telemetry::Telemetry;
 
 fn is_database_failure(error: &Error) -> bool {
-    error.path() != ErrorPath::Kafka
+    error.path() != ErrorPath::Sink
 }
 
 const OUTAGE_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -63,11 +63,11 @@ struct Previous {
 pub struct Relay {
     config: RelayConfig,
     database: Database,
-    publisher: Arc<Publisher>,
+    sink: Arc<dyn Sink>,
     telemetry: Telemetry,
     wakeup: Arc<Notify>,
     retry_backoff: RetryBackoff,
-    known_topics: KnownTopics,
+    destinations: KnownDestinations,
     leadership: Leadership,
     gate: ClaimGate,
     format: MessageFormat,
@@ -88,7 +88,7 @@ impl Relay {
     pub fn new(
         config: RelayConfig,
         database: Database,
-        publisher: Arc<Publisher>,
+        sink: Arc<dyn Sink>,
         observers: (Arc<Metrics>, Arc<Health>),
         wakeup: Arc<Notify>,
         leadership: Leadership,
@@ -104,11 +104,11 @@ impl Relay {
             format,
             config,
             database,
-            publisher,
+            sink,
             telemetry: Telemetry::new(metrics, health),
             wakeup,
             retry_backoff,
-            known_topics: KnownTopics::default(),
+            destinations: KnownDestinations::default(),
             leadership,
             gate,
             table_gone: None,
@@ -334,8 +334,9 @@ impl Relay {
     }
 
     fn replace_if_fatal(&self) -> Result<()> {
-        if let Some(fatal) = self.publisher.replace_if_fatal()? {
-            tracing::warn!(error = %fatal, "the producer hit a fatal error and was replaced");
+        if let Some(fatal) = self.sink.replace_if_fatal()? {
+            let connection = self.sink.profile().connection;
+            tracing::warn!(error = %fatal, "the {connection} hit a fatal error and was replaced");
         }
         Ok(())
     }
@@ -343,7 +344,7 @@ impl Relay {
     /// Replace the producer of `generation`, unless another table's loop
     /// already did.
     fn replace_producer(&self, reason: &str, generation: u64) {
-        match self.publisher.replace(generation) {
+        match self.sink.reconnect(generation) {
             Ok(true) => self.telemetry.producer_replaced(reason),
             Ok(false) => tracing::debug!(reason, "the producer was already replaced"),
             Err(error) => self.telemetry.failure(&error),
@@ -378,12 +379,12 @@ impl Relay {
                 () = shutdown.requested() => return,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            match self.publisher.probe(PROBE_TIMEOUT).await {
+            match self.sink.probe(PROBE_TIMEOUT).await {
                 Ok(()) => {
-                    health.kafka_ok();
+                    health.sink_ok();
                     return;
                 }
-                Err(error) => health.kafka_failed(&error),
+                Err(error) => health.sink_failed(&error),
             }
         }
     }

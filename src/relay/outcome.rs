@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::backoff::RetryBackoff;
-use crate::sinks::kafka::{Delivery, Disposition, FailureReason};
+use crate::sinks::{Delivery, Disposition, FailureReason};
 use crate::source::{FailureRecord, OutboxRow};
 
 /// Longest `last_error` stored, in bytes.
@@ -82,7 +82,7 @@ pub fn decide(
                 continue;
             }
             Disposition::Final => true,
-            Disposition::Retry | Disposition::Unavailable => false,
+            Disposition::Retry | Disposition::Missing | Disposition::Unavailable => false,
         };
         if !is_final {
             held_keys.extend(key);

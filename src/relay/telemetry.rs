@@ -3,7 +3,7 @@
 //! the health effect of each kind of failure.
 //!
 //! Guarantees: the loop decides, this module reports; each failure path has
-//! its own log line and its own health effect (a Kafka failure never touches
+//! its own log line and its own health effect (a sink failure never touches
 //! `outbox_database_up`, a rejected statement is never called "unreachable");
 //! a flood of dead rows of one topic and reason is a few lines with counts.
 
@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorPath};
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
 use crate::serve::open_claims::OpenClaim;
-use crate::sinks::kafka::FailureReason;
+use crate::sinks::FailureReason;
 use crate::source::RecordedBatch;
 
 /// At most one "row is dead" line per topic and reason in this window.
@@ -121,7 +121,7 @@ impl Telemetry {
         match error.path() {
             ErrorPath::DatabaseUnreachable => self.health.database_failed(error),
             ErrorPath::DatabaseRejected => self.health.database_rejected(error),
-            ErrorPath::Kafka => self.health.kafka_failed(error),
+            ErrorPath::Sink => self.health.sink_failed(error),
             ErrorPath::Internal => {
                 tracing::error!(%error, "internal error in the relay loop; retrying with backoff")
             }
@@ -159,12 +159,18 @@ impl Telemetry {
         tracing::warn!(
             rows,
             waited_ms = waited.as_millis() as u64,
-            "a batch waited longer than --claim-timeout-secs for its Kafka acks; rolled it back, its rows stay pending and will be sent again"
+            "a batch waited longer than --claim-timeout-secs for its acks; rolled it back, its rows stay pending and will be sent again"
         );
     }
 
     pub fn producer_replaced(&self, reason: &str) {
-        tracing::info!(reason, "started a new Kafka producer");
+        let profile = self.health.profile();
+        tracing::info!(
+            reason,
+            "started a new {} {}",
+            profile.service,
+            profile.connection
+        );
     }
 }
 

@@ -30,20 +30,20 @@ use crate::observe::health::HealthBoard;
 use crate::observe::http;
 use crate::observe::metrics::MetricFamilies;
 use crate::serve::shutdown::Shutdown;
-use crate::sinks::kafka::Publisher;
+use crate::sinks::Sink;
 
 pub use plan::Plan;
 use source::SourceRuntime;
 pub(crate) use source::{refuse_shared_tables, resolve, Resolved};
 
 /// How often readiness asks the brokers for metadata when the loop is idle.
-const KAFKA_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const SINK_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What every table of the process shares.
 pub(crate) struct Shared {
     /// The process-wide settings (each table gets a copy with its own).
     pub config: RelayConfig,
-    pub publisher: Arc<Publisher>,
+    pub sink: Arc<dyn Sink>,
     pub families: Arc<MetricFamilies>,
     pub board: Arc<HealthBoard>,
     pub shutdown: Shutdown,
@@ -68,7 +68,7 @@ where
     let plan = Plan::build(&config)?;
     let (trigger, shutdown) = Shutdown::new();
     let shared = Arc::new(Shared {
-        publisher: Arc::new(Publisher::new(&plan.brokers, &plan.kafka_settings)?),
+        sink: crate::sinks::open(&plan.sink_settings(&config))?,
         families: MetricFamilies::new(config.table_metrics),
         board: Arc::new(HealthBoard::default()),
         shutdown,
@@ -82,7 +82,7 @@ where
     }
     source::refuse_shared_tables(sources.iter().flat_map(|s| s.checked_tables()).collect())?;
     shared
-        .publisher
+        .sink
         .check_reachable(shared.config.kafka_startup_timeout)
         .await?;
     let listener_socket = http::bind(&shared.config.metrics_addr).await?;
@@ -95,10 +95,10 @@ where
         Arc::clone(&shared.families),
         Arc::clone(&shared.board),
     ));
-    let mut watchers = vec![tokio::spawn(monitor::watch_kafka(
-        Arc::clone(&shared.publisher),
+    let mut watchers = vec![tokio::spawn(monitor::watch_sink(
+        Arc::clone(&shared.sink),
         Arc::clone(&shared.board),
-        KAFKA_PROBE_INTERVAL,
+        SINK_PROBE_INTERVAL,
         shared.shutdown.clone(),
     ))];
     if !shared.config.summary_interval.is_zero() {
@@ -168,9 +168,10 @@ async fn supervise(mut sources: Vec<SourceRuntime>, shared: Arc<Shared>) -> Resu
     let timeout = shared.config.shutdown_timeout;
     let stops = sources.into_iter().map(|s| s.stop(&shared, timeout));
     let outcomes: Vec<Result<()>> = futures_util::future::join_all(stops).await;
-    tracing::info!("stopped claiming; flushing the producer");
-    if let Err(error) = shared.publisher.flush(timeout).await {
-        tracing::warn!(%error, "producer flush did not complete");
+    let connection = shared.sink.profile().connection;
+    tracing::info!("stopped claiming; flushing the {connection}");
+    if let Err(error) = shared.sink.flush(timeout).await {
+        tracing::warn!(%error, "{connection} flush did not complete");
     }
     outcomes.into_iter().collect()
 }

@@ -10,7 +10,7 @@ use crate::observe::metrics::Metrics;
 use crate::serve::claim_gate::ClaimGate;
 use crate::serve::leader::Leadership;
 use crate::serve::shutdown::Shutdown;
-use crate::sinks::kafka::Publisher;
+use crate::sinks::Sink;
 use crate::source::{Database, PartitionUnit};
 
 /// How often a standby looks whether it leads now (and should refresh).
@@ -60,10 +60,10 @@ pub async fn watch_backlog(
     }
 }
 
-/// Probe Kafka every `interval`, so readiness recovers (or fails) even when
-/// the relay has nothing to send.
-pub async fn watch_kafka(
-    publisher: Arc<Publisher>,
+/// Probe the sink every `interval`, so readiness recovers (or fails) even
+/// when the relay has nothing to send.
+pub async fn watch_sink(
+    sink: Arc<dyn Sink>,
     health: Arc<crate::observe::health::HealthBoard>,
     interval: Duration,
     mut shutdown: Shutdown,
@@ -73,9 +73,9 @@ pub async fn watch_kafka(
             () = shutdown.requested() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        match publisher.probe(interval.max(Duration::from_secs(1))).await {
-            Ok(()) => health.each(Health::kafka_ok),
-            Err(error) => health.each(|table| table.kafka_failed(&error)),
+        match sink.probe(interval.max(Duration::from_secs(1))).await {
+            Ok(()) => health.each(Health::sink_ok),
+            Err(error) => health.each(|table| table.sink_failed(&error)),
         }
     }
 }

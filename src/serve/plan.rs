@@ -9,6 +9,7 @@
 use crate::config::file::{ConfigFile, Source, TableEntry};
 use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig};
 use crate::error::{Error, Result};
+use crate::sinks::SinkSettings;
 use crate::source::table::TableName;
 use crate::source::table_pattern::TableSelector;
 
@@ -22,6 +23,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What opening the sink needs.
+    pub fn sink_settings(&self, config: &RelayConfig) -> SinkSettings {
+        SinkSettings::Kafka {
+            brokers: self.brokers.clone(),
+            options: self.kafka_settings.clone(),
+            record_timestamp: config.record_timestamp,
+        }
+    }
+
     pub fn build(config: &RelayConfig) -> Result<Plan> {
         config.validate()?;
         let (file_brokers, mut kafka_settings, sources, file) = match &config.config {

@@ -99,7 +99,8 @@ impl TableRelay {
         let health = Arc::new(Health::sharing(
             Arc::clone(&metrics),
             Arc::clone(&parts.database_outage),
-            Arc::clone(&shared.board.kafka_outage),
+            Arc::clone(&shared.board.sink_outage),
+            shared.sink.profile(),
         ));
         let wakeup = Arc::new(Notify::new());
         let leadership = match &parts.elector {
@@ -164,7 +165,7 @@ impl TableRelay {
         let mut relay = Relay::new(
             config,
             database.clone(),
-            Arc::clone(&shared.publisher),
+            Arc::clone(&shared.sink),
             (Arc::clone(&metrics), health),
             wakeup,
             leadership,

@@ -1,65 +1,20 @@
-//! What a failed send means for the row, and the bounded set of reasons
-//! reported in metrics.
+//! What a failed Kafka send means for the row.
 //!
-//! Guarantees: every error maps to exactly one [`Disposition`] and one
-//! [`FailureReason`]; reasons are a closed set, so they are safe as metric
-//! label values.
+//! Guarantees: every librdkafka error maps to exactly one [`Disposition`]
+//! and one [`FailureReason`] of the sink-neutral set.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-/// Why a row was not published, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    MessageTooLarge,
-    InvalidTopic,
-    InvalidHeaders,
-    UnknownTopic,
-    NotAuthorized,
-    BrokerUnavailable,
-    Timeout,
-    Unconfirmed,
-    Other,
-}
+use crate::sinks::outcome::{Delivery, Disposition, FailureReason};
 
-impl FailureReason {
-    pub const ALL: [FailureReason; 9] = [
-        FailureReason::MessageTooLarge,
-        FailureReason::InvalidTopic,
-        FailureReason::InvalidHeaders,
-        FailureReason::UnknownTopic,
-        FailureReason::NotAuthorized,
-        FailureReason::BrokerUnavailable,
-        FailureReason::Timeout,
-        FailureReason::Unconfirmed,
-        FailureReason::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::MessageTooLarge => "message_too_large",
-            FailureReason::InvalidTopic => "invalid_topic",
-            FailureReason::InvalidHeaders => "invalid_headers",
-            FailureReason::UnknownTopic => "unknown_topic",
-            FailureReason::NotAuthorized => "not_authorized",
-            FailureReason::BrokerUnavailable => "broker_unavailable",
-            FailureReason::Timeout => "timeout",
-            FailureReason::Unconfirmed => "unconfirmed",
-            FailureReason::Other => "other",
-        }
+/// The outcome of a message librdkafka refused or failed.
+pub fn failed(error: &KafkaError) -> Delivery {
+    let (disposition, reason) = classify(error);
+    Delivery::Failed {
+        disposition,
+        reason,
+        message: format!("kafka: {error}"),
     }
-}
-
-/// What a failure does to the row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// No retry can fix it: the row goes dead at once.
-    Final,
-    /// Count the attempt and retry after a backoff.
-    Retry,
-    /// Possibly the whole cluster is unreachable. If a probe confirms it, the
-    /// attempt does not count and the relay backs off as a whole; if the
-    /// cluster answers, it is treated as [`Disposition::Retry`].
-    Unavailable,
 }
 
 /// Classify an error from `produce` or from a delivery report.
@@ -75,7 +30,7 @@ pub fn classify(error: &KafkaError) -> (Disposition, FailureReason) {
         }
         Code::InvalidTopic => (Final, FailureReason::InvalidTopic),
         Code::UnknownTopicOrPartition | Code::UnknownTopic | Code::UnknownPartition => {
-            (Retry, FailureReason::UnknownTopic)
+            (Missing, FailureReason::UnknownTopic)
         }
         Code::TopicAuthorizationFailed
         | Code::ClusterAuthorizationFailed
@@ -139,15 +94,7 @@ mod tests {
     fn a_missing_topic_is_retried_because_it_can_be_created() {
         assert_eq!(
             classify(&production(RDKafkaErrorCode::UnknownTopicOrPartition)),
-            (Disposition::Retry, FailureReason::UnknownTopic)
+            (Disposition::Missing, FailureReason::UnknownTopic)
         );
-    }
-
-    #[test]
-    fn reason_labels_are_distinct() {
-        let mut labels: Vec<_> = FailureReason::ALL.iter().map(|r| r.as_str()).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), FailureReason::ALL.len());
     }
 }

@@ -1,5 +1,6 @@
-//! Kafka: turning outbox rows into messages, producing them, and deciding
-//! what a failure means.
+//! The Kafka sink: outbox messages as Kafka records, produced by
+//! librdkafka's idempotent producer with `acks=all`, failures classified
+//! into the sink-neutral dispositions, SASL and TLS checked at start-up.
 
 mod defaults;
 mod failure;
@@ -7,11 +8,11 @@ mod message;
 mod options;
 mod publisher;
 mod security;
-mod topics;
+mod sink;
 
 pub use defaults::producer_defaults_help;
-pub use failure::{Disposition, FailureReason};
-pub use message::{prepare, CloudEvents, MessageFormat, RecordTimestamp};
+pub use message::RecordTimestamp;
 pub use options::read_properties;
-pub use publisher::{Delivery, PendingDelivery, ProducerLease, Publisher};
-pub use topics::{missing_topic_error, not_authorized_error, KnownTopics, TopicState};
+pub use publisher::Publisher;
+#[cfg(test)]
+pub use sink::KAFKA;

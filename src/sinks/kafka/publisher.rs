@@ -11,86 +11,21 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
 use super::defaults::PRODUCER_DEFAULTS;
-use super::failure::{classify, Disposition, FailureReason};
-use super::message::PreparedMessage;
+use super::failure::failed;
+use super::message::{headers, timestamp, RecordTimestamp};
 use super::options::resolve;
 use super::security::{check_files, security_failure, GivenOptions, SecurityFailure};
 use crate::config::KafkaOption;
 use crate::error::{Error, Result};
+use crate::sinks::message::Message;
+use crate::sinks::outcome::{Delivery, Disposition, FailureReason, Pending};
 
 /// Pause between attempts to enqueue while librdkafka's queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
-
-/// The outcome of one message's delivery report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// Acknowledged, at a known offset.
-    Delivered,
-    /// Reported as persisted without an offset: librdkafka's idempotent
-    /// producer infers this for a batch whose fate it never learned once a
-    /// later batch succeeds. Not proof enough to mark the row published.
-    Unconfirmed,
-    /// Never sent: an earlier row of its key was refused before it was sent
-    /// (in this batch, or in the batch in flight before it). It goes out
-    /// with its key's next batch, behind that row; no attempt counts.
-    HeldBack,
-    Failed {
-        disposition: Disposition,
-        reason: FailureReason,
-        message: String,
-    },
-}
-
-impl Delivery {
-    /// Failed in a way that may mean no broker answers at all.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Delivery::Failed {
-                disposition: Disposition::Unavailable,
-                ..
-            }
-        )
-    }
-
-    pub fn from_error(error: &KafkaError) -> Self {
-        let (disposition, reason) = classify(error);
-        Delivery::Failed {
-            disposition,
-            reason,
-            message: format!("kafka: {error}"),
-        }
-    }
-}
-
-/// A message handed to librdkafka, or refused by it at once.
-pub enum PendingDelivery {
-    Sent(DeliveryFuture),
-    Refused(Delivery),
-}
-
-impl PendingDelivery {
-    /// Wait for the message's own delivery report.
-    pub async fn outcome(self) -> Delivery {
-        match self {
-            PendingDelivery::Refused(failed) => failed,
-            PendingDelivery::Sent(future) => match future.await {
-                Ok(Ok(delivery)) if delivery.offset >= 0 => Delivery::Delivered,
-                Ok(Ok(_)) => Delivery::Unconfirmed,
-                Ok(Err((error, _))) => Delivery::from_error(&error),
-                Err(_canceled) => Delivery::Failed {
-                    disposition: Disposition::Unavailable,
-                    reason: FailureReason::BrokerUnavailable,
-                    message: "kafka: the producer was shut down before delivery".to_owned(),
-                },
-            },
-        }
-    }
-}
 
 /// Routes librdkafka's logs and error events into `tracing`, and keeps the
 /// last error event: a failed metadata request only says "transport
@@ -154,14 +89,8 @@ type RelayProducer = FutureProducer<LoggingContext>;
 #[derive(Clone)]
 pub struct ProducerLease {
     producer: RelayProducer,
-    generation: u64,
-}
-
-impl ProducerLease {
-    /// Which producer this is: each replacement starts a new generation.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
+    pub(super) generation: u64,
+    record_timestamp: RecordTimestamp,
 }
 
 /// Shared by every table's relay loop and the readiness probe.
@@ -172,6 +101,7 @@ pub struct Publisher {
     /// As the user gave them: references are resolved for each new producer.
     options: Vec<KafkaOption>,
     last_error: LastError,
+    record_timestamp: RecordTimestamp,
 }
 
 /// How often the start-up check looks for an authentication or TLS failure
@@ -181,16 +111,22 @@ const SECURITY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 impl Publisher {
     /// Create the producer. Fails on options librdkafka rejects; makes no
     /// connection yet.
-    pub fn new(brokers: &str, options: &[KafkaOption]) -> Result<Self> {
+    pub fn new(
+        brokers: &str,
+        options: &[KafkaOption],
+        record_timestamp: RecordTimestamp,
+    ) -> Result<Self> {
         let last_error = LastError::default();
         Ok(Publisher {
             producer: RwLock::new(ProducerLease {
                 producer: create_producer(brokers, options, &last_error)?,
                 generation: 0,
+                record_timestamp,
             }),
             brokers: brokers.to_owned(),
             options: options.to_vec(),
             last_error,
+            record_timestamp,
         })
     }
 
@@ -205,36 +141,29 @@ impl Publisher {
     /// Hand one message to `lease`'s librdkafka and return its pending
     /// delivery report. Waits (up to `queue_wait`) while librdkafka's queue
     /// is full.
-    pub async fn send(
-        &self,
-        lease: &ProducerLease,
-        topic: &str,
-        key: Option<&[u8]>,
-        message: PreparedMessage,
-        queue_wait: Duration,
-    ) -> PendingDelivery {
-        let producer = &lease.producer;
+    pub async fn send(lease: &ProducerLease, message: Message, queue_wait: Duration) -> Pending {
         let deadline = Instant::now() + queue_wait;
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(message.headers);
-        if let Some(timestamp) = message.timestamp {
+        let mut record =
+            FutureRecord::<[u8], [u8]>::to(&message.destination).headers(headers(&message));
+        if let Some(timestamp) = timestamp(&message, lease.record_timestamp) {
             record = record.timestamp(timestamp);
         }
-        if let Some(key) = key {
+        if let Some(key) = message.key.as_deref() {
             record = record.key(key);
         }
         if let Some(payload) = message.payload.as_deref() {
             record = record.payload(payload);
         }
         loop {
-            match producer.send_result(record) {
-                Ok(future) => return PendingDelivery::Sent(future),
+            match lease.producer.send_result(record) {
+                Ok(future) => return Pending::Sent(Box::pin(report(future))),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
                 {
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
-                Err((error, _)) => return PendingDelivery::Refused(Delivery::from_error(&error)),
+                Err((error, _)) => return Pending::Refused(failed(&error)),
             }
         }
     }
@@ -365,12 +294,30 @@ impl Publisher {
         *current = ProducerLease {
             producer: create_producer(&self.brokers, &self.options, &self.last_error)?,
             generation: generation + 1,
+            record_timestamp: self.record_timestamp,
         };
         Ok(true)
     }
 
     fn current(&self) -> RelayProducer {
         self.lease().producer
+    }
+}
+
+/// A delivery report as the message's outcome.
+async fn report(future: rdkafka::producer::DeliveryFuture) -> Delivery {
+    match future.await {
+        Ok(Ok(delivery)) if delivery.offset >= 0 => Delivery::Delivered,
+        // librdkafka's idempotent producer infers "persisted" for a batch
+        // whose fate it never learned once a later batch succeeds: no offset,
+        // not proof enough to mark the row published.
+        Ok(Ok(_)) => Delivery::Unconfirmed,
+        Ok(Err((error, _))) => failed(&error),
+        Err(_canceled) => Delivery::Failed {
+            disposition: Disposition::Unavailable,
+            reason: FailureReason::BrokerUnavailable,
+            message: "kafka: the producer was shut down before delivery".to_owned(),
+        },
     }
 }
 
