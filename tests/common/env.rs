@@ -222,6 +222,14 @@ impl TestEnv {
         self.spawn_relay(command)
     }
 
+    /// Start `outbox-relay run --database-url … --table … <args>`: the
+    /// sink's flags come from `args`.
+    pub fn start_relay_args(&self, args: &[String]) -> RelayProcess {
+        let mut command = self.command(&["run"]);
+        command.args(args);
+        self.spawn_relay(command)
+    }
+
     /// Start `outbox-relay run <args>`: the databases, tables and brokers
     /// come from `args` (a `--config` file, a pattern).
     pub fn start_relay_bare(&self, args: &[&str]) -> RelayProcess {
