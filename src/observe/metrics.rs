@@ -13,27 +13,18 @@
 use prometheus::core::Collector;
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::definitions::*;
 use crate::serve::open_claims::OpenClaims;
 use crate::sinks::FailureReason;
 use crate::source::Backlog;
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-const BATCH_DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-const BATCH_SIZE_BUCKETS: &[f64] = &[
-    1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-];
 
 /// The `table` label value of series that fold every table together.
 pub const ALL_TABLES: &str = "*";
@@ -93,130 +84,32 @@ pub struct MetricFamilies {
     open_claims: Mutex<BTreeMap<String, Arc<OpenClaims>>>,
 }
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help)
-}
-
-fn int_gauges(name: &str, help: &str) -> IntGaugeVec {
-    IntGaugeVec::new(opts(name, help), &["table"]).expect("valid metric")
-}
-
-fn gauges(name: &str, help: &str) -> GaugeVec {
-    GaugeVec::new(opts(name, help), &["table"]).expect("valid metric")
-}
-
-fn counters(name: &str, help: &str) -> IntCounterVec {
-    IntCounterVec::new(opts(name, help), &["table"]).expect("valid metric")
-}
-
-fn histograms(name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
-    HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        &["table"],
-    )
-    .expect("valid metric")
-}
-
 impl MetricFamilies {
     pub fn new(series: TableSeries) -> Arc<Self> {
         let families = MetricFamilies {
             registry: Registry::new(),
-            pending: int_gauges("outbox_pending_messages", "Rows waiting to be published."),
-            oldest_pending_age: gauges(
-                "outbox_oldest_pending_age_seconds",
-                "Age of the oldest pending row (0 when nothing is pending).",
-            ),
-            dead: int_gauges(
-                "outbox_dead_messages",
-                "Rows in the dead state, waiting for an operator (`requeue`).",
-            ),
-            published: IntCounterVec::new(
-                opts(
-                    "outbox_published_messages_total",
-                    "Rows published to Kafka and marked published.",
-                ),
-                &["table", "topic"],
-            )
-            .expect("valid metric"),
-            failures: IntCounterVec::new(
-                opts(
-                    "outbox_publish_failures_total",
-                    "Failed publish attempts, by reason.",
-                ),
-                &["table", "reason"],
-            )
-            .expect("valid metric"),
-            dead_lettered: counters(
-                "outbox_dead_lettered_messages_total",
-                "Rows this relay moved to the dead state.",
-            ),
-            retries_scheduled: counters(
-                "outbox_retries_scheduled_total",
-                "Failed rows scheduled for another attempt.",
-            ),
-            delivery_latency: histograms(
-                "outbox_delivery_latency_seconds",
-                "Time from a row's created_at to Kafka's acknowledgement.",
-                LATENCY_BUCKETS,
-            ),
-            batch_duration: histograms(
-                "outbox_batch_duration_seconds",
-                "Time to claim, publish and record one batch.",
-                BATCH_DURATION_BUCKETS,
-            ),
-            batch_rows: histograms(
-                "outbox_batch_rows",
-                "Rows claimed per non-empty batch.",
-                BATCH_SIZE_BUCKETS,
-            ),
-            database_up: int_gauges(
-                "outbox_database_up",
-                "1 when the last PostgreSQL round trip succeeded.",
-            ),
-            kafka_up: int_gauges(
-                "outbox_kafka_up",
-                "1 when a Kafka broker answered the last probe or delivery.",
-            ),
-            pruned: counters(
-                "outbox_pruned_messages_total",
-                "Published rows deleted by retention.",
-            ),
-            table_size: int_gauges(
-                "outbox_table_size_bytes",
-                "Total size of the outbox table with its indexes and TOAST.",
-            ),
-            in_flight: int_gauges(
-                "outbox_in_flight_messages",
-                "Rows handed to the producer and not yet recorded.",
-            ),
-            skipped: int_gauges(
-                "outbox_skipped_messages",
-                "Pending rows PostgreSQL refuses to update at all (not even to dead): skipped, their keys held, retried every --retry-backoff-max-secs.",
-            ),
-            role: int_gauges(
-                "outbox_relay_role",
-                "1 while this replica leads its table (claims), 0 while it stands by.",
-            ),
-            claims_released: counters(
-                "outbox_claims_released_total",
-                "Batches rolled back unrecorded because their acks took longer than --claim-timeout-secs (their rows stay pending).",
-            ),
-            default_partition_rows: int_gauges(
-                "outbox_default_partition_rows",
-                "Rows in the default partition of a partitioned outbox table (up to 10000): rows whose created_at had no range partition.",
-            ),
-            partitions_dropped: counters(
-                "outbox_partitions_dropped_total",
-                "Partitions dropped by retention (every row published and older than --retention).",
-            ),
-            partitions_kept: int_gauges(
-                "outbox_partitions_kept",
-                "Partitions past --retention kept because they hold pending or dead rows.",
-            ),
-            oldest_open_claim: gauges(
-                "outbox_oldest_open_claim_seconds",
-                "Age of this relay's oldest open claim transaction (0 when none is open).",
-            ),
+            pending: PENDING.int_gauges(),
+            oldest_pending_age: OLDEST_PENDING_AGE.gauges(),
+            dead: DEAD.int_gauges(),
+            published: PUBLISHED.counters(),
+            failures: FAILURES.counters(),
+            dead_lettered: DEAD_LETTERED.counters(),
+            retries_scheduled: RETRIES_SCHEDULED.counters(),
+            delivery_latency: DELIVERY_LATENCY.histograms(),
+            batch_duration: BATCH_DURATION.histograms(),
+            batch_rows: BATCH_ROWS.histograms(),
+            database_up: DATABASE_UP.int_gauges(),
+            kafka_up: KAFKA_UP.int_gauges(),
+            pruned: PRUNED.counters(),
+            table_size: TABLE_SIZE.int_gauges(),
+            in_flight: IN_FLIGHT.int_gauges(),
+            skipped: SKIPPED.int_gauges(),
+            role: ROLE.int_gauges(),
+            claims_released: CLAIMS_RELEASED.counters(),
+            default_partition_rows: DEFAULT_PARTITION_ROWS.int_gauges(),
+            partitions_dropped: PARTITIONS_DROPPED.counters(),
+            partitions_kept: PARTITIONS_KEPT.int_gauges(),
+            oldest_open_claim: OLDEST_OPEN_CLAIM.gauges(),
             open_claims: Mutex::default(),
         };
         families.register(series);

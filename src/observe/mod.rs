@@ -2,6 +2,7 @@
 //! readiness, the HTTP server for both, the `status` and `dead` renderings,
 //! and the periodic summary log line.
 
+pub(crate) mod definitions;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod metrics;

@@ -31,9 +31,8 @@ use tokio::sync::Notify;
 
 use crate::config::RelayConfig;
 use crate::error::{Error, ErrorPath, Result};
-use crate::observe::health::Health;
-use crate::observe::metrics::Metrics;
 use crate::serve::claim_gate::ClaimGate;
+use crate::serve::context::TableContext;
 use crate::serve::leader::Leadership;
 use crate::serve::shutdown::Shutdown;
 use crate::sinks::{KnownDestinations, MessageFormat, Sink};
@@ -89,12 +88,16 @@ impl Relay {
         config: RelayConfig,
         database: Database,
         sink: Arc<dyn Sink>,
-        observers: (Arc<Metrics>, Arc<Health>),
-        wakeup: Arc<Notify>,
-        leadership: Leadership,
-        gate: ClaimGate,
+        context: TableContext,
     ) -> Self {
-        let (metrics, health) = observers;
+        let TableContext {
+            metrics,
+            health,
+            wakeup,
+            leadership,
+            gate,
+            ..
+        } = context;
         let retry_backoff = RetryBackoff {
             base: config.retry_backoff_base,
             max: config.retry_backoff_max,

@@ -9,6 +9,7 @@
 //! `--shutdown-timeout-secs` (at once on a second signal) and flushes.
 
 pub(crate) mod claim_gate;
+pub(crate) mod context;
 pub(crate) mod leader;
 pub(crate) mod listener;
 pub(crate) mod monitor;

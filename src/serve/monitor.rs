@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::observe::health::Health;
-use crate::observe::metrics::Metrics;
-use crate::serve::claim_gate::ClaimGate;
-use crate::serve::leader::Leadership;
+use crate::serve::context::TableContext;
 use crate::serve::shutdown::Shutdown;
 use crate::sinks::Sink;
 use crate::source::{Database, PartitionUnit};
@@ -21,14 +19,14 @@ const STANDBY_CHECK: Duration = Duration::from_millis(250);
 /// a standby should cost the database nothing. A standby reports zeros, so
 /// the `max` over replicas that dashboards and alerts take is always the
 /// leader's view and never a stale one from a former leader.
-pub async fn watch_backlog(
-    database: Database,
-    observers: (Arc<Metrics>, Arc<Health>),
-    interval: Duration,
-    leadership: Leadership,
-    mut shutdown: Shutdown,
-) {
-    let (metrics, health) = observers;
+pub async fn watch_backlog(database: Database, context: TableContext, interval: Duration) {
+    let TableContext {
+        metrics,
+        health,
+        leadership,
+        mut shutdown,
+        ..
+    } = context;
     loop {
         if !leadership.is_leader() {
             metrics.observe_backlog(&crate::source::Backlog::default());
@@ -86,12 +84,12 @@ const RETENTION_MAX_ROWS_PER_SEC: u32 = 5_000;
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Delete published rows older than `retention`, once a minute, rate-limited.
-pub async fn enforce_retention(
-    database: Database,
-    metrics: Arc<Metrics>,
-    retention: Duration,
-    mut shutdown: Shutdown,
-) {
+pub async fn enforce_retention(database: Database, context: TableContext, retention: Duration) {
+    let TableContext {
+        metrics,
+        mut shutdown,
+        ..
+    } = context;
     loop {
         // Counted as batches commit, so a long pass shows in the metric.
         let mut reported = 0;
@@ -126,23 +124,22 @@ pub async fn enforce_retention(
 const PARTITION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the partition upkeep works with.
+/// Drops run between this relay's claims (the context's gate), and only on
+/// the replica that claims (its claims are the ones it can hold back);
+/// every replica creates partitions ahead.
 pub struct PartitionUpkeep {
     pub database: Database,
-    pub metrics: Arc<Metrics>,
+    pub context: TableContext,
     pub unit: PartitionUnit,
     /// Drop whole partitions older than this (`--retention`).
     pub retention: Option<Duration>,
-    /// Drops run between this relay's claims.
-    pub gate: ClaimGate,
-    /// Only the replica that claims drops (its claims are the ones it can
-    /// hold back); every replica creates partitions ahead.
-    pub leadership: Leadership,
 }
 
 /// Once a minute: create the partitions ahead, count the rows in the
 /// default partition, and with a retention drop the old partitions that are
 /// fully published.
-pub async fn maintain_partitions(upkeep: PartitionUpkeep, mut shutdown: Shutdown) {
+pub async fn maintain_partitions(upkeep: PartitionUpkeep) {
+    let mut shutdown = upkeep.context.shutdown.clone();
     tracing::info!(
         unit = %upkeep.unit,
         ahead = crate::source::PARTITIONS_AHEAD,
@@ -194,28 +191,29 @@ impl PartitionUpkeep {
         }
         match database.default_partition_rows().await {
             Ok(rows) => {
-                if rows > 0 && self.metrics.default_partition_rows.get() == 0 {
+                if rows > 0 && self.context.metrics.default_partition_rows.get() == 0 {
                     tracing::warn!(rows, "rows landed in the default partition: their created_at has no partition; see outbox_default_partition_rows");
                 }
-                self.metrics.default_partition_rows.set(rows);
+                self.context.metrics.default_partition_rows.set(rows);
             }
             Err(error) => tracing::warn!(%error, "could not count the default partition's rows"),
         }
         let Some(retention) = self.retention else {
             return;
         };
-        if !self.leadership.is_leader() {
+        if !self.context.leadership.is_leader() {
             return;
         }
-        let closed = self.gate.close().await;
+        let closed = self.context.gate.close().await;
         let retired = database.drop_retired_partitions(self.unit, retention).await;
         drop(closed);
         match retired {
             Ok(retired) => {
-                self.metrics
+                let metrics = &self.context.metrics;
+                metrics
                     .partitions_dropped
                     .inc_by(retired.dropped.len() as u64);
-                self.metrics.partitions_kept.set(retired.kept.len() as i64);
+                metrics.partitions_kept.set(retired.kept.len() as i64);
                 if !retired.dropped.is_empty() {
                     tracing::info!(partitions = ?retired.dropped, "retention dropped partitions whose rows were all published");
                 }

@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::observe::health::Health;
 use crate::relay::Relay;
 use crate::serve::claim_gate::ClaimGate;
+use crate::serve::context::TableContext;
 use crate::serve::leader::{Candidate, Elector, Leadership};
 use crate::serve::listener::Channels;
 use crate::serve::monitor;
@@ -95,82 +96,12 @@ impl TableRelay {
             notify_trigger,
         } = checked;
         let qualified = database.qualified_name();
-        let metrics = Arc::new(shared.families.for_table(&qualified));
-        let health = Arc::new(Health::sharing(
-            Arc::clone(&metrics),
-            Arc::clone(&parts.database_outage),
-            Arc::clone(&shared.board.sink_outage),
-            shared.sink.profile(),
-        ));
-        let wakeup = Arc::new(Notify::new());
-        let leadership = match &parts.elector {
-            Some(elector) => {
-                let leadership = Leadership::elected();
-                elector.join(
-                    database.table().quoted(),
-                    Candidate {
-                        leadership: leadership.clone(),
-                        metrics: Arc::clone(&metrics),
-                        health: Arc::clone(&health),
-                        wakeup: Arc::clone(&wakeup),
-                    },
-                );
-                leadership
-            }
-            None => {
-                metrics.role.set(1);
-                Leadership::always()
-            }
-        };
-        if let Some(channels) = &parts.channels {
-            channels.subscribe(&database, Arc::clone(&wakeup));
-        }
-        shared.board.add(&qualified, Arc::clone(&health));
-        let (trigger, shutdown) = Shutdown::new();
+        let (trigger, context) = table_context(shared, parts, &database);
+        shared.board.add(&qualified, Arc::clone(&context.health));
         let span = tracing::info_span!("table", table = %qualified);
-        let gate = ClaimGate::default();
-        let mut tasks = vec![tokio::spawn(
-            monitor::watch_backlog(
-                database.clone(),
-                (Arc::clone(&metrics), Arc::clone(&health)),
-                config.stats_interval,
-                leadership.clone(),
-                shutdown.clone(),
-            )
-            .instrument(span.clone()),
-        )];
-        if let Some(unit) = partitions {
-            let upkeep = monitor::PartitionUpkeep {
-                database: database.clone(),
-                metrics: Arc::clone(&metrics),
-                unit,
-                retention: config.retention,
-                gate: gate.clone(),
-                leadership: leadership.clone(),
-            };
-            tasks.push(tokio::spawn(
-                monitor::maintain_partitions(upkeep, shutdown.clone()).instrument(span.clone()),
-            ));
-        } else if let Some(retention) = config.retention {
-            tasks.push(tokio::spawn(
-                monitor::enforce_retention(
-                    database.clone(),
-                    Arc::clone(&metrics),
-                    retention,
-                    shutdown.clone(),
-                )
-                .instrument(span.clone()),
-            ));
-        }
-        let mut relay = Relay::new(
-            config,
-            database.clone(),
-            Arc::clone(&shared.sink),
-            (Arc::clone(&metrics), health),
-            wakeup,
-            leadership,
-            gate,
-        );
+        let tasks = spawn_monitors(&database, &config, partitions, &context, &span);
+        let shutdown = context.shutdown.clone();
+        let mut relay = Relay::new(config, database.clone(), Arc::clone(&shared.sink), context);
         if from_pattern {
             relay = relay.release_when_gone(Arc::clone(&parts.rediscover));
         }
@@ -223,4 +154,74 @@ impl TableRelay {
             }
         }
     }
+}
+
+/// A new table's handles: its series, its health, its wake-ups (subscribed
+/// to its NOTIFY channel), its place in the election, and its shutdown.
+fn table_context(
+    shared: &Shared,
+    parts: &SourceParts,
+    database: &Database,
+) -> (ShutdownTrigger, TableContext) {
+    let metrics = Arc::new(shared.families.for_table(&database.qualified_name()));
+    let health = Arc::new(Health::sharing(
+        Arc::clone(&metrics),
+        Arc::clone(&parts.database_outage),
+        Arc::clone(&shared.board.sink_outage),
+        shared.sink.profile(),
+    ));
+    let wakeup = Arc::new(Notify::new());
+    if let Some(channels) = &parts.channels {
+        channels.subscribe(database, Arc::clone(&wakeup));
+    }
+    let (trigger, shutdown) = Shutdown::new();
+    let mut context = TableContext {
+        metrics,
+        health,
+        wakeup,
+        leadership: Leadership::always(),
+        gate: ClaimGate::default(),
+        shutdown,
+    };
+    match &parts.elector {
+        Some(elector) => {
+            context.leadership = Leadership::elected();
+            let candidate = Candidate {
+                leadership: context.leadership.clone(),
+                metrics: Arc::clone(&context.metrics),
+                health: Arc::clone(&context.health),
+                wakeup: Arc::clone(&context.wakeup),
+            };
+            elector.join(database.table().quoted(), candidate);
+        }
+        None => context.metrics.role.set(1),
+    }
+    (trigger, context)
+}
+
+/// The monitors beside a table's loop: the backlog gauges, and partition
+/// upkeep or retention.
+fn spawn_monitors(
+    database: &Database,
+    config: &RelayConfig,
+    partitions: Option<PartitionUnit>,
+    context: &TableContext,
+    span: &tracing::Span,
+) -> Vec<JoinHandle<()>> {
+    let backlog = monitor::watch_backlog(database.clone(), context.clone(), config.stats_interval);
+    let mut tasks = vec![tokio::spawn(backlog.instrument(span.clone()))];
+    if let Some(unit) = partitions {
+        let upkeep = monitor::PartitionUpkeep {
+            database: database.clone(),
+            context: context.clone(),
+            unit,
+            retention: config.retention,
+        };
+        let upkeep = monitor::maintain_partitions(upkeep);
+        tasks.push(tokio::spawn(upkeep.instrument(span.clone())));
+    } else if let Some(retention) = config.retention {
+        let retention = monitor::enforce_retention(database.clone(), context.clone(), retention);
+        tasks.push(tokio::spawn(retention.instrument(span.clone())));
+    }
+    tasks
 }
