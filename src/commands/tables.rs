@@ -50,8 +50,11 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
             .as_deref()
             .unwrap_or("(from --kafka-brokers)")
     );
-    let mut problems = Vec::new();
-    let mut named: Vec<(String, String, String)> = Vec::new();
+    let mut report = CheckReport {
+        file,
+        problems: Vec::new(),
+        named: Vec::new(),
+    };
     for source in &loaded.sources {
         println!(
             "source {} (line {}, pool of {})",
@@ -63,12 +66,41 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
             }
             continue;
         }
+        report.check_source(source).await?;
+    }
+    if let Err(error) = refuse_shared_tables(std::mem::take(&mut report.named)) {
+        report.problems.push(format!("{}: {error}", file.display()));
+    }
+    match report.problems.as_slice() {
+        [] => Ok(()),
+        [one] => Err(Error::ConfigFile(one.clone())),
+        [first, rest @ ..] => Err(Error::ConfigFile(format!(
+            "{first} (and {} more problems)",
+            rest.len()
+        ))),
+    }
+}
+
+/// What `tables check` found so far.
+struct CheckReport<'a> {
+    file: &'a Path,
+    problems: Vec<String>,
+    /// (database, table, where it is named), to find a table named twice.
+    named: Vec<(String, String, String)>,
+}
+
+impl CheckReport<'_> {
+    /// Check one source's tables against its database: names are found,
+    /// patterns count their matches now.
+    async fn check_source(&mut self, source: &Source) -> Result<()> {
+        let file = self.file.display();
         let database = source.open_pool(POOL_SIZE)?;
         let resolved = match resolve(&database, source, true).await {
             Ok(resolved) => resolved,
             Err(error) => {
-                problems.push(format!("{}:{}: {error}", file.display(), source.line));
-                continue;
+                self.problems
+                    .push(format!("{file}:{}: {error}", source.line));
+                return Ok(());
             }
         };
         for (index, entry) in source.tables.iter().enumerate() {
@@ -77,7 +109,7 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
                 TableSelector::Pattern(pattern) => {
                     println!("  {pattern}  line {}: {count} tables match now", entry.line);
                     if count == 0 {
-                        eprintln!("warning: {}:{}: pattern {pattern} matches no table yet; tables created later are served within the discovery interval", file.display(), entry.line);
+                        eprintln!("warning: {file}:{}: pattern {pattern} matches no table yet; tables created later are served within the discovery interval", entry.line);
                     }
                 }
                 TableSelector::Name(name) => {
@@ -87,37 +119,24 @@ pub async fn check(file: &Path, offline: bool) -> Result<()> {
                         Ok(()) => {
                             println!("  {}  line {}: found", table.qualified_name(), entry.line)
                         }
-                        Err(error) => {
-                            problems.push(format!("{}:{}: {error}", file.display(), entry.line))
-                        }
+                        Err(error) => self
+                            .problems
+                            .push(format!("{file}:{}: {error}", entry.line)),
                     }
                 }
             }
         }
         for (table, reason) in resolved.refused {
-            eprintln!(
-                "warning: {}: table {table} is not served: {reason}",
-                file.display()
-            );
+            eprintln!("warning: {file}: table {table} is not served: {reason}");
         }
         for (name, found) in &resolved.found {
-            named.push((
+            self.named.push((
                 database.target().to_owned(),
                 name.clone(),
                 format!("line {}", source.tables[found.entry].line),
             ));
         }
-    }
-    if let Err(error) = refuse_shared_tables(named) {
-        problems.push(format!("{}: {error}", file.display()));
-    }
-    match problems.as_slice() {
-        [] => Ok(()),
-        [one] => Err(Error::ConfigFile(one.clone())),
-        [first, rest @ ..] => Err(Error::ConfigFile(format!(
-            "{first} (and {} more problems)",
-            rest.len()
-        ))),
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Every metric family the relay exports, as data: name (with the
 //! `outbox_` prefix and base unit), help text, labels and buckets.
-//! [`super::metrics::MetricFamilies`] builds its families from these.
+//! The metrics module builds its families from these.
 
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 

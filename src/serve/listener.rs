@@ -129,67 +129,16 @@ async fn listen_once(
     backoff: &mut OutageBackoff,
     connected_before: &mut bool,
 ) -> Result<()> {
-    let (client, mut connection) = database.connect_dedicated().await?;
-    let (notified, mut notifications) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
-            match message {
-                Ok(AsyncMessage::Notification(notification)) => {
-                    if notified.send(notification.channel().to_owned()).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    });
-    let subscribe = |e: tokio_postgres::Error| Error::database("subscribing with LISTEN", &e);
-    let outcome = async {
-        client
-            .batch_execute(&database.sql().listen_for_tables)
-            .await
-            .map_err(subscribe)?;
-        // Channel -> its UNLISTEN, for the tables subscribed on this session.
-        let mut listening: BTreeMap<String, String> = BTreeMap::new();
-        loop {
-            let changed = channels.changed.notified();
-            let (listen, unlisten) = changes(channels, &listening);
-            for channel in unlisten {
-                if let Some(statement) = listening.remove(&channel) {
-                    client.batch_execute(&statement).await.map_err(subscribe)?;
-                }
-            }
-            for (channel, subscription) in listen {
-                client
-                    .batch_execute(&subscription.listen)
-                    .await
-                    .map_err(subscribe)?;
-                listening.insert(channel, subscription.unlisten);
-                subscription.wakeup.notify_one();
-            }
-            if !*connected_before {
-                tracing::info!(
-                    channels = listening.len(),
-                    "listening for insert notifications"
-                );
-            }
-            *connected_before = true;
-            backoff.reset();
-            tokio::select! {
-                () = changed => {}
-                channel = notifications.recv() => match channel {
-                    Some(channel) => channels.wake(&channel),
-                    None => return Ok(()),
-                },
-            }
-            while let Ok(channel) = notifications.try_recv() {
-                channels.wake(&channel);
-            }
-        }
-    }
-    .await;
+    let (client, connection) = database.connect_dedicated().await?;
+    let (driver, mut notifications) = drive(connection);
+    let session = Session {
+        client: &client,
+        channels,
+        listening: BTreeMap::new(),
+    };
+    let outcome = session
+        .follow(database, &mut notifications, backoff, connected_before)
+        .await;
     if outcome.is_err() {
         driver.abort();
         return outcome;
@@ -204,5 +153,108 @@ async fn listen_once(
             action: "listening for notifications",
             reason: e.to_string(),
         }),
+    }
+}
+
+type Driver = tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>;
+
+/// Drive the dedicated connection on a task of its own, passing on the
+/// channel of every notification; the task ends when the connection does.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+) -> (Driver, mpsc::UnboundedReceiver<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (notified, notifications) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if notified.send(notification.channel().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    (driver, notifications)
+}
+
+/// One LISTEN session: the channels it listens on follow the subscribed
+/// tables.
+struct Session<'a> {
+    client: &'a tokio_postgres::Client,
+    channels: &'a Channels,
+    /// Channel -> its UNLISTEN, for the tables subscribed on this session.
+    listening: BTreeMap<String, String>,
+}
+
+fn subscribe_error(e: tokio_postgres::Error) -> Error {
+    Error::database("subscribing with LISTEN", &e)
+}
+
+impl Session<'_> {
+    /// Listen, and wake each table its notifications name, until the
+    /// connection ends (`Ok`) or a statement fails.
+    async fn follow(
+        mut self,
+        database: &Database,
+        notifications: &mut mpsc::UnboundedReceiver<String>,
+        backoff: &mut OutageBackoff,
+        connected_before: &mut bool,
+    ) -> Result<()> {
+        self.client
+            .batch_execute(&database.sql().listen_for_tables)
+            .await
+            .map_err(subscribe_error)?;
+        loop {
+            let changed = self.channels.changed.notified();
+            self.apply_changes().await?;
+            if !*connected_before {
+                tracing::info!(
+                    channels = self.listening.len(),
+                    "listening for insert notifications"
+                );
+            }
+            *connected_before = true;
+            backoff.reset();
+            tokio::select! {
+                () = changed => {}
+                channel = notifications.recv() => match channel {
+                    Some(channel) => self.channels.wake(&channel),
+                    None => return Ok(()),
+                },
+            }
+            while let Ok(channel) = notifications.try_recv() {
+                self.channels.wake(&channel);
+            }
+        }
+    }
+
+    /// LISTEN to the tables subscribed since, UNLISTEN the ones gone.
+    async fn apply_changes(&mut self) -> Result<()> {
+        let (listen, unlisten) = changes(self.channels, &self.listening);
+        for channel in unlisten {
+            if let Some(statement) = self.listening.remove(&channel) {
+                self.client
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(subscribe_error)?;
+            }
+        }
+        for (channel, subscription) in listen {
+            self.client
+                .batch_execute(&subscription.listen)
+                .await
+                .map_err(subscribe_error)?;
+            self.listening.insert(channel, subscription.unlisten);
+            subscription.wakeup.notify_one();
+        }
+        Ok(())
     }
 }

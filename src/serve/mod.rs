@@ -57,7 +57,7 @@ pub struct Stops<G, F> {
     pub forced: F,
 }
 
-/// Check the plan, the databases, every table and Kafka, then relay until a
+/// Check the plan, the databases, every table and the sink, then relay until a
 /// stop is requested; then stop claiming, finish, flush and return within
 /// `shutdown_timeout` (at once on a second request).
 pub async fn run<G, F, FF>(config: RelayConfig, stops: Stops<G, F>) -> Result<()>
@@ -75,17 +75,7 @@ where
         shutdown,
         config,
     });
-    let mut sources = Vec::new();
-    for source in plan.sources.clone() {
-        let mut runtime = SourceRuntime::open(source, &shared)?;
-        runtime.check(&shared).await?;
-        sources.push(runtime);
-    }
-    source::refuse_shared_tables(sources.iter().flat_map(|s| s.checked_tables()).collect())?;
-    shared
-        .sink
-        .check_reachable(shared.config.kafka_startup_timeout)
-        .await?;
+    let mut sources = check_sources(&plan, &shared).await?;
     let listener_socket = http::bind(&shared.config.metrics_addr).await?;
     let bound = listener_socket.local_addr().map_or_else(
         |_| shared.config.metrics_addr.to_string(),
@@ -96,19 +86,7 @@ where
         Arc::clone(&shared.families),
         Arc::clone(&shared.board),
     ));
-    let mut watchers = vec![tokio::spawn(monitor::watch_sink(
-        Arc::clone(&shared.sink),
-        Arc::clone(&shared.board),
-        SINK_PROBE_INTERVAL,
-        shared.shutdown.clone(),
-    ))];
-    if !shared.config.summary_interval.is_zero() {
-        watchers.push(tokio::spawn(crate::observe::summary::log_periodically(
-            Arc::clone(&shared.families),
-            shared.config.summary_interval,
-            shared.shutdown.clone(),
-        )));
-    }
+    let watchers = spawn_watchers(&shared);
     for source in &mut sources {
         source.launch(&shared);
     }
@@ -140,6 +118,42 @@ where
         ))
     );
     outcome
+}
+
+/// Open and check every source and its tables, then the sink: nothing is
+/// served until all of them passed.
+async fn check_sources(plan: &Plan, shared: &Arc<Shared>) -> Result<Vec<SourceRuntime>> {
+    let mut sources = Vec::new();
+    for source in plan.sources.clone() {
+        let mut runtime = SourceRuntime::open(source, shared)?;
+        runtime.check(shared).await?;
+        sources.push(runtime);
+    }
+    source::refuse_shared_tables(sources.iter().flat_map(|s| s.checked_tables()).collect())?;
+    shared
+        .sink
+        .check_reachable(shared.config.kafka_startup_timeout)
+        .await?;
+    Ok(sources)
+}
+
+/// The process-wide watchers: the sink's readiness probe, and the periodic
+/// summary line.
+fn spawn_watchers(shared: &Shared) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut watchers = vec![tokio::spawn(monitor::watch_sink(
+        Arc::clone(&shared.sink),
+        Arc::clone(&shared.board),
+        SINK_PROBE_INTERVAL,
+        shared.shutdown.clone(),
+    ))];
+    if !shared.config.summary_interval.is_zero() {
+        watchers.push(tokio::spawn(crate::observe::summary::log_periodically(
+            Arc::clone(&shared.families),
+            shared.config.summary_interval,
+            shared.shutdown.clone(),
+        )));
+    }
+    watchers
 }
 
 /// Look the patterns up again on their schedule until the stop; then stop

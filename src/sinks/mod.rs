@@ -19,9 +19,9 @@ pub(crate) mod outcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::KafkaOption;
 use crate::error::Result;
 pub use destinations::{DestinationState, KnownDestinations};
+use kafka::KafkaOption;
 pub use message::{prepare, CloudEvents, Message, MessageFormat};
 pub use outcome::{BoxFuture, Delivery, Disposition, FailureReason, Pending, Rejected};
 

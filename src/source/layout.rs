@@ -125,38 +125,7 @@ impl Layout {
         topic_template: Option<&str>,
     ) -> Result<Layout, LayoutError> {
         let mut layout = Layout::preset(preset);
-        let mut mapped = BTreeMap::new();
-        let mut unmapped = Vec::new();
-        for flag in columns {
-            let (role_name, column) = match flag.split_once('=') {
-                // `headers=`: the table has no such column.
-                Some((role, "")) if OPTIONAL_ROLES.iter().any(|r| r.name() == role) => {
-                    let role = Role::parse(role).expect("an optional role is a role");
-                    if unmapped.contains(&role) || mapped.contains_key(&role) {
-                        return Err(error(format!(
-                            "--column: role {role} is mapped twice; map each role once",
-                            role = role.name()
-                        )));
-                    }
-                    unmapped.push(role);
-                    continue;
-                }
-                _ => split_pair("--column", flag, "role=column")?,
-            };
-            let role = Role::parse(role_name).ok_or_else(|| {
-                let roles: Vec<&str> = Role::ALL.iter().map(|(_, n)| *n).collect();
-                error(format!(
-                    "--column {flag}: unknown role {role_name:?}; roles are {}",
-                    roles.join(", ")
-                ))
-            })?;
-            check_column_name(flag, column)?;
-            if mapped.insert(role, column.to_owned()).is_some() || unmapped.contains(&role) {
-                return Err(error(format!(
-                    "--column: role {role_name} is mapped twice; map each role once"
-                )));
-            }
-        }
+        let (mut mapped, unmapped) = column_flags(columns)?;
         if let Some(template) = topic_template {
             if mapped.contains_key(&Role::Topic) {
                 return Err(error(
@@ -374,57 +343,68 @@ impl Default for ColumnSql {
     }
 }
 
+/// The `--column role=column` flags: the roles mapped to a column, and the
+/// optional roles mapped to none (`headers=`). Each role once.
+fn column_flags(columns: &[String]) -> Result<(BTreeMap<Role, String>, Vec<Role>), LayoutError> {
+    let mut mapped = BTreeMap::new();
+    let mut unmapped = Vec::new();
+    for flag in columns {
+        let (role_name, column) = match flag.split_once('=') {
+            // `headers=`: the table has no such column.
+            Some((role, "")) if OPTIONAL_ROLES.iter().any(|r| r.name() == role) => {
+                let role = Role::parse(role).expect("an optional role is a role");
+                if unmapped.contains(&role) || mapped.contains_key(&role) {
+                    return Err(error(format!(
+                        "--column: role {role} is mapped twice; map each role once",
+                        role = role.name()
+                    )));
+                }
+                unmapped.push(role);
+                continue;
+            }
+            _ => split_pair("--column", flag, "role=column")?,
+        };
+        let role = Role::parse(role_name).ok_or_else(|| {
+            let roles: Vec<&str> = Role::ALL.iter().map(|(_, n)| *n).collect();
+            error(format!(
+                "--column {flag}: unknown role {role_name:?}; roles are {}",
+                roles.join(", ")
+            ))
+        })?;
+        check_column_name(flag, column)?;
+        if mapped.insert(role, column.to_owned()).is_some() || unmapped.contains(&role) {
+            return Err(error(format!(
+                "--column: role {role_name} is mapped twice; map each role once"
+            )));
+        }
+    }
+    Ok((mapped, unmapped))
+}
+
 fn resolve_types(
     layout: &Layout,
     table: &str,
     types: &ColumnTypes,
 ) -> Result<Resolved, LayoutError> {
-    let type_of = |column: &str| types.get(column).map(String::as_str).unwrap_or("");
-    let unsupported = |role: &str, column: &str, allowed: &str| {
-        error(format!(
-            "table {table}: the {role} column {column} has type {}, which the relay cannot send; use {allowed}",
-            type_of(column)
-        ))
-    };
+    let columns = Columns { table, types };
     let payload_column = layout.column(Role::Payload).unwrap_or("payload");
-    let payload = match type_of(payload_column) {
-        "jsonb" | "json" => PayloadKind::Json,
-        "bytea" => PayloadKind::Bytes,
-        "text" | "character varying" => PayloadKind::Text,
-        _ => {
-            return Err(unsupported(
-                "payload",
-                payload_column,
-                "jsonb, json, bytea, text or varchar",
-            ))
-        }
-    };
+    let payload = columns.payload_kind(payload_column)?;
     let key_column = layout.column(Role::Key).unwrap_or("message_key");
-    let (key, key_bytes) = match type_of(key_column) {
-        "text" | "character varying" | "bytea" => (quote(key_column), quote(key_column)),
-        "uuid" | "smallint" | "integer" | "bigint" => {
-            (quote(key_column), format!("{}::text", quote(key_column)))
-        }
-        _ => {
-            return Err(unsupported(
-                "key",
-                key_column,
-                "text, varchar, bytea, uuid or an integer",
-            ))
-        }
-    };
+    let (key, key_bytes) = columns.key_sql(key_column)?;
     let sequence = layout.column(Role::Sequence).unwrap_or("id");
-    if !matches!(type_of(sequence), "bigint" | "integer") {
-        return Err(unsupported(
-            "sequence",
-            sequence,
-            "a bigint column (`migrate --adopt` adds one: map --column sequence=<new column>)",
-        ));
-    }
+    columns.require(
+        "sequence",
+        sequence,
+        &["bigint", "integer"],
+        "a bigint column (`migrate --adopt` adds one: map --column sequence=<new column>)",
+    )?;
     let event_id = layout.column(Role::EventId).unwrap_or("event_id");
-    if !matches!(type_of(event_id), "uuid" | "text" | "character varying") {
-        return Err(unsupported("event_id", event_id, "uuid, text or varchar"));
-    }
+    columns.require(
+        "event_id",
+        event_id,
+        &["uuid", "text", "character varying"],
+        "uuid, text or varchar",
+    )?;
     let headers = headers_sql(layout, types, table)?;
     Ok(Resolved {
         payload,
@@ -441,11 +421,70 @@ fn resolve_types(
                 _ => "NULL::text".to_owned(),
             },
             headers,
-            payload_type: declared(type_of(payload_column)),
-            key_type: declared(layout.column(Role::Key).map_or("text", type_of)),
+            payload_type: declared(columns.type_of(payload_column)),
+            key_type: declared(
+                layout
+                    .column(Role::Key)
+                    .map_or("text", |c| columns.type_of(c)),
+            ),
             partitioned: false,
         },
     })
+}
+
+/// A table's column types, checked against what each role can carry.
+struct Columns<'a> {
+    table: &'a str,
+    types: &'a ColumnTypes,
+}
+
+impl Columns<'_> {
+    fn type_of(&self, column: &str) -> &str {
+        self.types.get(column).map(String::as_str).unwrap_or("")
+    }
+
+    fn unsupported(&self, role: &str, column: &str, allowed: &str) -> LayoutError {
+        error(format!(
+            "table {}: the {role} column {column} has type {}, which the relay cannot send; use {allowed}",
+            self.table,
+            self.type_of(column)
+        ))
+    }
+
+    /// Refuse `column` unless its type is one of `types`.
+    fn require(
+        &self,
+        role: &str,
+        column: &str,
+        types: &[&str],
+        allowed: &str,
+    ) -> Result<(), LayoutError> {
+        if types.contains(&self.type_of(column)) {
+            Ok(())
+        } else {
+            Err(self.unsupported(role, column, allowed))
+        }
+    }
+
+    fn payload_kind(&self, column: &str) -> Result<PayloadKind, LayoutError> {
+        match self.type_of(column) {
+            "jsonb" | "json" => Ok(PayloadKind::Json),
+            "bytea" => Ok(PayloadKind::Bytes),
+            "text" | "character varying" => Ok(PayloadKind::Text),
+            _ => Err(self.unsupported("payload", column, "jsonb, json, bytea, text or varchar")),
+        }
+    }
+
+    /// The key column as selected, and as bytes for the per-key rule.
+    fn key_sql(&self, column: &str) -> Result<(String, String), LayoutError> {
+        match self.type_of(column) {
+            "text" | "character varying" | "bytea" => Ok((quote(column), quote(column))),
+            "uuid" | "smallint" | "integer" | "bigint" => {
+                Ok((quote(column), format!("{}::text", quote(column))))
+            }
+            _ => Err(self.unsupported("key", column, "text, varchar, bytea, uuid or an integer")),
+        }
+    }
 }
 
 fn declared(type_name: &str) -> &'static str {

@@ -304,26 +304,35 @@ impl Database {
             }
             let suffix = partition.name[stem.len() + 1..].to_owned();
             let drop = DROP.replace("{{partition}}", &self.table().quoted_sibling(&suffix));
-            match connection.batch_execute(&drop).await {
-                Ok(()) => report.dropped.push(partition.name),
-                Err(error) => {
-                    let _ = connection.batch_execute("ROLLBACK").await;
-                    use tokio_postgres::error::SqlState;
-                    match error.code() {
-                        // Locked by a reader (lock_timeout), or a row became
-                        // unpublished since the look above: next pass.
-                        Some(code)
-                            if *code == SqlState::LOCK_NOT_AVAILABLE
-                                || *code == SqlState::OBJECT_IN_USE =>
-                        {
-                            report.busy.push(partition.name)
-                        }
-                        _ => return Err(Error::database("dropping an old partition", &error)),
-                    }
-                }
+            match drop_partition(&connection, &drop).await? {
+                true => report.dropped.push(partition.name),
+                false => report.busy.push(partition.name),
             }
         }
         Ok(report)
+    }
+}
+
+/// Run one partition's `drop`: whether it was dropped (`false`: it was busy,
+/// for the next pass).
+async fn drop_partition(connection: &tokio_postgres::Client, drop: &str) -> Result<bool> {
+    use tokio_postgres::error::SqlState;
+    match connection.batch_execute(drop).await {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            let _ = connection.batch_execute("ROLLBACK").await;
+            match error.code() {
+                // Locked by a reader (lock_timeout), or a row became
+                // unpublished since the look above: next pass.
+                Some(code)
+                    if *code == SqlState::LOCK_NOT_AVAILABLE
+                        || *code == SqlState::OBJECT_IN_USE =>
+                {
+                    Ok(false)
+                }
+                _ => Err(Error::database("dropping an old partition", &error)),
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub struct Sql {
     /// The expressions rendered into the statements.
     pub columns: ColumnSql,
     /// Behind a transaction-mode pooler: statements run unnamed (nothing
-    /// prepared outlives a transaction), see `db::queries`.
+    /// prepared outlives a transaction), see `source::queries`.
     pub pooler_safe: bool,
     pub migrations: Vec<(&'static str, String)>,
     pub notify_trigger: String,

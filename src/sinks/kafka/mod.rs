@@ -12,7 +12,7 @@ mod sink;
 
 pub use defaults::producer_defaults_help;
 pub use message::RecordTimestamp;
-pub use options::read_properties;
+pub use options::{read_properties, KafkaOption, OptionOrigin};
 pub use publisher::Publisher;
 #[cfg(test)]
 pub use sink::KAFKA;

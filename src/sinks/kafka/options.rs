@@ -8,10 +8,55 @@
 //! references are resolved only into the configuration handed to
 //! librdkafka, never into anything that is printed.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use crate::config::{KafkaOption, OptionOrigin};
 use crate::error::{Error, Result};
+
+/// One librdkafka option, `key=value`, and where the user gave it. Its
+/// `Debug` hides the values of passwords and secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaOption {
+    pub key: String,
+    pub value: String,
+    pub origin: OptionOrigin,
+}
+
+/// Where an option was given, so an error about it says where to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OptionOrigin {
+    /// `--kafka-option` (or `OUTBOX_KAFKA_OPTIONS`).
+    #[default]
+    Flag,
+    /// A `client.properties` file, or the configuration file's `[kafka]`.
+    File(PathBuf),
+}
+
+impl fmt::Display for OptionOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionOrigin::Flag => f.write_str("--kafka-option"),
+            OptionOrigin::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl KafkaOption {
+    /// librdkafka options whose values are secrets.
+    pub fn is_secret(&self) -> bool {
+        let key = self.key.to_ascii_lowercase();
+        ["password", "secret", "sasl.jaas.config", "key.pem", "token"]
+            .iter()
+            .any(|marker| key.contains(marker))
+    }
+}
+
+impl fmt::Debug for KafkaOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.is_secret() { "***" } else { &self.value };
+        write!(f, "{}={value:?}", self.key)
+    }
+}
 
 /// The options of a properties file: `key=value` (or `key: value`) lines,
 /// `#` and `!` comments, blank lines ignored.

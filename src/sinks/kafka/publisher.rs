@@ -18,8 +18,8 @@ use super::defaults::PRODUCER_DEFAULTS;
 use super::failure::failed;
 use super::message::{headers, timestamp, RecordTimestamp};
 use super::options::resolve;
+use super::options::KafkaOption;
 use super::security::{check_files, security_failure, GivenOptions, SecurityFailure};
-use crate::config::KafkaOption;
 use crate::error::{Error, Result};
 use crate::sinks::message::Message;
 use crate::sinks::outcome::{Delivery, Disposition, FailureReason, Pending};
@@ -388,7 +388,7 @@ mod tests {
             .map(|(key, value)| KafkaOption {
                 key: key.to_string(),
                 value: value.to_string(),
-                origin: crate::config::OptionOrigin::Flag,
+                origin: crate::sinks::kafka::OptionOrigin::Flag,
             })
             .collect()
     }

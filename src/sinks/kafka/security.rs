@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::config::{KafkaOption, OptionOrigin};
+use super::options::{KafkaOption, OptionOrigin};
 use crate::error::Error;
 
 /// What kind of security failure an error event reports.
