@@ -146,6 +146,7 @@ async fn run() -> serde_json::Value {
                 "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
                 "drain_broker_cpu_seconds": one.broker_cpu_seconds,
                 "drain_relay_cpu_seconds": one.cpu_seconds,
+                "drain_relay_peak_rss_mib": round(one.peak_rss_mib),
             });
         }
         Ok("wal-level") => {

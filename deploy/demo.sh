@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command: bring up a local PostgreSQL and a Kafka-protocol
+# A local demo: bring up a local PostgreSQL and a Kafka-protocol
 # broker (Tansu), migrate, start the relay, insert demo events inside a
 # transaction (and one that rolls back), then show them arriving in Kafka and
 # in /metrics. Everything stops when the script ends.

@@ -1,29 +1,31 @@
-//! outbox-relay: moves committed rows of a PostgreSQL outbox table to Kafka,
-//! at least once and in order per key.
+//! outbox-relay: moves committed rows of a PostgreSQL outbox table to a
+//! message broker, at least once and in order per key.
 //!
-//! # Layout
+//! # Map
 //!
-//! The data path is claim → publish → record, each batch in one transaction:
+//! The data path is claim → send → record, each batch in one transaction.
+//! Each folder is one part of the design:
 //!
-//! - [`db`] claims due rows (`FOR UPDATE SKIP LOCKED`, per-key rule in the
-//!   SQL) and records results; [`db::queries`] is the typed query layer, one
-//!   function per file in `sql/queries/`, rendered for the table by `sql`;
-//! - `kafka` turns rows into messages, produces them and classifies
-//!   failures; its producer defaults are defined once, in `kafka::defaults`;
-//! - `relay` is the loop: `relay::step` decides (claim, drain, wait, back
-//!   off, stop), `relay::outcome` decides each row's fate from its delivery
-//!   report, `relay::telemetry` reports (metrics, logs, health);
-//! - [`config`] is the one configuration type, parsed by clap ([`cli`]);
-//!   [`commands`] runs each subcommand; `listener` wakes the loop on NOTIFY;
-//!   `monitor` keeps the backlog gauges, probes, retention and a
-//!   partitioned table's partitions (`db::partitions`); `leader` elects the
-//!   replica that claims; `http`, `health` and `metrics` serve `/metrics`,
-//!   `/healthz` and `/readyz`; `open_claims` times the claim transactions
-//!   held open, and `claim_gate` lets a partition drop run between claims.
+//! | folder | owns |
+//! |---|---|
+//! | [`source`] | PostgreSQL: the typed queries (one per file in `sql/queries/`), the claim and its record, migrate and adopt, partitions, the table layout, table names and patterns |
+//! | `sinks` | the brokers, behind one seam: `sinks::Sink` and `sinks::Channel`, the sink-neutral message and outcome, and one folder per sink (`sinks/kafka/`) |
+//! | `relay` | the loop of one table: `step` decides (claim, wait, back off, stop), `outcome` decides each row's fate, `batch` claims, sends and records, `telemetry` reports |
+//! | [`serve`] | `run`: the plan, the sources and their tables, leader election, LISTEN wake-ups, the claim gate, open claims, the background monitors and shutdown |
+//! | `observe` | what operators see: metric definitions and families, health and readiness, the HTTP server, the `status` rendering and the summary line |
+//! | [`config`] | the one configuration type, its command line (`config::cli`) and its file (`config::file`) |
+//! | [`commands`] | one function per subcommand |
 //!
-//! The binary is a thin shell over [`commands::execute`]; [`db`] is public so
-//! the query-level tests and the benchmark can drive the database layer
-//! directly.
+//! A new sink is a folder under `sinks/` that implements the seam and joins
+//! the conformance suite (`tests/conformance/`); a new statement is a file
+//! in `sql/queries/` with its function in `source::queries`; a new metric is
+//! a definition in `observe/definitions.rs`.
+//!
+//! The data path's imports go one way, `commands` → `serve` → `relay` →
+//! `sinks`, `source` and `observe`, and no module imports one that imports
+//! it back. The binary is a thin
+//! shell over [`commands::execute`]; [`source`] is public so the query-level
+//! tests and the benchmark can drive the database layer directly.
 
 pub mod commands;
 pub mod config;

@@ -3,8 +3,8 @@
 //! row arrives, no rolled-back row does, per-key order holds, duplicates are
 //! counted and bounded.
 //!
-//! Each test prints one `FAULT …` line with its numbers (see the README's
-//! "Faults we test"). `OUTBOX_FAULTS_LONG=1` runs the long variants (30 s
+//! Each test prints one `FAULT …` line with its numbers (see "Faults we
+//! test" in docs/testing.md). `OUTBOX_FAULTS_LONG=1` runs the long variants (30 s
 //! outages, 60 s of competing relays); the default is a short form for CI.
 
 mod common;

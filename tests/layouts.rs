@@ -308,7 +308,7 @@ async fn a_debezium_table_is_adopted_and_relayed_as_debeziums_router_would() {
 
 #[tokio::test]
 async fn adopting_a_busy_table_blocks_no_writer_loses_no_row_and_is_idempotent() {
-    // OUTBOX_ADOPT_ROWS=1000000 gives the README's measurement.
+    // OUTBOX_ADOPT_ROWS=1000000 gives the measurement in docs/table-contract.md.
     let old_rows: i32 = std::env::var("OUTBOX_ADOPT_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    assert_success, brokers, connect, create_topic, database_url, free_port, try_connect,
-    unique_name, wait_for, RelayProcess, BINARY,
+    assert_success, binary, brokers, connect, create_topic, database_url, free_port, try_connect,
+    unique_name, wait_for, RelayProcess,
 };
 
 /// A row for [`TestEnv::insert`].
@@ -95,7 +95,7 @@ impl TestEnv {
 
     /// `outbox-relay <args> --database-url … --table …`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .args(args)
             .args([
@@ -233,7 +233,7 @@ impl TestEnv {
     /// Start `outbox-relay run <args>`: the databases, tables and brokers
     /// come from `args` (a `--config` file, a pattern).
     pub fn start_relay_bare(&self, args: &[&str]) -> RelayProcess {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .arg("run")
             .args(args)

@@ -35,6 +35,12 @@ pub use reader::{Received, TopicReader};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_outbox-relay");
 
+/// The relay binary the kit runs: this build's, unless `OUTBOX_RELAY_BINARY`
+/// names another (the benchmark measures two builds side by side so).
+pub fn binary() -> String {
+    std::env::var("OUTBOX_RELAY_BINARY").unwrap_or_else(|_| BINARY.to_owned())
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn required_env(name: &str) -> String {

@@ -1,5 +1,5 @@
 //! The relay's librdkafka producer defaults, defined once: the producer
-//! applies them, `run --help` lists them, and a test checks that the README's
+//! applies them, `run --help` lists them, and a test checks that docs/configuration.md's
 //! table says the same.
 
 /// Applied before (and so under) every `--kafka-option`.
@@ -35,12 +35,12 @@ pub fn producer_defaults_help() -> String {
 mod tests {
     use super::*;
 
-    /// The rows of the README table under "Producer defaults": `| key | value | why |`.
+    /// The rows of the table under "Producer defaults" in docs/configuration.md: `| key | value | why |`.
     fn readme_defaults() -> Vec<(String, String)> {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/configuration.md");
         let section = readme
             .split_once("Producer defaults")
-            .expect("the README has a \"Producer defaults\" table")
+            .expect("docs/configuration.md has a \"Producer defaults\" table")
             .1;
         section
             .lines()
