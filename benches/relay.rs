@@ -51,7 +51,8 @@
 //! OUTBOX_BENCH_RELAY_ARGS (extra `run` flags, space-separated, e.g.
 //! `--kafka-option linger.ms=5`; one of the benchmark's own flags given
 //! there replaces it), OUTBOX_BENCH_FETCH_WAIT_MS (the latency
-//! consumer's fetch.wait.max.ms, 1).
+//! consumer's fetch.wait.max.ms, 1), OUTBOX_RELAY_BINARY (another build of
+//! the relay to measure, for side-by-side comparisons).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

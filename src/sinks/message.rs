@@ -8,6 +8,7 @@
 //! (the relay's event id is the one consumers dedup on). A row whose headers
 //! are not such an object is rejected here, before anything is sent.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::outcome::{FailureReason, Rejected};
@@ -30,7 +31,7 @@ pub struct Message {
     pub payload: Option<Vec<u8>>,
     /// `application/json` for json and jsonb payloads; for bytea and text,
     /// the configured CloudEvents content type, if any.
-    pub content_type: Option<String>,
+    pub content_type: Option<Cow<'static, str>>,
     /// The row's headers, in the order stored, without `id`.
     pub headers: Vec<(String, String)>,
     /// The row's `created_at`.
@@ -85,8 +86,10 @@ pub fn prepare(row: &OutboxRow, format: &MessageFormat) -> Result<Message, Rejec
     };
     let cloudevents = format.cloudevents.as_ref();
     let content_type = match format.payload {
-        PayloadKind::Json => Some("application/json".to_owned()),
-        PayloadKind::Text | PayloadKind::Bytes => cloudevents.and_then(|c| c.content_type.clone()),
+        PayloadKind::Json => Some(Cow::Borrowed("application/json")),
+        PayloadKind::Text | PayloadKind::Bytes => cloudevents
+            .and_then(|c| c.content_type.clone())
+            .map(Cow::Owned),
     };
     Ok(Message {
         id: row.event_id.clone(),
