@@ -446,10 +446,20 @@ struct Outage {
     relay_flags: &'static [&'static str],
 }
 
+/// What a broker restart under load came to.
+struct Restarted {
+    /// How long publishing took to resume after the broker was back.
+    resumed_after: Duration,
+    /// The outside check.
+    verdict: load::Verdict,
+    /// Acks without an offset, whose rows were sent again.
+    unconfirmed: f64,
+    log: String,
+}
+
 /// Rows committed → published while the broker goes down and comes back
-/// under load; returns how long publishing took to resume after the broker
-/// was back, the verdict of the outside check, and the relay's log.
-async fn through_a_broker_restart(outage: Outage) -> (Duration, load::Verdict, String) {
+/// under load.
+async fn through_a_broker_restart(outage: Outage) -> Restarted {
     let broker = PrivateApacheKafka::start().await;
     let mut env = TestEnv::new().await;
     env.brokers = broker.address();
@@ -476,13 +486,27 @@ async fn through_a_broker_restart(outage: Outage) -> (Duration, load::Verdict, S
     let resumed_after = back.elapsed();
     let verdict = load::stop_drain_and_verify(&env, load, &topic).await;
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
-    (resumed_after, verdict, relay.log_text())
+    let unconfirmed = relay
+        .metric("outbox_publish_failures_total{reason=\"unconfirmed\"}")
+        .await
+        .unwrap_or_default();
+    Restarted {
+        resumed_after,
+        verdict,
+        unconfirmed,
+        log: relay.log_text(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_and_restarted_under_load_loses_and_burns_nothing_and_publishing_resumes_at_once(
 ) {
-    let (resumed_after, verdict, log) = through_a_broker_restart(Outage {
+    let Restarted {
+        resumed_after,
+        verdict,
+        log,
+        ..
+    } = through_a_broker_restart(Outage {
         kill: true,
         // Long enough for librdkafka's reconnect backoff to reach its ceiling.
         down_for: Duration::from_secs(15),
@@ -502,10 +526,13 @@ async fn a_broker_killed_and_restarted_under_load_loses_and_burns_nothing_and_pu
 /// Retries of one send are deduplicated by the broker; a send that times out
 /// (an outage longer than `message.timeout.ms`) has an unknown fate, and its
 /// row is sent again (at least once). The timeouts here are generous, so the
-/// outage stays within them on a slow machine too.
+/// outage stays within them on a slow machine too. One case remains: a retry
+/// whose first copy the broker had kept is acknowledged without an offset,
+/// which the relay cannot tell from "possibly persisted", so it sends the row
+/// again: every duplicate must be such a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_idempotent_producer_sends_no_duplicate_across_a_broker_restart() {
-    let (_, verdict, log) = through_a_broker_restart(Outage {
+async fn across_a_broker_restart_only_rows_acked_without_an_offset_are_sent_twice() {
+    let restarted = through_a_broker_restart(Outage {
         kill: false,
         down_for: Duration::from_secs(5),
         relay_flags: &[
@@ -516,6 +543,15 @@ async fn the_idempotent_producer_sends_no_duplicate_across_a_broker_restart() {
         ],
     })
     .await;
-    println!("broker restart: {verdict}");
-    assert_eq!(verdict.duplicates, 0, "{verdict}:\n{log}");
+    let Restarted {
+        verdict,
+        unconfirmed,
+        log,
+        ..
+    } = restarted;
+    println!("broker restart: {verdict}; {unconfirmed} acks without an offset");
+    assert!(
+        verdict.duplicates as f64 <= unconfirmed,
+        "{verdict}, but only {unconfirmed} acks without an offset:\n{log}"
+    );
 }
