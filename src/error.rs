@@ -112,6 +112,15 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("RabbitMQ at {url} did not answer: {reason}; check --rabbitmq-url (OUTBOX_RABBITMQ_URL) and that the server is running")]
+    RabbitMqUnreachable { url: String, reason: String },
+
+    #[error("RabbitMQ at {url} refused the login of user {user}: check the user name and password in --rabbitmq-url or --rabbitmq-password-file")]
+    RabbitMqLoginRefused { url: String, user: String },
+
+    #[error("RabbitMQ at {url} has no exchange {exchange}: declare it, or fix --rabbitmq-exchange (OUTBOX_RABBITMQ_EXCHANGE)")]
+    RabbitMqExchangeMissing { exchange: String, url: String },
+
     #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address (OUTBOX_METRICS_ADDR), e.g. {free}")]
     MetricsBind {
         addr: String,
@@ -204,7 +213,10 @@ impl Error {
             Error::KafkaConfig(_)
             | Error::KafkaUnreachable { .. }
             | Error::KafkaLoginRefused { .. }
-            | Error::KafkaTls { .. } => ErrorPath::Sink,
+            | Error::KafkaTls { .. }
+            | Error::RabbitMqUnreachable { .. }
+            | Error::RabbitMqLoginRefused { .. }
+            | Error::RabbitMqExchangeMissing { .. } => ErrorPath::Sink,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::ConfigFile(_)

@@ -63,6 +63,12 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
                 .expect("a valid directive"),
         );
     }
+    if !level.contains("lapin") {
+        // lapin logs every channel the server closes at error level, among
+        // them the passive declares that find a queue missing, which the
+        // relay reports itself, once.
+        filter = filter.add_directive("lapin=off".parse().expect("a valid directive"));
+    }
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -111,6 +111,17 @@ pub(crate) fn default_table() -> TableName {
 }
 
 /// How replicas on one table share it.
+/// Which broker the relay publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    Kafka,
+    #[value(name = "rabbitmq")]
+    #[serde(rename = "rabbitmq")]
+    RabbitMq,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Election {
     /// One replica leads (holds a session advisory lock), the others wait.
@@ -170,6 +181,26 @@ pub struct RelayConfig {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// The broker the relay publishes to: `kafka` or `rabbitmq`.
+    #[arg(long, env = "OUTBOX_SINK", value_enum, default_value_t = SinkKind::Kafka)]
+    pub sink: SinkKind,
+
+    /// RabbitMQ: amqp://user:pass@host:5672/vhost or amqps://…, TLS set with RabbitMQ's URI
+    /// parameters (cacertfile, certfile, keyfile, verify=verify_peer|verify_none,
+    /// server_name_indication). Required with --sink rabbitmq.
+    #[arg(long, env = "OUTBOX_RABBITMQ_URL", hide_env_values = true, value_name = "URL")]
+    pub rabbitmq_url: Option<crate::sinks::rabbitmq::RabbitUrl>,
+
+    /// File holding the RabbitMQ password, when the URL has none; read again for every new
+    /// connection.
+    #[arg(long, env = "OUTBOX_RABBITMQ_PASSWORD_FILE", value_name = "FILE")]
+    pub rabbitmq_password_file: Option<PathBuf>,
+
+    /// The exchange rows are published to, with the row's topic as the routing key. The
+    /// default exchange ("") routes to the queue the topic names.
+    #[arg(long, env = "OUTBOX_RABBITMQ_EXCHANGE", default_value = "", value_name = "NAME")]
+    pub rabbitmq_exchange: String,
 
     /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's
     /// [kafka]).

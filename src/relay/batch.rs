@@ -113,7 +113,7 @@ impl Relay {
             batch.abandon().await;
             return Ok(None);
         }
-        let channel = self.sink.channel();
+        let channel = self.sink.channel().await;
         let deliveries = self
             .send_rows(&rows, channel.as_ref(), &mut unsent_keys)
             .await;

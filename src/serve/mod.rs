@@ -69,7 +69,7 @@ where
     let plan = Plan::build(&config)?;
     let (trigger, shutdown) = Shutdown::new();
     let shared = Arc::new(Shared {
-        sink: crate::sinks::open(&plan.sink_settings(&config))?,
+        sink: crate::sinks::open(&plan.sink)?,
         families: MetricFamilies::new(config.table_metrics),
         board: Arc::new(HealthBoard::default()),
         shutdown,
@@ -229,9 +229,8 @@ fn log_start(config: &RelayConfig, plan: &Plan, sources: &[SourceRuntime], bound
         tables,
         database = %database,
         config_file = ?plan.file,
-        brokers = %plan.brokers,
+        sink = ?plan.sink,
         metrics = bound,
-        kafka_options = ?plan.kafka_settings,
         batch_size = config.batch_size,
         poll_interval_ms = config.poll_interval.as_millis() as u64,
         max_attempts = config.max_attempts,

@@ -7,7 +7,7 @@
 //! the process-wide flags with the table's overrides.
 
 use crate::config::file::{ConfigFile, Source, TableEntry};
-use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig};
+use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig, SinkKind};
 use crate::error::{Error, Result};
 use crate::sinks::SinkSettings;
 use crate::source::table::TableName;
@@ -15,26 +15,17 @@ use crate::source::table_pattern::TableSelector;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub brokers: String,
-    pub kafka_settings: Vec<KafkaOption>,
+    /// The sink and what opening it needs.
+    pub sink: SinkSettings,
     pub sources: Vec<Source>,
     /// The file it came from, for messages.
     pub file: Option<std::path::PathBuf>,
 }
 
 impl Plan {
-    /// What opening the sink needs.
-    pub fn sink_settings(&self, config: &RelayConfig) -> SinkSettings {
-        SinkSettings::Kafka {
-            brokers: self.brokers.clone(),
-            options: self.kafka_settings.clone(),
-            record_timestamp: config.record_timestamp,
-        }
-    }
-
     pub fn build(config: &RelayConfig) -> Result<Plan> {
         config.validate()?;
-        let (file_brokers, mut kafka_settings, sources, file) = match &config.config {
+        let (file_brokers, file_kafka, sources, file) = match &config.config {
             Some(path) => {
                 if config.database.database_url.is_some() || config.database.table.is_some() {
                     return Err(Error::InvalidConfig(format!(
@@ -52,21 +43,48 @@ impl Plan {
             }
             None => (None, Vec::new(), vec![flags_source(config)?], None),
         };
-        let brokers = config.kafka_brokers.clone().or(file_brokers).ok_or_else(|| {
-            Error::InvalidConfig(
-                "no Kafka brokers: give --kafka-brokers (OUTBOX_KAFKA_BROKERS) or brokers in the config file's [kafka]".to_owned(),
-            )
-        })?;
-        validate_brokers(&brokers)?;
-        kafka_settings.extend(config.kafka_settings()?);
-        check_acks(&kafka_settings)?;
-        Ok(Plan {
-            brokers,
-            kafka_settings,
-            sources,
-            file,
-        })
+        let sink = match config.sink {
+            SinkKind::Kafka => kafka_settings(config, file_brokers, file_kafka)?,
+            SinkKind::RabbitMq => rabbitmq_settings(config)?,
+        };
+        Ok(Plan { sink, sources, file })
     }
+}
+
+/// Kafka's settings: the brokers (the flag's, else the file's), and the
+/// file's options under the flags'.
+fn kafka_settings(
+    config: &RelayConfig,
+    file_brokers: Option<String>,
+    mut options: Vec<KafkaOption>,
+) -> Result<SinkSettings> {
+    let brokers = config.kafka_brokers.clone().or(file_brokers).ok_or_else(|| {
+        Error::InvalidConfig(
+            "no Kafka brokers: give --kafka-brokers (OUTBOX_KAFKA_BROKERS) or brokers in the config file's [kafka]".to_owned(),
+        )
+    })?;
+    validate_brokers(&brokers)?;
+    options.extend(config.kafka_settings()?);
+    check_acks(&options)?;
+    Ok(SinkSettings::Kafka {
+        brokers,
+        options,
+        record_timestamp: config.record_timestamp,
+    })
+}
+
+/// RabbitMQ's settings: the URL (with its password file) and the exchange.
+fn rabbitmq_settings(config: &RelayConfig) -> Result<SinkSettings> {
+    let url = config.rabbitmq_url.clone().ok_or_else(|| {
+        Error::InvalidConfig(
+            "--sink rabbitmq needs --rabbitmq-url (OUTBOX_RABBITMQ_URL), e.g. amqp://relay@localhost:5672/%2f".to_owned(),
+        )
+    })?;
+    let url = url.with_password_file(config.rabbitmq_password_file.as_deref())?;
+    Ok(SinkSettings::RabbitMq {
+        url,
+        exchange: config.rabbitmq_exchange.clone(),
+    })
 }
 
 /// The single-table flags as a source.

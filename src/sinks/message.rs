@@ -36,6 +36,8 @@ pub struct Message {
     pub headers: Vec<(String, String)>,
     /// The row's `created_at`.
     pub created_at: SystemTime,
+    /// What the payload column holds.
+    pub kind: PayloadKind,
     /// Set when CloudEvents are on: each sink writes them as its protocol
     /// binding says.
     pub cloudevents: Option<CloudEventAttributes>,
@@ -99,6 +101,7 @@ pub fn prepare(row: &OutboxRow, format: &MessageFormat) -> Result<Message, Rejec
         content_type,
         headers,
         created_at: row.created_at,
+        kind: format.payload,
         cloudevents: cloudevents.map(|c| CloudEventAttributes {
             source: c.source.clone(),
             // ce_type is required: without a mapped event_type column (or

@@ -5,7 +5,8 @@
 //! on, with sink-neutral [`Message`]s in and [`Delivery`] outcomes out. Each
 //! sink is a folder here that maps them to its own protocol:
 //!
-//! - `kafka/`: librdkafka's idempotent producer, `acks=all`.
+//! - `kafka/`: librdkafka's idempotent producer, `acks=all`;
+//! - `rabbitmq/`: AMQP 0-9-1 with publisher confirms and `mandatory`.
 //!
 //! A new sink implements [`Sink`] and [`Channel`], adds its
 //! [`SinkSettings`] variant, and joins the conformance suite
@@ -15,6 +16,7 @@ pub(crate) mod destinations;
 pub(crate) mod kafka;
 pub(crate) mod message;
 pub(crate) mod outcome;
+pub(crate) mod rabbitmq;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +87,7 @@ pub trait Sink: Send + Sync {
     /// The channel one batch sends all its messages on, kept until the batch
     /// is recorded: a reconnect never splits a batch across two
     /// connections, which could reorder a key.
-    fn channel(&self) -> Arc<dyn Channel>;
+    fn channel(&self) -> BoxFuture<'_, Arc<dyn Channel>>;
 
     /// Whether `destination` exists: `None` when the service did not answer.
     fn destination_exists<'a>(
@@ -137,6 +139,10 @@ pub enum SinkSettings {
         options: Vec<KafkaOption>,
         record_timestamp: kafka::RecordTimestamp,
     },
+    RabbitMq {
+        url: rabbitmq::RabbitUrl,
+        exchange: String,
+    },
 }
 
 /// Open the sink `settings` describe. Makes no connection yet.
@@ -151,5 +157,8 @@ pub fn open(settings: &SinkSettings) -> Result<Arc<dyn Sink>> {
             options,
             *record_timestamp,
         )?)),
+        SinkSettings::RabbitMq { url, exchange } => {
+            Ok(Arc::new(rabbitmq::RabbitMq::new(url.clone(), exchange)?))
+        }
     }
 }

@@ -23,11 +23,13 @@ pub enum FailureReason {
     BrokerUnavailable,
     Timeout,
     Unconfirmed,
+    UnknownExchange,
+    Unroutable,
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 9] = [
+    pub const ALL: [FailureReason; 11] = [
         FailureReason::MessageTooLarge,
         FailureReason::InvalidTopic,
         FailureReason::InvalidHeaders,
@@ -36,6 +38,8 @@ impl FailureReason {
         FailureReason::BrokerUnavailable,
         FailureReason::Timeout,
         FailureReason::Unconfirmed,
+        FailureReason::UnknownExchange,
+        FailureReason::Unroutable,
         FailureReason::Other,
     ];
 
@@ -49,6 +53,8 @@ impl FailureReason {
             FailureReason::BrokerUnavailable => "broker_unavailable",
             FailureReason::Timeout => "timeout",
             FailureReason::Unconfirmed => "unconfirmed",
+            FailureReason::UnknownExchange => "unknown_exchange",
+            FailureReason::Unroutable => "unroutable",
             FailureReason::Other => "other",
         }
     }

@@ -28,8 +28,9 @@ impl Sink for Publisher {
         check_topic(&message.destination)
     }
 
-    fn channel(&self) -> Arc<dyn Channel> {
-        Arc::new(self.lease())
+    fn channel(&self) -> BoxFuture<'_, Arc<dyn Channel>> {
+        let lease: Arc<dyn Channel> = Arc::new(self.lease());
+        Box::pin(std::future::ready(lease))
     }
 
     fn destination_exists<'a>(
