@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Local PostgreSQL 15, Tansu (a Kafka-protocol broker) and Apache Kafka 2.3
-# (with its ZooKeeper) for the tests, the demo and the benchmark. Nothing here
+# Local PostgreSQL 15, Tansu (a Kafka-protocol broker), Apache Kafka 2.3
+# (with its ZooKeeper) and RabbitMQ 3.10 for the tests, the demo and the
+# benchmark. Nothing here
 # needs Docker.
 #
 #   tests/services.sh install   install what is missing (apt, cargo install)
@@ -26,6 +27,7 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 TANSU_VERSION=0.6.0
 TANSU="$TOOLS_DIR/bin/tansu"
 APACHE_KAFKA="$(cd "$(dirname "$0")" && pwd)/kafka/apache-kafka.sh"
+RABBITMQ="$(cd "$(dirname "$0")" && pwd)/rabbitmq/rabbitmq.sh"
 if [ ! -x "$TANSU" ] && command -v tansu >/dev/null; then TANSU=$(command -v tansu); fi
 
 log() { echo "services: $*" >&2; }
@@ -86,6 +88,9 @@ install() {
         rm -rf "$TOOLS_DIR/tansu-target"
     fi
     OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" install
+    bash "$RABBITMQ" install
+    # pika: the outside AMQP consumer of tests/outside/.
+    "$TOOLS_DIR/venv/bin/python" -c 'import pika' 2>/dev/null || "$TOOLS_DIR/venv/bin/pip" install -q pika >&2
 }
 
 free_port() {
@@ -118,6 +123,11 @@ export OUTBOX_TEST_APACHE_KAFKA_SSL=127.0.0.1:$AK_SSL
 export OUTBOX_TEST_APACHE_KAFKA_SASL_SSL=127.0.0.1:$AK_SASL_SSL
 export OUTBOX_TEST_APACHE_KAFKA_SECRETS=$STATE_DIR/kafka-secrets
 export OUTBOX_TEST_ZOOKEEPER=127.0.0.1:$ZK_PORT
+export OUTBOX_TEST_RABBITMQ_URL=amqp://relay@127.0.0.1:$RMQ_AMQP/outbox
+export OUTBOX_TEST_RABBITMQ_AMQPS=127.0.0.1:$RMQ_AMQPS
+export OUTBOX_TEST_RABBITMQ_PASSWORD_FILE=$STATE_DIR/rabbitmq-secrets/relay.password
+export OUTBOX_TEST_RABBITMQ_DIR=$STATE_DIR/rabbitmq
+export OUTBOX_TEST_CA=$STATE_DIR/kafka-secrets/ca.pem
 export OUTBOX_TOOLS_DIR=$TOOLS_DIR
 ENV
 }
@@ -185,6 +195,18 @@ start_apache_kafka() {
         "$AK_PLAIN" "$AK_SASL_PLAIN" "$AK_SSL" "$AK_SASL_SSL"
 }
 
+# A RabbitMQ node on AMQP and AMQPS (the CA above), vhost `outbox`, user
+# `relay` with a password of its own.
+start_rabbitmq() {
+    mkdir -p "$STATE_DIR/rabbitmq-secrets"
+    openssl rand -hex 12 >"$STATE_DIR/rabbitmq-secrets/relay.password"
+    chmod 600 "$STATE_DIR/rabbitmq-secrets/relay.password"
+    RABBITMQ_SECRETS_DIR="$STATE_DIR/kafka-secrets" \
+        bash "$RABBITMQ" start "$STATE_DIR/rabbitmq" "$RMQ_AMQP" "$RMQ_AMQPS" "$RMQ_DIST"
+    bash "$RABBITMQ" users "$STATE_DIR/rabbitmq" outbox relay \
+        "$(cat "$STATE_DIR/rabbitmq-secrets/relay.password")"
+}
+
 start() {
     stop_quietly
     mkdir -p "$STATE_DIR"
@@ -195,15 +217,20 @@ start() {
     AK_SASL_PLAIN=$(free_port)
     AK_SSL=$(free_port)
     AK_SASL_SSL=$(free_port)
+    RMQ_AMQP=$(free_port)
+    RMQ_AMQPS=$(free_port)
+    RMQ_DIST=$(free_port)
     start_postgres
     start_tansu
     start_apache_kafka
+    start_rabbitmq
     write_env
-    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT)"
+    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT), RabbitMQ on 127.0.0.1:$RMQ_AMQP"
     cat "$STATE_DIR/env"
 }
 
 stop_quietly() {
+    if [ -d "$STATE_DIR/rabbitmq" ]; then bash "$RABBITMQ" stop "$STATE_DIR/rabbitmq"; fi
     for pid_file in "$STATE_DIR/tansu.pid" "$STATE_DIR/apache-kafka/kafka.pid" \
         "$STATE_DIR/zookeeper/zookeeper.pid"; do
         if [ -f "$pid_file" ]; then

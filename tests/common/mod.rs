@@ -18,6 +18,7 @@ pub mod outside;
 pub mod pgbouncer;
 pub mod private_broker;
 pub mod private_pg;
+pub mod rabbitmq;
 pub mod process;
 pub mod reader;
 

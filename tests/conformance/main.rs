@@ -6,4 +6,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod kafka;
+mod rabbitmq;
 mod suite;

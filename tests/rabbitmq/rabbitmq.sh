@@ -10,6 +10,7 @@
 #                                             $RABBITMQ_SECRETS_DIR (ca.pem, broker.pem,
 #                                             broker.key); prints nothing
 #   rabbitmq.sh ctl DIR ARGS…                 rabbitmqctl against the node in DIR
+#   rabbitmq.sh users DIR VHOST USER PASSWORD a vhost, and a user with every permission on it
 #   rabbitmq.sh stop DIR                      stop the node in DIR (SIGKILL by PID)
 set -euo pipefail
 
@@ -35,8 +36,9 @@ install() {
     fi
 }
 
+# Written by `start`: a node name unique on this host (the AMQP port in it).
 node_name() {
-    echo "outbox-$(basename "$1")@localhost"
+    cat "$1/nodename"
 }
 
 node_env() {
@@ -56,6 +58,7 @@ start() {
     local dir=$1 amqp=$2 amqps=$3 dist=$4
     local secrets=${RABBITMQ_SECRETS_DIR:?RABBITMQ_SECRETS_DIR names the TLS material}
     mkdir -p "$dir/log" "$dir/mnesia"
+    echo "outbox-$amqp@localhost" >"$dir/nodename"
     cat >"$dir/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$amqp
 listeners.ssl.default = 127.0.0.1:$amqps
@@ -99,6 +102,13 @@ ctl() {
     )
 }
 
+users() {
+    local dir=$1 vhost=$2 user=$3 password=$4
+    ctl "$dir" add_vhost "$vhost" >/dev/null
+    ctl "$dir" add_user "$user" "$password" >/dev/null
+    ctl "$dir" set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
+}
+
 stop() {
     local dir=$1
     for pid_file in "$dir/rabbitmq.pid" "$dir/launcher.pid"; do
@@ -112,6 +122,7 @@ case "${1:-}" in
     install) install ;;
     start) shift; start "$@" ;;
     ctl) shift; ctl "$@" ;;
+    users) shift; users "$@" ;;
     stop) shift; stop "$@" ;;
-    *) echo "usage: $0 install|start DIR AMQP AMQPS DIST|ctl DIR ARGS…|stop DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start DIR AMQP AMQPS DIST|ctl DIR ARGS…|users DIR VHOST USER PASSWORD|stop DIR" >&2; exit 2 ;;
 esac
