@@ -189,7 +189,12 @@ pub struct RelayConfig {
     /// RabbitMQ: amqp://user:pass@host:5672/vhost or amqps://…, TLS set with RabbitMQ's URI
     /// parameters (cacertfile, certfile, keyfile, verify=verify_peer|verify_none,
     /// server_name_indication). Required with --sink rabbitmq.
-    #[arg(long, env = "OUTBOX_RABBITMQ_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "OUTBOX_RABBITMQ_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub rabbitmq_url: Option<crate::sinks::rabbitmq::RabbitUrl>,
 
     /// File holding the RabbitMQ password, when the URL has none; read again for every new
@@ -199,7 +204,12 @@ pub struct RelayConfig {
 
     /// The exchange rows are published to, with the row's topic as the routing key. The
     /// default exchange ("") routes to the queue the topic names.
-    #[arg(long, env = "OUTBOX_RABBITMQ_EXCHANGE", default_value = "", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "OUTBOX_RABBITMQ_EXCHANGE",
+        default_value = "",
+        value_name = "NAME"
+    )]
     pub rabbitmq_exchange: String,
 
     /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's

@@ -47,7 +47,11 @@ impl Plan {
             SinkKind::Kafka => kafka_settings(config, file_brokers, file_kafka)?,
             SinkKind::RabbitMq => rabbitmq_settings(config)?,
         };
-        Ok(Plan { sink, sources, file })
+        Ok(Plan {
+            sink,
+            sources,
+            file,
+        })
     }
 }
 

@@ -18,8 +18,8 @@ pub mod outside;
 pub mod pgbouncer;
 pub mod private_broker;
 pub mod private_pg;
-pub mod rabbitmq;
 pub mod process;
+pub mod rabbitmq;
 pub mod reader;
 
 use std::net::TcpListener;

@@ -15,7 +15,9 @@ use super::{assert_success, free_port, unique_name, Received};
 
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the services with `eval \"$(bash tests/services.sh start)\"`")
+        panic!(
+            "{name} is not set: start the services with `eval \"$(bash tests/services.sh start)\"`"
+        )
     })
 }
 
@@ -75,7 +77,12 @@ pub async fn declare_queue(url: &str, name: &str, arguments: FieldTable) {
 }
 
 /// Consume `queue` until every one of `ids` arrived, or `timeout`.
-pub async fn read_queue(url: &str, queue: &str, ids: &[String], timeout: Duration) -> Vec<Received> {
+pub async fn read_queue(
+    url: &str,
+    queue: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> Vec<Received> {
     let connection = connect(url).await;
     let channel = connection.create_channel().await.expect("channel");
     let mut consumer = channel
@@ -123,7 +130,10 @@ fn received_from(delivery: &lapin::message::Delivery, offset: i64) -> Received {
         })
         .unwrap_or_default();
     headers.sort();
-    let key = headers.iter().find(|(k, _)| k == "key").map(|(_, v)| v.clone());
+    let key = headers
+        .iter()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.clone());
     Received {
         partition: 0,
         offset,
@@ -193,13 +203,24 @@ impl PrivateRabbitMq {
             .await;
     }
 
+    /// `rabbitmqctl ARGS` against the node.
+    pub async fn ctl(&self, args: &[&str]) {
+        let mut all = vec!["ctl", self.path()];
+        all.extend_from_slice(args);
+        self.script(&all).await;
+    }
+
     /// SIGKILL the node.
     pub async fn kill(&self) {
         self.script(&["stop", self.path()]).await;
-        super::wait_for("the node to stop listening", Duration::from_secs(30), || {
-            let closed = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err();
-            async move { closed.then_some(()) }
-        })
+        super::wait_for(
+            "the node to stop listening",
+            Duration::from_secs(30),
+            || {
+                let closed = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err();
+                async move { closed.then_some(()) }
+            },
+        )
         .await;
     }
 

@@ -149,9 +149,18 @@ mod tests {
         };
         let message = prepare(&row(), &format).unwrap();
         let properties = properties(&message);
-        assert_eq!(header(&properties, "cloudEvents:type"), Some(&text("OrderCreated")));
-        assert_eq!(header(&properties, "cloudEvents:source"), Some(&text("/shop")));
-        assert_eq!(header(&properties, "cloudEvents:specversion"), Some(&text("1.0")));
+        assert_eq!(
+            header(&properties, "cloudEvents:type"),
+            Some(&text("OrderCreated"))
+        );
+        assert_eq!(
+            header(&properties, "cloudEvents:source"),
+            Some(&text("/shop"))
+        );
+        assert_eq!(
+            header(&properties, "cloudEvents:specversion"),
+            Some(&text("1.0"))
+        );
     }
 
     #[test]

@@ -102,10 +102,9 @@ impl RabbitMq {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return Err(self.connect_error(&error)),
             Err(_) => {
-                return Err(self.unreachable(&format!(
-                    "no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )))
+                return Err(
+                    self.unreachable(&format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))
+                )
             }
         };
         self.listen(&connection);
@@ -319,7 +318,10 @@ impl RabbitMq {
                 Err(_) => return Err("confirms still outstanding at the timeout".into()),
             }
         }
-        let _ = open.connection.close(200, "outbox-relay stopping".into()).await;
+        let _ = open
+            .connection
+            .close(200, "outbox-relay stopping".into())
+            .await;
         Ok(())
     }
 }
@@ -408,6 +410,18 @@ fn tls_config(url: &RabbitUrl) -> Result<OwnedTLSConfig> {
     let Some(tls) = &url.tls else {
         return Ok(OwnedTLSConfig::default());
     };
+    // The TLS client checks the server's certificate and name against the
+    // URL's host, always: refuse what it cannot do rather than ignore it.
+    if tls.verify == super::url::Verify::None {
+        return Err(Error::InvalidConfig(
+            "--rabbitmq-url verify=verify_none is not supported: use verify_peer with cacertfile=<the server's CA>".into(),
+        ));
+    }
+    if tls.server_name_indication.is_some() {
+        return Err(Error::InvalidConfig(
+            "--rabbitmq-url server_name_indication is not supported: the host of the URL is the name sent and checked; connect by that name".into(),
+        ));
+    }
     let read = |what: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
             Error::InvalidConfig(format!(

@@ -58,11 +58,7 @@ impl RabbitUrl {
         let amqps = match url.scheme() {
             "amqp" => false,
             "amqps" => true,
-            other => {
-                return Err(format!(
-                    "scheme {other}: is not amqp:// or amqps://"
-                ))
-            }
+            other => return Err(format!("scheme {other}: is not amqp:// or amqps://")),
         };
         let mut tls = Tls {
             cacertfile: None,
@@ -103,7 +99,9 @@ impl RabbitUrl {
             }
         }
         if tls.certfile.is_some() != tls.keyfile.is_some() {
-            return Err("certfile and keyfile go together (a client certificate and its key)".into());
+            return Err(
+                "certfile and keyfile go together (a client certificate and its key)".into(),
+            );
         }
         let mut base = url.clone();
         base.set_query(None);
@@ -116,7 +114,11 @@ impl RabbitUrl {
         if let Some(host) = url.host_str() {
             uri.authority.host = host.trim_matches(['[', ']']).to_owned();
         }
-        uri.scheme = if amqps { AMQPScheme::AMQPS } else { AMQPScheme::AMQP };
+        uri.scheme = if amqps {
+            AMQPScheme::AMQPS
+        } else {
+            AMQPScheme::AMQP
+        };
         Ok(RabbitUrl {
             uri,
             tls: amqps.then_some(tls),
@@ -129,10 +131,12 @@ impl RabbitUrl {
     pub fn with_password_file(mut self, path: Option<&Path>) -> Result<Self> {
         if let Some(path) = path {
             if !self.uri.authority.userinfo.password.is_empty()
-                && self.uri.authority.userinfo.password != AMQPUri::default().authority.userinfo.password
+                && self.uri.authority.userinfo.password
+                    != AMQPUri::default().authority.userinfo.password
             {
                 return Err(Error::InvalidConfig(
-                    "--rabbitmq-password-file: the URL has a password already; drop one of them".into(),
+                    "--rabbitmq-password-file: the URL has a password already; drop one of them"
+                        .into(),
                 ));
             }
             self.password_file = Some(path.to_owned());
@@ -176,7 +180,11 @@ impl fmt::Display for RabbitUrl {
         write!(
             f,
             "{}://{}:***@{}:{}/{}",
-            uri.scheme, uri.authority.userinfo.username, uri.authority.host, uri.authority.port, vhost
+            uri.scheme,
+            uri.authority.userinfo.username,
+            uri.authority.host,
+            uri.authority.port,
+            vhost
         )
     }
 }
@@ -206,7 +214,10 @@ mod tests {
         assert_eq!(url.vhost(), "outbox");
         assert_eq!(url.to_string(), "amqp://relay:***@127.0.0.1:5673/outbox");
         assert!(!format!("{url:?}").contains("s3cret"));
-        assert_eq!(url.connect_uri().unwrap().authority.userinfo.password, "s3cret");
+        assert_eq!(
+            url.connect_uri().unwrap().authority.userinfo.password,
+            "s3cret"
+        );
         assert!(url.tls.is_none());
     }
 
@@ -219,7 +230,10 @@ mod tests {
         let tls = url.tls.clone().unwrap();
         assert_eq!(tls.cacertfile.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(tls.verify, Verify::Peer);
-        assert_eq!(tls.server_name_indication.as_deref(), Some("mq.example.com"));
+        assert_eq!(
+            tls.server_name_indication.as_deref(),
+            Some("mq.example.com")
+        );
         assert_eq!(url.vhost(), "/");
         assert_eq!(url.connect_uri().unwrap().query.heartbeat, Some(10));
     }
