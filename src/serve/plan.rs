@@ -86,7 +86,7 @@ fn rabbitmq_settings(config: &RelayConfig) -> Result<SinkSettings> {
     })?;
     let url = url.with_password_file(config.rabbitmq_password_file.as_deref())?;
     Ok(SinkSettings::RabbitMq {
-        url,
+        url: Box::new(url),
         exchange: config.rabbitmq_exchange.clone(),
     })
 }

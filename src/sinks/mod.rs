@@ -140,7 +140,7 @@ pub enum SinkSettings {
         record_timestamp: kafka::RecordTimestamp,
     },
     RabbitMq {
-        url: rabbitmq::RabbitUrl,
+        url: Box<rabbitmq::RabbitUrl>,
         exchange: String,
     },
 }
@@ -158,7 +158,7 @@ pub fn open(settings: &SinkSettings) -> Result<Arc<dyn Sink>> {
             *record_timestamp,
         )?)),
         SinkSettings::RabbitMq { url, exchange } => {
-            Ok(Arc::new(rabbitmq::RabbitMq::new(url.clone(), exchange)?))
+            Ok(Arc::new(rabbitmq::RabbitMq::new((**url).clone(), exchange)?))
         }
     }
 }
