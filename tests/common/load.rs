@@ -76,7 +76,7 @@ impl Load {
                     let _ = db.execute(&insert, &[&topic, &seq, &keys, &per_tick]).await;
                     seq += per_tick;
                     report.committed_transactions += 1;
-                    if tick % 10 == 0 && db.batch_execute("BEGIN").await.is_ok() {
+                    if tick.is_multiple_of(10) && db.batch_execute("BEGIN").await.is_ok() {
                         let _ = db
                             .execute(&doomed, &[&topic, &json!({ ROLLED_BACK: true })])
                             .await;
