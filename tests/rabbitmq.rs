@@ -329,3 +329,37 @@ async fn rabbitmq_stopped_for_15_s_under_load_loses_and_burns_nothing() {
     let verdict = verify(&received, &committed, &committed);
     println!("RabbitMQ stopped 15 s under load: {verdict}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_for_rabbitmq_accepts_any_routing_key_and_refuses_what_amqp_cannot_carry() {
+    let env = TestEnv::new().await;
+    let output = env
+        .command(&["migrate", "--sink", "rabbitmq"])
+        .output()
+        .expect("migrate");
+    common::assert_success(&output, "migrate --sink rabbitmq");
+    let url = rabbitmq::url();
+    let queue = format!("{}/orders:eu", common::unique_name("q"));
+    rabbitmq::declare_queue(&url, &queue, FieldTable::default()).await;
+    let inserted = env.insert(&order_rows(&queue, 5)).await;
+    let insert = format!("INSERT INTO {} (topic) VALUES ($1)", env.table);
+    let too_long = "k".repeat(256);
+    let refused = env.client.execute(&insert, &[&too_long]).await;
+    assert!(
+        refused.is_err(),
+        "a 256-byte routing key is refused at INSERT"
+    );
+    assert!(env.client.execute(&insert, &[&""]).await.is_err());
+
+    let _relay = env.start_relay_args(&rabbitmq::relay_args(&url, None));
+    env.wait_for_status("published", Count::Exactly(5), Duration::from_secs(30))
+        .await;
+    let received =
+        rabbitmq::read_queue(&url, &queue, &ids(&inserted), Duration::from_secs(20)).await;
+    verify(&received, &inserted, &inserted);
+
+    // Back to Kafka's rule: the same name is refused again.
+    let output = env.command(&["migrate"]).output().expect("migrate");
+    common::assert_success(&output, "migrate");
+    assert!(env.client.execute(&insert, &[&queue]).await.is_err());
+}

@@ -12,7 +12,8 @@
 --
 -- NOT VALID: rows already in the table are not scanned (a busy table is not
 -- locked for that). A constraint of an earlier version, which held for every
--- status, is replaced in this same transaction.
+-- status, or RabbitMQ's rule (`migrate --sink rabbitmq`), is replaced in this
+-- same transaction.
 --
 -- A length test and a negated character class, not an anchored `{1,249}`
 -- pattern, which made each mark six times slower.
@@ -23,7 +24,8 @@ BEGIN
     SELECT pg_get_constraintdef(oid) INTO existing
     FROM pg_constraint
     WHERE conrelid = '{{table}}'::regclass AND conname = '{{name}}_topic_valid';
-    IF existing IS NOT NULL AND existing NOT LIKE '%status%' THEN
+    IF existing IS NOT NULL
+       AND (existing NOT LIKE '%status%' OR existing LIKE '%octet_length%') THEN
         ALTER TABLE {{table}} DROP CONSTRAINT "{{name}}_topic_valid";
         existing := NULL;
     END IF;

@@ -12,11 +12,12 @@ use crate::config::cli::{
     Cli, ConfigCommand, DeadArgs, MigrateArgs, PruneArgs, RequeueArgs, StatusArgs,
 };
 use crate::config::DatabaseArgs;
+use crate::config::SinkKind;
 use crate::error::{Error, Result};
 use crate::observe::status;
 use crate::source::layout::{Layout, Preset};
 use crate::source::queries::{self, OutboxListDeadParams, OutboxRequeueDeadParams};
-use crate::source::{migration_sql, Database, MigrateOptions, RequeueSelection};
+use crate::source::{migration_sql, Database, MigrateOptions, RequeueSelection, TopicRule};
 
 const TOOL_POOL_SIZE: usize = 1;
 
@@ -26,6 +27,10 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         payload_type: args.payload_type,
         key_type: args.key_type,
         partition_by: args.partition_by,
+        topic_rule: match args.sink {
+            SinkKind::Kafka => TopicRule::Kafka,
+            SinkKind::RabbitMq => TopicRule::RoutingKey,
+        },
     };
     if args.adopt {
         return adopt(&args).await;

@@ -165,6 +165,12 @@ pub struct MigrateArgs {
     #[arg(long, conflicts_with = "adopt")]
     pub print_sql: bool,
 
+    /// The sink the table's rows go to, which decides the rule of its `topic` CHECK: `kafka`
+    /// (topic names: 1 to 249 of letters, digits, '.', '_', '-') or `rabbitmq` (routing keys: any
+    /// UTF-8 of 1 to 255 bytes). Running it again with the other sink replaces the rule.
+    #[arg(long, env = "OUTBOX_SINK", value_enum, default_value_t = crate::config::SinkKind::Kafka)]
+    pub sink: crate::config::SinkKind,
+
     /// Adopt an existing table (with --layout, --column, ...): add the relay's columns, checks
     /// and indexes without rewriting or blocking it; existing rows become pending.
     #[arg(long)]

@@ -157,8 +157,9 @@ pub fn open(settings: &SinkSettings) -> Result<Arc<dyn Sink>> {
             options,
             *record_timestamp,
         )?)),
-        SinkSettings::RabbitMq { url, exchange } => {
-            Ok(Arc::new(rabbitmq::RabbitMq::new((**url).clone(), exchange)?))
-        }
+        SinkSettings::RabbitMq { url, exchange } => Ok(Arc::new(rabbitmq::RabbitMq::new(
+            (**url).clone(),
+            exchange,
+        )?)),
     }
 }

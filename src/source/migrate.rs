@@ -26,6 +26,33 @@ pub struct MigrateOptions {
     pub key_type: KeyType,
     /// Make a new table range-partitioned on `created_at` by this unit.
     pub partition_by: Option<PartitionUnit>,
+    /// Which rule the `topic` CHECK holds rows to.
+    pub topic_rule: TopicRule,
+}
+
+/// The rule of the `topic` CHECK: the names the sink accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicRule {
+    /// Kafka topic names: 1 to 249 of `[A-Za-z0-9._-]`.
+    #[default]
+    Kafka,
+    /// RabbitMQ routing keys: any UTF-8 of 1 to 255 bytes.
+    RoutingKey,
+}
+
+impl Sql {
+    /// The migrations to apply, in order, with the topic rule `rule` asks for.
+    fn migrations_for(&self, rule: TopicRule) -> Vec<(&'static str, &str)> {
+        self.migrations
+            .iter()
+            .map(|(name, text)| match (rule, *name) {
+                (TopicRule::RoutingKey, "002_topic_name_check") => {
+                    (self.routing_key_check.0, self.routing_key_check.1.as_str())
+                }
+                _ => (*name, text.as_str()),
+            })
+            .collect()
+    }
 }
 
 /// `migrate --payload-type`.
@@ -82,7 +109,7 @@ pub fn migration_sql(table: &TableName, options: MigrateOptions) -> String {
     if let Some(create_schema) = &sql.create_schema {
         text.push_str(&format!("-- schema\n{}\n\n", create_schema.trim_end()));
     }
-    for (name, migration) in &sql.migrations {
+    for (name, migration) in sql.migrations_for(options.topic_rule) {
         text.push_str(&format!("-- migration {name}\n{}\n", migration.trim_end()));
         text.push('\n');
     }
@@ -241,9 +268,9 @@ impl Database {
                 .await
                 .map_err(fail)?;
         }
-        for (name, text) in &sql.migrations {
+        for (name, text) in sql.migrations_for(options.topic_rule) {
             connection.batch_execute(text).await.map_err(fail)?;
-            applied.push(*name);
+            applied.push(name);
         }
         if options.notify_trigger {
             connection

@@ -27,7 +27,9 @@ use postgres_openssl::TlsStream;
 pub use adopt::AdoptReport;
 pub use claim::{ClaimedBatch, RecordedBatch, Results};
 pub use maintenance::{RequeueSelection, MAINTENANCE_BATCH};
-pub use migrate::{migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType};
+pub use migrate::{
+    migration_sql, KeyType, MigrateOptions, MigrationReport, PayloadType, TopicRule,
+};
 pub use partitions::{Partition, PartitionUnit, RetiredPartitions, PARTITIONS_AHEAD};
 pub use queries::{FailureRecord, Fence, OutboxRow, TopicBacklog};
 pub use stats::Backlog;

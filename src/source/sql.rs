@@ -21,6 +21,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// What `migrate --sink rabbitmq` installs instead of Kafka's topic rule.
+const ROUTING_KEY_CHECK: (&str, &str) = (
+    "002_routing_key_check",
+    include_str!("../../sql/migrations/002_routing_key_check.sql"),
+);
+
 /// Creates the table's schema when it does not exist.
 const CREATE_SCHEMA: &str = include_str!("../../sql/optional/create_schema.sql");
 
@@ -44,6 +50,8 @@ pub struct Sql {
     /// prepared outlives a transaction), see `source::queries`.
     pub pooler_safe: bool,
     pub migrations: Vec<(&'static str, String)>,
+    /// The RabbitMQ rule for `topic`, in place of Kafka's (`002`).
+    pub routing_key_check: (&'static str, String),
     pub notify_trigger: String,
     /// For a schema-qualified table: create its schema if missing.
     pub create_schema: Option<String>,
@@ -97,6 +105,7 @@ impl Sql {
                 .iter()
                 .map(|(name, text)| (*name, render(text)))
                 .collect(),
+            routing_key_check: (ROUTING_KEY_CHECK.0, render(ROUTING_KEY_CHECK.1)),
             notify_trigger: render(NOTIFY_TRIGGER),
             create_schema: table
                 .quoted_schema()
@@ -187,6 +196,7 @@ impl Sql {
             self.listen_for_inserts.as_str(),
         ]);
         texts.extend(self.migrations.iter().map(|(_, text)| text.as_str()));
+        texts.push(self.routing_key_check.1.as_str());
         texts
     }
 }
@@ -237,7 +247,7 @@ mod tests {
         let texts = sql.all_texts();
         // 24 queries, LISTEN and UNLISTEN (inserts, tables), the leader's
         // session settings, the trigger and each migration.
-        assert_eq!(texts.len(), 29 + MIGRATIONS.len());
+        assert_eq!(texts.len(), 30 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
