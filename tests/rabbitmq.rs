@@ -363,3 +363,29 @@ async fn migrate_for_rabbitmq_accepts_any_routing_key_and_refuses_what_amqp_cann
     common::assert_success(&output, "migrate");
     assert!(env.client.execute(&insert, &[&queue]).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_and_its_settings_can_come_from_the_config_file() {
+    let env = TestEnv::new().await;
+    let url = rabbitmq::url();
+    let queue = common::unique_name("queue");
+    rabbitmq::declare_queue(&url, &queue, FieldTable::default()).await;
+    let inserted = env.insert(&order_rows(&queue, 5)).await;
+    let file = env.dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "sink = \"rabbitmq\"\n[rabbitmq]\nurl = \"{url}\"\npassword_file = \"{}\"\n[[source]]\ndatabase_url = \"{}\"\n[[source.table]]\nname = \"{}\"\n",
+            rabbitmq::password_file().display(),
+            env.database_url,
+            env.table
+        ),
+    )
+    .unwrap();
+    let _relay = env.start_relay_bare(&["--config", file.to_str().unwrap()]);
+    env.wait_for_status("published", Count::Exactly(5), Duration::from_secs(30))
+        .await;
+    let received =
+        rabbitmq::read_queue(&url, &queue, &ids(&inserted), Duration::from_secs(20)).await;
+    verify(&received, &inserted, &inserted);
+}

@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::config::{
     parse_kafka_option, validate_brokers, DatabaseArgs, DatabaseUrl, KafkaOption, LayoutArgs,
-    Pooler, DEFAULT_POOL_SIZE,
+    Pooler, SinkKind, DEFAULT_POOL_SIZE,
 };
 use crate::error::{Error, Result};
 use crate::source::layout::Preset;
@@ -28,7 +28,9 @@ use crate::source::table_pattern::TableSelector;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    sink: Option<SinkKind>,
     kafka: Option<RawKafka>,
+    rabbitmq: Option<RawRabbitMq>,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
 }
@@ -40,6 +42,22 @@ struct RawKafka {
     config: Option<PathBuf>,
     #[serde(default)]
     options: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRabbitMq {
+    url: Option<Spanned<String>>,
+    password_file: Option<PathBuf>,
+    exchange: Option<String>,
+}
+
+/// The file's `[rabbitmq]`: what the flags of the same names say.
+#[derive(Debug, Clone, Default)]
+pub struct RabbitMqSection {
+    pub url: Option<crate::sinks::rabbitmq::RabbitUrl>,
+    pub password_file: Option<PathBuf>,
+    pub exchange: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +93,9 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kafka_brokers: Option<String>,
     pub kafka_settings: Vec<KafkaOption>,
+    /// `sink = "kafka" | "rabbitmq"`.
+    pub sink: Option<SinkKind>,
+    pub rabbitmq: RabbitMqSection,
     pub sources: Vec<Source>,
 }
 
@@ -188,6 +209,10 @@ impl ConfigFile {
             Some(kafka) => kafka_section(kafka, &mistake)?,
             None => (None, Vec::new()),
         };
+        let rabbitmq = match raw.rabbitmq {
+            Some(section) => rabbitmq_section(section, &mistake)?,
+            None => RabbitMqSection::default(),
+        };
         if raw.sources.is_empty() {
             return Err(Error::ConfigFile(format!(
                 "{}: source: the file lists no source; add a [[source]] with a database_url and a [[source.table]]",
@@ -203,9 +228,28 @@ impl ConfigFile {
             path: path.to_owned(),
             kafka_brokers,
             kafka_settings,
+            sink: raw.sink,
+            rabbitmq,
             sources,
         })
     }
+}
+
+/// The `[rabbitmq]` section: a URL that parses, the password file and the
+/// exchange.
+fn rabbitmq_section(raw: RawRabbitMq, mistake: &Mistake) -> Result<RabbitMqSection> {
+    let url = match raw.url {
+        Some(url) => Some(
+            crate::sinks::rabbitmq::RabbitUrl::parse(url.get_ref())
+                .map_err(|e| mistake.at(url.span().start, "rabbitmq.url", e))?,
+        ),
+        None => None,
+    };
+    Ok(RabbitMqSection {
+        url,
+        password_file: raw.password_file,
+        exchange: raw.exchange,
+    })
 }
 
 fn kafka_section(

@@ -182,13 +182,14 @@ pub struct RelayConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The broker the relay publishes to: `kafka` or `rabbitmq`.
-    #[arg(long, env = "OUTBOX_SINK", value_enum, default_value_t = SinkKind::Kafka)]
-    pub sink: SinkKind,
+    /// The broker the relay publishes to: `kafka` or `rabbitmq` (or `sink` in the config file).
+    /// [default: kafka]
+    #[arg(long, env = "OUTBOX_SINK", value_enum)]
+    pub sink: Option<SinkKind>,
 
     /// RabbitMQ: amqp://user:pass@host:5672/vhost or amqps://…, TLS set with RabbitMQ's URI
-    /// parameters (cacertfile, certfile, keyfile, verify=verify_peer|verify_none,
-    /// server_name_indication). Required with --sink rabbitmq.
+    /// parameters (cacertfile, certfile, keyfile). Required with --sink rabbitmq (or `url` in
+    /// the config file's [rabbitmq]).
     #[arg(
         long,
         env = "OUTBOX_RABBITMQ_URL",
@@ -203,14 +204,9 @@ pub struct RelayConfig {
     pub rabbitmq_password_file: Option<PathBuf>,
 
     /// The exchange rows are published to, with the row's topic as the routing key. The
-    /// default exchange ("") routes to the queue the topic names.
-    #[arg(
-        long,
-        env = "OUTBOX_RABBITMQ_EXCHANGE",
-        default_value = "",
-        value_name = "NAME"
-    )]
-    pub rabbitmq_exchange: String,
+    /// default exchange ("") routes to the queue the topic names. [default: ""]
+    #[arg(long, env = "OUTBOX_RABBITMQ_EXCHANGE", value_name = "NAME")]
+    pub rabbitmq_exchange: Option<String>,
 
     /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's
     /// [kafka]).

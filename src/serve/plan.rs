@@ -6,7 +6,7 @@
 //! `acks=0`; every table a plan serves gets a [`RelayConfig`] of its own,
 //! the process-wide flags with the table's overrides.
 
-use crate::config::file::{ConfigFile, Source, TableEntry};
+use crate::config::file::{ConfigFile, RabbitMqSection, Source, TableEntry};
 use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig, SinkKind};
 use crate::error::{Error, Result};
 use crate::sinks::SinkSettings;
@@ -25,7 +25,7 @@ pub struct Plan {
 impl Plan {
     pub fn build(config: &RelayConfig) -> Result<Plan> {
         config.validate()?;
-        let (file_brokers, file_kafka, sources, file) = match &config.config {
+        let (file_brokers, file_kafka, file_sink, sources, file) = match &config.config {
             Some(path) => {
                 if config.database.database_url.is_some() || config.database.table.is_some() {
                     return Err(Error::InvalidConfig(format!(
@@ -34,18 +34,27 @@ impl Plan {
                     )));
                 }
                 let file = ConfigFile::load(path)?;
+                let sink = (file.sink, file.rabbitmq);
                 (
                     file.kafka_brokers,
                     file.kafka_settings,
+                    sink,
                     file.sources,
                     Some(file.path),
                 )
             }
-            None => (None, Vec::new(), vec![flags_source(config)?], None),
+            None => (
+                None,
+                Vec::new(),
+                (None, RabbitMqSection::default()),
+                vec![flags_source(config)?],
+                None,
+            ),
         };
-        let sink = match config.sink {
+        let (file_sink, file_rabbitmq) = file_sink;
+        let sink = match config.sink.or(file_sink).unwrap_or_default() {
             SinkKind::Kafka => kafka_settings(config, file_brokers, file_kafka)?,
-            SinkKind::RabbitMq => rabbitmq_settings(config)?,
+            SinkKind::RabbitMq => rabbitmq_settings(config, file_rabbitmq)?,
         };
         Ok(Plan {
             sink,
@@ -77,17 +86,20 @@ fn kafka_settings(
     })
 }
 
-/// RabbitMQ's settings: the URL (with its password file) and the exchange.
-fn rabbitmq_settings(config: &RelayConfig) -> Result<SinkSettings> {
-    let url = config.rabbitmq_url.clone().ok_or_else(|| {
+/// RabbitMQ's settings: the URL (with its password file) and the exchange,
+/// each from its flag, else from the file's `[rabbitmq]`.
+fn rabbitmq_settings(config: &RelayConfig, file: RabbitMqSection) -> Result<SinkSettings> {
+    let url = config.rabbitmq_url.clone().or(file.url).ok_or_else(|| {
         Error::InvalidConfig(
-            "--sink rabbitmq needs --rabbitmq-url (OUTBOX_RABBITMQ_URL), e.g. amqp://relay@localhost:5672/%2f".to_owned(),
+            "--sink rabbitmq needs --rabbitmq-url (OUTBOX_RABBITMQ_URL) or url in the config file's [rabbitmq], e.g. amqp://relay@localhost:5672/%2f".to_owned(),
         )
     })?;
-    let url = url.with_password_file(config.rabbitmq_password_file.as_deref())?;
+    let password_file = config.rabbitmq_password_file.clone().or(file.password_file);
+    let url = url.with_password_file(password_file.as_deref())?;
+    let exchange = config.rabbitmq_exchange.clone().or(file.exchange);
     Ok(SinkSettings::RabbitMq {
         url: Box::new(url),
-        exchange: config.rabbitmq_exchange.clone(),
+        exchange: exchange.unwrap_or_default(),
     })
 }
 

@@ -60,49 +60,7 @@ impl RabbitUrl {
             "amqps" => true,
             other => return Err(format!("scheme {other}: is not amqp:// or amqps://")),
         };
-        let mut tls = Tls {
-            cacertfile: None,
-            certfile: None,
-            keyfile: None,
-            verify: Verify::Peer,
-            server_name_indication: None,
-        };
-        let mut client = Vec::new();
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "cacertfile" => tls.cacertfile = Some(PathBuf::from(value.as_ref())),
-                "certfile" => tls.certfile = Some(PathBuf::from(value.as_ref())),
-                "keyfile" => tls.keyfile = Some(PathBuf::from(value.as_ref())),
-                "verify" => {
-                    tls.verify = match value.as_ref() {
-                        "verify_peer" => Verify::Peer,
-                        "verify_none" => Verify::None,
-                        other => {
-                            return Err(format!(
-                                "verify={other}: use verify_peer or verify_none"
-                            ))
-                        }
-                    }
-                }
-                "server_name_indication" => {
-                    tls.server_name_indication = Some(value.into_owned())
-                }
-                known if CLIENT_PARAMETERS.contains(&known) => {
-                    client.push(format!("{key}={value}"))
-                }
-                unknown => {
-                    return Err(format!(
-                        "unknown query parameter {unknown}; known are cacertfile, certfile, keyfile, verify, server_name_indication, {}",
-                        CLIENT_PARAMETERS.join(", ")
-                    ))
-                }
-            }
-        }
-        if tls.certfile.is_some() != tls.keyfile.is_some() {
-            return Err(
-                "certfile and keyfile go together (a client certificate and its key)".into(),
-            );
-        }
+        let (tls, client) = parameters(&url)?;
         let mut base = url.clone();
         base.set_query(None);
         let mut with_client = base.to_string();
@@ -170,6 +128,53 @@ impl RabbitUrl {
     pub fn user(&self) -> &str {
         &self.uri.authority.userinfo.username
     }
+}
+
+/// The TLS settings in `url`'s query, and the parameters the AMQP client
+/// itself takes (as `key=value`).
+fn parameters(url: &url::Url) -> std::result::Result<(Tls, Vec<String>), String> {
+    let mut tls = Tls {
+        cacertfile: None,
+        certfile: None,
+        keyfile: None,
+        verify: Verify::Peer,
+        server_name_indication: None,
+    };
+    let mut client = Vec::new();
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "cacertfile" => tls.cacertfile = Some(PathBuf::from(value.as_ref())),
+            "certfile" => tls.certfile = Some(PathBuf::from(value.as_ref())),
+            "keyfile" => tls.keyfile = Some(PathBuf::from(value.as_ref())),
+            "verify" => {
+                tls.verify = match value.as_ref() {
+                    "verify_peer" => Verify::Peer,
+                    "verify_none" => Verify::None,
+                    other => {
+                        return Err(format!(
+                            "verify={other}: use verify_peer or verify_none"
+                        ))
+                    }
+                }
+            }
+            "server_name_indication" => {
+                tls.server_name_indication = Some(value.into_owned())
+            }
+            known if CLIENT_PARAMETERS.contains(&known) => {
+                client.push(format!("{key}={value}"))
+            }
+            unknown => {
+                return Err(format!(
+                    "unknown query parameter {unknown}; known are cacertfile, certfile, keyfile, verify, server_name_indication, {}",
+                    CLIENT_PARAMETERS.join(", ")
+                ))
+            }
+        }
+    }
+    if tls.certfile.is_some() != tls.keyfile.is_some() {
+        return Err("certfile and keyfile go together (a client certificate and its key)".into());
+    }
+    Ok((tls, client))
 }
 
 /// The URL without its password.
