@@ -41,9 +41,13 @@
 //!     Apache Kafka 2.3 of the test services, plaintext and over SASL_SSL
 //!     (SCRAM-SHA-512), interleaved rounds.
 //!
+//! 13. RabbitMQ (`stages/rabbitmq.rs`): the drain into a durable queue with
+//!     confirms beside a bare publisher of the same crate, the plain ceiling,
+//!     and commit → consumer latency at 1,000 rows/s.
+//!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
-//! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants` or
-//! `=brokers` runs one stage alone.
+//! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants`, `=brokers`
+//! or `=rabbitmq` runs one stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -58,6 +62,8 @@
 mod common;
 #[path = "stages/many_tables.rs"]
 mod many_tables;
+#[path = "stages/rabbitmq.rs"]
+mod rabbitmq_stage;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -164,6 +170,9 @@ async fn run() -> serde_json::Value {
             return json!({ "rows": rows, "brokers": brokers_stage(rows, batch, repeat).await })
         }
         Ok("tenants") => return json!({ "tenants": tenants(batch).await }),
+        Ok("rabbitmq") => {
+            return json!({ "rows": rows, "rabbitmq": rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await })
+        }
         _ => {}
     }
     if rows == 0 {
@@ -182,6 +191,7 @@ async fn run() -> serde_json::Value {
     let fairness = fairness(batch).await;
     let tenants = tenants(batch).await;
     let brokers = brokers_stage(rows, batch, repeat).await;
+    let rabbitmq = rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -213,6 +223,7 @@ async fn run() -> serde_json::Value {
         "fairness": fairness,
         "tenants": tenants,
         "brokers": brokers,
+        "rabbitmq": rabbitmq,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds

@@ -1,0 +1,248 @@
+//! Stage 13, RabbitMQ (`OUTBOX_BENCH_ONLY=rabbitmq`): on the node of the
+//! test services, a durable queue, publisher confirms,
+//! - the one-relay drain of the same rows as the Kafka drain, every message
+//!   read back and per-key order checked;
+//! - a bare publisher: the same payloads published with the same crate and
+//!   confirms, in windows of the batch size, no database;
+//! - the plain claim + mark ceiling of the same database;
+//! - commit → consumer receipt at 1,000 rows/s with the NOTIFY trigger.
+//!
+//! Rounds are interleaved; medians are reported.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use serde_json::json;
+
+use super::common::{self, load, rabbitmq};
+use super::{
+    fill, fresh_env, median, now_epoch, plain_ceiling_on, ratio, relay_args, round, Quantiles,
+};
+
+pub async fn rabbitmq_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
+    let url = rabbitmq::url();
+    let (mut drains, mut bare, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=repeat {
+        let drain = drain(&url, rows, batch).await;
+        let publisher = bare_publisher(&url, rows, batch).await;
+        let ceiling = plain_ceiling_on(&common::database_url(), rows, batch, false).await;
+        eprintln!(
+            "bench: rabbitmq round {round}: drain {drain:.0} rows/s, bare publisher {publisher:.0} msg/s, plain ceiling {ceiling:.0} rows/s"
+        );
+        drains.push(drain);
+        bare.push(publisher);
+        ceilings.push(ceiling);
+    }
+    let (drain, bare, ceiling) = (median(drains), median(bare), median(ceilings));
+    let latency = latency(&url, 1_000, 10, batch).await;
+    eprintln!(
+        "bench: rabbitmq: drain {drain:.0} rows/s = {:.2} of the bare publisher ({bare:.0}); commit → receipt at 1,000 rows/s p50 {:.1} ms, p99 {:.1} ms",
+        drain / bare,
+        latency.p50_ms,
+        latency.p99_ms
+    );
+    json!({
+        "drain_rows_per_sec": round(drain),
+        "bare_publisher_msgs_per_sec": round(bare),
+        "drain_vs_bare_publisher": ratio(drain, bare),
+        "plain_ceiling_rows_per_sec": round(ceiling),
+        "drain_vs_plain_ceiling": ratio(drain, ceiling),
+        "latency_1000_per_sec": latency.json(),
+    })
+}
+
+/// One relay drains `rows` pre-inserted rows into a durable queue; from the
+/// first row marked published to the last, then every message read back.
+async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
+    let env = fresh_env().await;
+    let queue = common::unique_name("bench");
+    rabbitmq::declare_queue(url, &queue, FieldTable::default()).await;
+    fill(&env, &queue, rows).await;
+    let committed = load::committed_rows(&env.client, &env.table).await;
+    let mut args = rabbitmq::relay_args(url, None);
+    args.extend(relay_args(batch, &[]));
+    let relay = env.start_relay_args(&args);
+    let any_pending = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
+        env.table
+    );
+    common::wait_for_every(
+        "the RabbitMQ drain to finish",
+        Duration::from_secs(600),
+        Duration::from_millis(250),
+        || async {
+            let row = env
+                .client
+                .query_one(&any_pending, &[])
+                .await
+                .expect("probe");
+            (!row.get::<_, bool>(0)).then_some(())
+        },
+    )
+    .await;
+    drop(relay);
+    let span = format!(
+        "SELECT extract(epoch FROM max(published_at) - min(published_at))::float8 FROM {}",
+        env.table
+    );
+    let seconds: f64 = env.client.query_one(&span, &[]).await.expect("span").get(0);
+    let ids: Vec<String> = committed.iter().map(|(_, e)| e.clone()).collect();
+    let received = rabbitmq::read_queue(url, &queue, &ids, Duration::from_secs(120)).await;
+    load::verify(&received, &committed, &committed);
+    // The first batch was recorded at the start: the rest took the time.
+    (rows - batch as i64) as f64 / seconds
+}
+
+/// The same payloads, published with confirms in windows of `batch` (the
+/// relay waits for a batch's confirms too), no database.
+async fn bare_publisher(url: &str, rows: i64, batch: usize) -> f64 {
+    let queue = common::unique_name("bare");
+    rabbitmq::declare_queue(url, &queue, FieldTable::default()).await;
+    let connection = rabbitmq::connect(url).await;
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let payload = br#"{"seq":1,"type":"OrderPlaced","customer":"customer-1","items":[{"sku":"SKU-12345","qty":2,"price":19.99}],"note":"lorem ipsum dolor sit amet consectetur adipiscing"}"#;
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < rows {
+        let window = (rows - sent).min(batch as i64);
+        let mut confirms = Vec::with_capacity(window as usize);
+        for i in 0..window {
+            let properties = BasicProperties::default()
+                .with_message_id(format!("bare-{}", sent + i).into())
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    options,
+                    payload,
+                    properties,
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirm");
+        }
+        sent += window;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    channel
+        .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .expect("purge");
+    let _ = connection.close(200, "".into()).await;
+    rate
+}
+
+/// Writers insert `rate` rows/s for `seconds` (NOTIFY on); a consumer of the
+/// queue notes when each arrives; latency from the writer's COMMIT.
+async fn latency(url: &str, rate: u64, seconds: u64, batch: usize) -> Quantiles {
+    let env = fresh_env().await;
+    let output = env
+        .command(&["migrate", "--notify-trigger"])
+        .output()
+        .expect("migrate");
+    common::assert_success(&output, "migrate --notify-trigger");
+    let queue = common::unique_name("latency");
+    rabbitmq::declare_queue(url, &queue, FieldTable::default()).await;
+    let mut args = rabbitmq::relay_args(url, None);
+    args.extend(relay_args(batch, &[]));
+    let mut relay = env.start_relay_args(&args);
+    relay.wait_ready().await;
+    let expected = (rate * seconds) as usize;
+    let receipts = tokio::spawn(receipts(
+        url.to_owned(),
+        queue.clone(),
+        expected,
+        seconds + 30,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ticks_per_sec = 100u64.min(rate);
+    let per_tick = (rate / ticks_per_sec) as i64;
+    let insert = format!(
+        "INSERT INTO {} (topic, message_key, payload)
+         SELECT $1, 'key-' || (i % 1000), jsonb_build_object('tick', $3::bigint, 'seq', i)
+         FROM generate_series(1, $2::bigint) AS i",
+        env.table
+    );
+    let writer = common::connect(&env.database_url).await;
+    let statement = writer.prepare(&insert).await.expect("prepare insert");
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_sec as u32);
+    let mut committed_at = Vec::new();
+    for tick in 0..ticks_per_sec * seconds {
+        ticker.tick().await;
+        writer
+            .execute(&statement, &[&queue, &per_tick, &(tick as i64)])
+            .await
+            .expect("insert");
+        committed_at.push(now_epoch());
+    }
+    let receipts = receipts.await.expect("consumer");
+    drop(relay);
+    Quantiles::of(
+        receipts
+            .iter()
+            .map(|(tick, at)| (at - committed_at[*tick]).max(0.0))
+            .collect(),
+    )
+}
+
+/// (tick, receipt time) of each message, until `expected` arrived.
+async fn receipts(
+    url: String,
+    queue: String,
+    expected: usize,
+    timeout_secs: u64,
+) -> Vec<(usize, f64)> {
+    let connection = rabbitmq::connect(&url).await;
+    let channel = connection.create_channel().await.expect("channel");
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "latency".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut seen = HashMap::new();
+    while seen.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(delivery))) = tokio::time::timeout(left, consumer.next()).await else {
+            break;
+        };
+        let at = now_epoch();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&delivery.data).expect("benchmark payload");
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let tick = payload["tick"].as_u64().expect("tick") as usize;
+        seen.entry(id).or_insert((tick, at));
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let _ = connection.close(200, "".into()).await;
+    seen.into_values().collect()
+}
