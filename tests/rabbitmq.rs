@@ -246,7 +246,8 @@ async fn a_connection_blocked_by_a_memory_alarm_is_an_outage_not_a_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn amqps_with_the_servers_ca_delivers_and_a_wrong_ca_fails_at_start_in_one_line() {
+async fn amqps_with_the_servers_ca_a_server_name_or_verify_none_delivers_and_a_wrong_ca_fails_at_start_in_one_line(
+) {
     let env = TestEnv::new().await;
     let queue = common::unique_name("queue");
     rabbitmq::declare_queue(&rabbitmq::url(), &queue, FieldTable::default()).await;
@@ -271,8 +272,40 @@ async fn amqps_with_the_servers_ca_delivers_and_a_wrong_ca_fails_at_start_in_one
     .await;
     verify(&received, &inserted, &inserted);
 
+    // The name checked can differ from the host connected to.
+    let by_name = format!("{}&server_name_indication=localhost", amqps(&ca));
+    let more = env.insert(&order_rows_from(&queue, 10, 5)).await;
+    let relay = env.start_relay_args(&rabbitmq::relay_args(&by_name, None));
+    env.wait_for_status("published", Count::Exactly(15), Duration::from_secs(30))
+        .await;
+    drop(relay);
+    let received = rabbitmq::read_queue(
+        &rabbitmq::url(),
+        &queue,
+        &ids(&more),
+        Duration::from_secs(20),
+    )
+    .await;
+    verify(&received, &more, &more);
+
     let certs = common::certs::Certificates::generate();
     let wrong = certs.path("ca.pem");
+    // verify_none: encrypted, the certificate unchecked.
+    let unchecked = amqps(&wrong).replace("verify_peer", "verify_none");
+    let last = env.insert(&order_rows_from(&queue, 15, 5)).await;
+    let relay = env.start_relay_args(&rabbitmq::relay_args(&unchecked, None));
+    env.wait_for_status("published", Count::Exactly(20), Duration::from_secs(30))
+        .await;
+    drop(relay);
+    let received = rabbitmq::read_queue(
+        &rabbitmq::url(),
+        &queue,
+        &ids(&last),
+        Duration::from_secs(20),
+    )
+    .await;
+    verify(&received, &last, &last);
+
     let mut args = rabbitmq::relay_args(&amqps(&wrong), None);
     args.extend(["--kafka-startup-timeout-secs".into(), "3".into()]);
     let mut refused = env.start_relay_args(&args);

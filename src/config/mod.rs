@@ -188,8 +188,9 @@ pub struct RelayConfig {
     pub sink: Option<SinkKind>,
 
     /// RabbitMQ: amqp://user:pass@host:5672/vhost or amqps://…, TLS set with RabbitMQ's URI
-    /// parameters (cacertfile, certfile, keyfile). Required with --sink rabbitmq (or `url` in
-    /// the config file's [rabbitmq]).
+    /// parameters (cacertfile, certfile, keyfile, verify=verify_peer|verify_none,
+    /// server_name_indication). Required with --sink rabbitmq (or `url` in the config file's
+    /// [rabbitmq]).
     #[arg(
         long,
         env = "OUTBOX_RABBITMQ_URL",

@@ -16,13 +16,15 @@ use futures_util::StreamExt;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::tcp::AsyncTcpStream;
 use lapin::types::{FieldTable, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{Confirmation, Connection, ConnectionProperties, Event, ExchangeKind};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 
 use super::failure::{failed, login_refused, returned};
 use super::message::properties;
-use super::url::RabbitUrl;
+use super::url::{RabbitUrl, Verify};
 use crate::error::{Error, Result};
 use crate::sinks::message::Message;
 use crate::sinks::outcome::{Delivery, Disposition, FailureReason, Pending};
@@ -58,7 +60,7 @@ pub struct RabbitChannel {
 pub struct RabbitMq {
     url: RabbitUrl,
     exchange: String,
-    tls: OwnedTLSConfig,
+    tls: Option<Arc<TlsConnect>>,
     session: tokio::sync::Mutex<Option<Session>>,
     generation: AtomicU64,
     events: Arc<Mutex<Events>>,
@@ -67,7 +69,7 @@ pub struct RabbitMq {
 impl RabbitMq {
     /// Check the settings; makes no connection yet.
     pub fn new(url: RabbitUrl, exchange: &str) -> Result<Self> {
-        let tls = tls_config(&url)?;
+        let tls = tls_connect(&url)?;
         Ok(RabbitMq {
             url,
             exchange: exchange.to_owned(),
@@ -93,11 +95,9 @@ impl RabbitMq {
     /// Open a connection and a confirm-mode channel on it.
     async fn connect(&self) -> Result<Session> {
         let uri = self.url.connect_uri()?;
-        let runtime = lapin::runtime::default_runtime().map_err(|e| self.unreachable(&e))?;
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("outbox-relay {}", env!("CARGO_PKG_VERSION")).into());
-        let connecting =
-            Connection::connect_uri_with_config(uri, properties, self.tls.clone(), runtime);
+        let connecting = open_connection(uri, self.tls.clone(), properties);
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return Err(self.connect_error(&error)),
@@ -404,45 +404,75 @@ pub fn missing_exchange(exchange: &str) -> String {
     format!("exchange {exchange} does not exist; declare it (or fix --rabbitmq-exchange)")
 }
 
-/// TLS for `amqps://`: the CA to trust and the client certificate, from the
-/// URL's `cacertfile`, `certfile` and `keyfile`.
-fn tls_config(url: &RabbitUrl) -> Result<OwnedTLSConfig> {
+/// TLS for `amqps://`: an OpenSSL connector set as the URL's `cacertfile`,
+/// `certfile`, `keyfile` and `verify` say, and the name sent and checked
+/// (`server_name_indication`, else the URL's host).
+pub struct TlsConnect {
+    connector: SslConnector,
+    name: String,
+}
+
+fn tls_connect(url: &RabbitUrl) -> Result<Option<Arc<TlsConnect>>> {
     let Some(tls) = &url.tls else {
-        return Ok(OwnedTLSConfig::default());
+        return Ok(None);
     };
-    // The TLS client checks the server's certificate and name against the
-    // URL's host, always: refuse what it cannot do rather than ignore it.
-    if tls.verify == super::url::Verify::None {
-        return Err(Error::InvalidConfig(
-            "--rabbitmq-url verify=verify_none is not supported: use verify_peer with cacertfile=<the server's CA>".into(),
-        ));
+    let fail = |what: &str, path: &std::path::Path, e: openssl::error::ErrorStack| {
+        Error::InvalidConfig(format!(
+            "--rabbitmq-url {what}={}: cannot use it ({e})",
+            path.display()
+        ))
+    };
+    let mut builder = SslConnector::builder(SslMethod::tls())
+        .map_err(|e| Error::InvalidConfig(format!("TLS for RabbitMQ: {e}")))?;
+    if let Some(ca) = &tls.cacertfile {
+        builder
+            .set_ca_file(ca)
+            .map_err(|e| fail("cacertfile", ca, e))?;
     }
-    if tls.server_name_indication.is_some() {
-        return Err(Error::InvalidConfig(
-            "--rabbitmq-url server_name_indication is not supported: the host of the URL is the name sent and checked; connect by that name".into(),
-        ));
+    if let (Some(cert), Some(key)) = (&tls.certfile, &tls.keyfile) {
+        builder
+            .set_certificate_chain_file(cert)
+            .map_err(|e| fail("certfile", cert, e))?;
+        builder
+            .set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| fail("keyfile", key, e))?;
     }
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "--rabbitmq-url {what}={}: cannot read it ({e})",
-                path.display()
-            ))
-        })
-    };
-    let cert_chain = match &tls.cacertfile {
-        Some(path) => Some(String::from_utf8_lossy(&read("cacertfile", path)?).into_owned()),
-        None => None,
-    };
-    let identity = match (&tls.certfile, &tls.keyfile) {
-        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-            pem: read("certfile", cert)?,
-            key: read("keyfile", key)?,
-        }),
-        _ => None,
-    };
-    Ok(OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
+    if tls.verify == Verify::None {
+        builder.set_verify(SslVerifyMode::NONE);
+    }
+    let name = tls
+        .server_name_indication
+        .clone()
+        .unwrap_or_else(|| url.host().to_owned());
+    Ok(Some(Arc::new(TlsConnect {
+        connector: builder.build(),
+        name,
+    })))
+}
+
+/// Open a connection to `uri`, over `tls` when given.
+async fn open_connection(
+    uri: AMQPUri,
+    tls: Option<Arc<TlsConnect>>,
+    properties: ConnectionProperties,
+) -> lapin::Result<Connection> {
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let host = uri.authority.host.clone();
+            let address = tokio::net::lookup_host((host.as_str(), uri.authority.port))
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{host}: no address")))?;
+            let stream = AsyncTcpStream::connect(&runtime, address).await?;
+            match &tls {
+                None => Ok(stream),
+                Some(tls) => Ok(stream.into_openssl(&tls.connector, &tls.name).await?),
+            }
+        },
+        properties,
+    )
+    .await
 }
