@@ -422,3 +422,32 @@ async fn the_sink_and_its_settings_can_come_from_the_config_file() {
         rabbitmq::read_queue(&url, &queue, &ids(&inserted), Duration::from_secs(20)).await;
     verify(&received, &inserted, &inserted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_and_an_unreachable_server_each_fail_at_start_in_one_line() {
+    let env = TestEnv::new().await;
+    let closed = format!("amqp://relay@127.0.0.1:{}/outbox", common::free_port());
+    let cases = [
+        (
+            rabbitmq::relay_args(&rabbitmq::url(), Some("no-such-exchange")),
+            "has no exchange no-such-exchange: declare it, or fix --rabbitmq-exchange",
+        ),
+        (rabbitmq::relay_args(&closed, None), "did not answer"),
+    ];
+    for (mut args, says) in cases {
+        args.extend(["--startup-timeout-secs".into(), "2".into()]);
+        let mut relay = env.start_relay_args(&args);
+        let status = relay.wait_exit(Duration::from_secs(30)).await;
+        let log = relay.log_text();
+        assert_eq!(status.code(), Some(1), "{log}");
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{log}");
+        assert!(
+            errors[0].contains("RabbitMQ at amqp://relay:***@"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].contains(says), "{}", errors[0]);
+        assert!(!log.contains(&rabbitmq::password()), "{log}");
+    }
+}

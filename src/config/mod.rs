@@ -282,8 +282,9 @@ pub struct RelayConfig {
     #[arg(long = "claim-timeout-secs", visible_alias = "claim-timeout", env = "OUTBOX_CLAIM_TIMEOUT_SECS", value_name = "DURATION", default_value = "60", value_parser = parse_secs)]
     pub claim_timeout: Duration,
 
-    /// How long start-up waits for a Kafka broker to answer before giving up, in seconds.
-    #[arg(long = "kafka-startup-timeout-secs", visible_alias = "kafka-startup-timeout", env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "DURATION", default_value = "15", value_parser = parse_secs)]
+    /// How long start-up waits for the sink (a Kafka broker, RabbitMQ) to answer before giving
+    /// up, in seconds.
+    #[arg(long = "kafka-startup-timeout-secs", visible_aliases = ["kafka-startup-timeout", "startup-timeout-secs"], env = "OUTBOX_KAFKA_STARTUP_TIMEOUT_SECS", value_name = "DURATION", default_value = "15", value_parser = parse_secs)]
     pub kafka_startup_timeout: Duration,
 
     /// How often the backlog gauges are refreshed from the table, in milliseconds (at least 100).
