@@ -89,8 +89,6 @@ install() {
     fi
     OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" install
     bash "$RABBITMQ" install
-    # pika: the outside AMQP consumer of tests/outside/.
-    "$TOOLS_DIR/venv/bin/python" -c 'import pika' 2>/dev/null || "$TOOLS_DIR/venv/bin/pip" install -q pika >&2
 }
 
 free_port() {
