@@ -9,7 +9,7 @@
 //! | folder | owns |
 //! |---|---|
 //! | [`source`] | PostgreSQL: the typed queries (one per file in `sql/queries/`), the claim and its record, migrate and adopt, partitions, the table layout, table names and patterns |
-//! | `sinks` | the brokers, behind one seam: `sinks::Sink` and `sinks::Channel`, the sink-neutral message and outcome, and one folder per sink (`sinks/kafka/`) |
+//! | `sinks` | the brokers, behind one seam: `sinks::Sink` and `sinks::Channel`, the sink-neutral message and outcome, and one folder per sink (`sinks/kafka/`, `sinks/rabbitmq/`) |
 //! | `relay` | the loop of one table: `step` decides (claim, wait, back off, stop), `outcome` decides each row's fate, `batch` claims, sends and records, `telemetry` reports |
 //! | [`serve`] | `run`: the plan, the sources and their tables, leader election, LISTEN wake-ups, the claim gate, open claims, the background monitors and shutdown |
 //! | `observe` | what operators see: metric definitions and families, health and readiness, the HTTP server, the `status` rendering and the summary line |
