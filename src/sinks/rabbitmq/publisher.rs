@@ -107,6 +107,8 @@ impl RabbitMq {
                 )
             }
         };
+        // A block belongs to the connection it was sent on.
+        self.events().blocked = None;
         self.listen(&connection);
         let channel = connection
             .create_channel()
