@@ -36,6 +36,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose noise the relay reports itself, once, quieted unless
+/// `--log-level` names them: (the name to look for, the directive).
+const QUIETED_LIBRARIES: [(&str, &str); 3] = [
+    // rust-rdkafka warns about every broker error event it does not route;
+    // the relay reports outages itself.
+    ("rdkafka", "rdkafka::producer::base_producer=error"),
+    // "Connection could not be recycled" on every pooled connection during
+    // an outage.
+    ("deadpool", "deadpool.postgres=error"),
+    // lapin logs every channel the server closes at error level, among them
+    // the passive declares that find a queue missing.
+    ("lapin", "lapin=off"),
+];
+
 fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     // A bare level ("debug") is about the relay; libraries stay at warn.
     let directives = if level.contains(['=', ',']) {
@@ -45,29 +59,10 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     };
     let mut filter = EnvFilter::try_new(&directives)
         .map_err(|e| format!("invalid --log-level {level:?}: {e}; try `info` or `debug`"))?;
-    if !level.contains("rdkafka") {
-        // rust-rdkafka warns about every broker error event it does not route;
-        // the relay reports outages itself, once.
-        filter = filter.add_directive(
-            "rdkafka::producer::base_producer=error"
-                .parse()
-                .expect("a valid directive"),
-        );
-    }
-    if !level.contains("deadpool") {
-        // "Connection could not be recycled" on every pooled connection during
-        // an outage; the relay reports the outage itself, once.
-        filter = filter.add_directive(
-            "deadpool.postgres=error"
-                .parse()
-                .expect("a valid directive"),
-        );
-    }
-    if !level.contains("lapin") {
-        // lapin logs every channel the server closes at error level, among
-        // them the passive declares that find a queue missing, which the
-        // relay reports itself, once.
-        filter = filter.add_directive("lapin=off".parse().expect("a valid directive"));
+    for (library, directive) in QUIETED_LIBRARIES {
+        if !level.contains(library) {
+            filter = filter.add_directive(directive.parse().expect("a valid directive"));
+        }
     }
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
