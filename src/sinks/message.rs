@@ -210,24 +210,30 @@ pub fn compact_json(text: &str) -> String {
     out
 }
 
+/// The outbox row the message tests of every sink start from.
+#[cfg(test)]
+pub(crate) fn test_row(topic: &str, headers: serde_json::Value) -> OutboxRow {
+    OutboxRow {
+        id: 1,
+        event_id: "3f1c0a7e-0000-4000-8000-000000000001".into(),
+        topic: topic.into(),
+        message_key: Some(b"k".to_vec()),
+        payload: Some(br#"{"a": 1, "b": [1, 2]}"#.to_vec()),
+        headers,
+        event_type: None,
+        attempts: 0,
+        created_at: SystemTime::now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
 
-    pub(crate) fn row(topic: &str, headers: serde_json::Value) -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            event_id: "3f1c0a7e-0000-4000-8000-000000000001".into(),
-            topic: topic.into(),
-            message_key: Some(b"k".to_vec()),
-            payload: Some(br#"{"a": 1, "b": [1, 2]}"#.to_vec()),
-            headers,
-            event_type: None,
-            attempts: 0,
-            created_at: SystemTime::now(),
-        }
+    fn row(topic: &str, headers: serde_json::Value) -> OutboxRow {
+        test_row(topic, headers)
     }
 
     #[test]

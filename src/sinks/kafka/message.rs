@@ -97,28 +97,11 @@ pub fn check_topic(topic: &str) -> Result<(), Rejected> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use rdkafka::message::Headers;
     use serde_json::json;
 
     use super::*;
-    use crate::sinks::message::{prepare, CloudEvents, MessageFormat};
-    use crate::source::OutboxRow;
-
-    fn row(topic: &str, headers: serde_json::Value) -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            event_id: "3f1c0a7e-0000-4000-8000-000000000001".into(),
-            topic: topic.into(),
-            message_key: Some(b"k".to_vec()),
-            payload: Some(br#"{"a": 1}"#.to_vec()),
-            headers,
-            event_type: None,
-            attempts: 0,
-            created_at: SystemTime::now(),
-        }
-    }
+    use crate::sinks::message::{prepare, test_row as row, CloudEvents, MessageFormat};
 
     fn header_pairs(headers: &OwnedHeaders) -> Vec<(String, String)> {
         headers

@@ -90,21 +90,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::sinks::message::{prepare, CloudEvents, MessageFormat};
+    use crate::sinks::message::{prepare, test_row, CloudEvents, MessageFormat};
     use crate::source::OutboxRow;
 
     fn row() -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            event_id: "3f1c0a7e-0000-4000-8000-000000000001".into(),
-            topic: "order.created".into(),
-            message_key: Some(b"order-42".to_vec()),
-            payload: Some(br#"{"a": 1}"#.to_vec()),
-            headers: json!({"trace": "t-1"}),
-            event_type: Some("OrderCreated".into()),
-            attempts: 0,
-            created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_312_243),
-        }
+        let mut row = test_row("order.created", json!({"trace": "t-1"}));
+        row.message_key = Some(b"order-42".to_vec());
+        row.event_type = Some("OrderCreated".into());
+        row.created_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_312_243);
+        row
     }
 
     fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
