@@ -307,9 +307,9 @@ impl Relay {
     ) -> (Vec<Delivery>, Vec<Duration>) {
         let mut deliveries = Vec::with_capacity(rows.len());
         let mut delivery_latencies = Vec::with_capacity(rows.len());
+        let profile = self.sink.profile();
         for (row, pending) in rows.iter().zip(pending) {
             let mut delivery = pending.outcome().await;
-            let profile = self.sink.profile();
             match &mut delivery {
                 Delivery::Failed {
                     disposition: Disposition::Missing,
