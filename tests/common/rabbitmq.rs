@@ -39,13 +39,18 @@ pub fn password() -> String {
 
 /// The `run` flags for a node at `url` (vhost `outbox`, user `relay`).
 pub fn relay_args(url: &str, exchange: Option<&str>) -> Vec<String> {
+    relay_args_with(url, exchange, &password_file())
+}
+
+/// [`relay_args`] with the password read from `password_file`.
+pub fn relay_args_with(url: &str, exchange: Option<&str>, password_file: &Path) -> Vec<String> {
     let mut args = vec![
         "--sink".to_owned(),
         "rabbitmq".to_owned(),
         "--rabbitmq-url".to_owned(),
         url.to_owned(),
         "--rabbitmq-password-file".to_owned(),
-        password_file().display().to_string(),
+        password_file.display().to_string(),
     ];
     if let Some(exchange) = exchange {
         args.extend(["--rabbitmq-exchange".to_owned(), exchange.to_owned()]);

@@ -156,11 +156,12 @@ impl PrivateTarget for ApacheKafka {
 }
 
 impl SecuredTarget for ApacheKafka {
-    fn wrong_password_args(&self, dir: &std::path::Path) -> (Vec<String>, String) {
-        let password = format!("wrong-{}", unique_name("pw"));
-        let file = dir.join("wrong.password");
-        std::fs::write(&file, &password).unwrap();
-        let lines = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", &file);
+    fn wrong_password_args(
+        &self,
+        dir: &std::path::Path,
+        password_file: &std::path::Path,
+    ) -> Vec<String> {
+        let lines = apache_kafka::sasl_ssl_lines("SCRAM-SHA-512", "relay", password_file);
         let properties = apache_kafka::client_properties(dir, "wrong.properties", &lines);
         let args = [
             "--kafka-brokers",
@@ -170,7 +171,7 @@ impl SecuredTarget for ApacheKafka {
             "--kafka-startup-timeout-secs",
             "60",
         ];
-        (args.map(str::to_owned).to_vec(), password)
+        args.map(str::to_owned).to_vec()
     }
 }
 

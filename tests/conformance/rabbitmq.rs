@@ -72,19 +72,12 @@ impl PrivateTarget for RabbitMq {
 }
 
 impl SecuredTarget for RabbitMq {
-    fn wrong_password_args(&self, dir: &std::path::Path) -> (Vec<String>, String) {
-        let password = format!("wrong-{}", unique_name("pw"));
-        let file = dir.join("wrong.password");
-        std::fs::write(&file, &password).unwrap();
-        let args = [
-            "--sink",
-            "rabbitmq",
-            "--rabbitmq-url",
-            &self.url,
-            "--rabbitmq-password-file",
-            file.to_str().unwrap(),
-        ];
-        (args.map(str::to_owned).to_vec(), password)
+    fn wrong_password_args(
+        &self,
+        _dir: &std::path::Path,
+        password_file: &std::path::Path,
+    ) -> Vec<String> {
+        rabbitmq::relay_args_with(&self.url, None, password_file)
     }
 }
 

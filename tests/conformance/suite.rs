@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::load::{committed_rows, verify, Load, Verdict};
-use crate::common::{wait_for, Count, NewRow, Received, RelayProcess, TestEnv};
+use crate::common::{Count, NewRow, Received, RelayProcess, TestEnv};
 
 /// A server a sink publishes to, as the scenarios use it.
 #[allow(async_fn_in_trait)]
@@ -44,9 +44,13 @@ pub trait PrivateTarget: Target + Sized {
 
 /// A server with credentials, for the wrong-password scenario.
 pub trait SecuredTarget: Target {
-    /// The flags that point the relay at this server with a wrong password,
-    /// written where the relay reads it, and that password.
-    fn wrong_password_args(&self, dir: &std::path::Path) -> (Vec<String>, String);
+    /// The flags that point the relay at this server with the (wrong)
+    /// password in `password_file`; `dir` takes any other file they need.
+    fn wrong_password_args(
+        &self,
+        dir: &std::path::Path,
+        password_file: &std::path::Path,
+    ) -> Vec<String>;
 }
 
 pub fn start_relay(env: &TestEnv, target: &impl Target, extra: &[&str]) -> RelayProcess {
@@ -174,23 +178,14 @@ pub async fn an_outage_loses_nothing_and_the_relay_resumes_by_itself<T: PrivateT
 
     target.stop().await;
     let during = env.insert(&keyed_rows(&destination, 100, 200, 10)).await;
-    wait_for(
-        "/readyz to report the outage",
-        Duration::from_secs(30),
-        || async { (relay.get("/readyz").await?.0 == 503).then_some(()) },
-    )
-    .await;
-    // Long enough for rows to burn attempts, if an outage counted.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Long enough in the outage for rows to burn attempts, if it counted.
+    relay.wait_into_outage().await;
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
 
     target.restart().await;
     env.wait_for_status("published", Count::Exactly(300), Duration::from_secs(90))
         .await;
-    wait_for("/readyz to recover", Duration::from_secs(30), || async {
-        (relay.get("/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    relay.wait_ready().await;
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
     let received = target
         .read(&destination, &ids_of(&during), Duration::from_secs(60))
@@ -272,7 +267,10 @@ pub async fn a_missing_destination_does_not_hold_up_the_others(target: impl Targ
 /// password nowhere in the output.
 pub async fn a_wrong_password_gets_one_clear_line_and_no_secret(target: impl SecuredTarget) {
     let env = TestEnv::new().await;
-    let (args, password) = target.wrong_password_args(env.dir.path());
+    let password = format!("wrong-{}", crate::common::unique_name("pw"));
+    let password_file = env.dir.path().join("wrong.password");
+    std::fs::write(&password_file, &password).expect("write the password file");
+    let args = target.wrong_password_args(env.dir.path(), &password_file);
     let mut relay = env.start_relay_args(&args);
     let status = relay.wait_exit(Duration::from_secs(60)).await;
     let log = relay.log_text();
