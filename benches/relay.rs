@@ -897,12 +897,6 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let processes: Vec<_> = (0..relays).map(|_| env.start_relay(&args)).collect();
     let mut peak_rss_kib = 0;
-    // An existence probe: counting 200k pending rows every poll would load
-    // the database the relay is being measured on.
-    let any_pending = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
-        env.table
-    );
     // The drain runs from the first batch recorded to the last, so start-up
     // (process, connections, checks, election) is not counted: the ceilings
     // have none. Deleted rows leave no published_at: then the first row's
@@ -923,7 +917,7 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
             for process in &processes {
                 peak_rss_kib = peak_rss_kib.max(proc_status_kib(process.child.id(), "VmHWM"));
             }
-            let (client, any_pending) = (&env.client, &any_pending);
+            let (client, table) = (&env.client, env.table.as_str());
             let (first_deleted, first_gone_at) = (&first_deleted, &first_gone_at);
             async move {
                 if deletes && first_gone_at.get().is_none() {
@@ -935,8 +929,7 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
                         first_gone_at.set(Some(row.get(1)));
                     }
                 }
-                let row = client.query_one(any_pending, &[]).await.expect("probe");
-                (!row.get::<_, bool>(0)).then_some(())
+                nothing_pending(client, table).await.then_some(())
             }
         },
     )
@@ -990,6 +983,15 @@ async fn drain_on(cluster: &Cluster, rows: i64, batch: usize, relays: usize) -> 
             / (jiffies_after.1 - jiffies_before.1).max(1) as f64,
         broker_cpu_seconds,
     }
+}
+
+/// Whether no row of `table` is pending. An existence probe: counting 200k
+/// pending rows every poll would load the database the relay is being
+/// measured on.
+async fn nothing_pending(client: &tokio_postgres::Client, table: &str) -> bool {
+    let probe = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE status = 'pending')");
+    let row = client.query_one(&probe, &[]).await.expect("probe");
+    !row.get::<_, bool>(0)
 }
 
 /// Turn the filled relay table into `shape`, outside the measurement: the

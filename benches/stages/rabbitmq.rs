@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::common::{self, load, rabbitmq};
 use super::{
-    fill, fresh_env, median, now_epoch, plain_ceiling_on, ratio, relay_args, round, Quantiles,
+    fill, fresh_env, median, nothing_pending, now_epoch, plain_ceiling_on, ratio, relay_args,
+    round, Quantiles,
 };
 
 pub async fn rabbitmq_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
@@ -69,22 +70,11 @@ async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
     let mut args = rabbitmq::relay_args(url, None);
     args.extend(relay_args(batch, &[]));
     let relay = env.start_relay_args(&args);
-    let any_pending = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE status = 'pending')",
-        env.table
-    );
     common::wait_for_every(
         "the RabbitMQ drain to finish",
         Duration::from_secs(600),
         Duration::from_millis(250),
-        || async {
-            let row = env
-                .client
-                .query_one(&any_pending, &[])
-                .await
-                .expect("probe");
-            (!row.get::<_, bool>(0)).then_some(())
-        },
+        || async { nothing_pending(&env.client, &env.table).await.then_some(()) },
     )
     .await;
     drop(relay);
