@@ -49,11 +49,11 @@ struct Session {
 
 /// The channel one batch publishes on.
 pub struct RabbitChannel {
-    channel: Option<lapin::Channel>,
+    /// The confirm-mode channel, or why there is none (the connection could
+    /// not be opened).
+    channel: std::result::Result<lapin::Channel, String>,
     exchange: ShortString,
     generation: u64,
-    /// Why there is no channel (the connection could not be opened).
-    broken: Option<String>,
 }
 
 /// The RabbitMQ sink: shared by every table's loop.
@@ -122,10 +122,9 @@ impl RabbitMq {
         Ok(Session {
             connection,
             channel: Arc::new(RabbitChannel {
-                channel: Some(channel),
+                channel: Ok(channel),
                 exchange: ShortString::from(self.exchange.as_str()),
                 generation,
-                broken: None,
             }),
         })
     }
@@ -188,10 +187,9 @@ impl RabbitMq {
             Err(error) => {
                 self.seen_down();
                 Arc::new(RabbitChannel {
-                    channel: None,
+                    channel: Err(error.to_string()),
                     exchange: ShortString::from(self.exchange.as_str()),
                     generation: self.generation.load(Ordering::SeqCst),
-                    broken: Some(error.to_string()),
                 })
             }
         }
@@ -204,7 +202,7 @@ impl RabbitMq {
             return Err(format!("RabbitMQ blocks the connection: {reason}"));
         }
         let channel = self.channel().await;
-        if let Some(broken) = &channel.broken {
+        if let Err(broken) = &channel.channel {
             return Err(broken.clone());
         }
         if self.exchange.is_empty() {
@@ -312,7 +310,7 @@ impl RabbitMq {
     pub async fn flush(&self, timeout: Duration) -> std::result::Result<(), String> {
         let session = self.session.lock().await.take();
         let Some(open) = session else { return Ok(()) };
-        if let Some(channel) = &open.channel.channel {
+        if let Ok(channel) = &open.channel.channel {
             let confirms = channel.wait_for_confirms();
             match tokio::time::timeout(timeout, confirms).await {
                 Ok(Ok(_)) => {}
@@ -332,7 +330,7 @@ impl RabbitChannel {
     fn is_open(&self) -> bool {
         self.channel
             .as_ref()
-            .is_some_and(|channel| channel.status().connected())
+            .is_ok_and(|channel| channel.status().connected())
     }
 
     pub fn generation(&self) -> u64 {
@@ -341,12 +339,15 @@ impl RabbitChannel {
 
     /// Publish one message, `mandatory`, and return its pending confirm.
     pub async fn send(&self, message: Message) -> Pending {
-        let Some(channel) = &self.channel else {
-            return Pending::Refused(Delivery::Failed {
-                disposition: Disposition::Unavailable,
-                reason: FailureReason::BrokerUnavailable,
-                message: self.broken.clone().unwrap_or_default(),
-            });
+        let channel = match &self.channel {
+            Ok(channel) => channel,
+            Err(broken) => {
+                return Pending::Refused(Delivery::Failed {
+                    disposition: Disposition::Unavailable,
+                    reason: FailureReason::BrokerUnavailable,
+                    message: broken.clone(),
+                })
+            }
         };
         let options = BasicPublishOptions {
             mandatory: true,
