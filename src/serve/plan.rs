@@ -6,7 +6,7 @@
 //! `acks=0`; every table a plan serves gets a [`RelayConfig`] of its own,
 //! the process-wide flags with the table's overrides.
 
-use crate::config::file::{ConfigFile, RabbitMqSection, Source, TableEntry};
+use crate::config::file::{ConfigFile, Source, TableEntry};
 use crate::config::{check_acks, validate_brokers, KafkaOption, RelayConfig, SinkKind};
 use crate::error::{Error, Result};
 use crate::sinks::SinkSettings;
@@ -25,7 +25,7 @@ pub struct Plan {
 impl Plan {
     pub fn build(config: &RelayConfig) -> Result<Plan> {
         config.validate()?;
-        let (file_brokers, file_kafka, file_sink, sources, file) = match &config.config {
+        let file = match &config.config {
             Some(path) => {
                 if config.database.database_url.is_some() || config.database.table.is_some() {
                     return Err(Error::InvalidConfig(format!(
@@ -33,50 +33,38 @@ impl Plan {
                         path.display()
                     )));
                 }
-                let file = ConfigFile::load(path)?;
-                let sink = (file.sink, file.rabbitmq);
-                (
-                    file.kafka_brokers,
-                    file.kafka_settings,
-                    sink,
-                    file.sources,
-                    Some(file.path),
-                )
+                Some(ConfigFile::load(path)?)
             }
-            None => (
-                None,
-                Vec::new(),
-                (None, RabbitMqSection::default()),
-                vec![flags_source(config)?],
-                None,
-            ),
+            None => None,
         };
-        let (file_sink, file_rabbitmq) = file_sink;
+        let sources = match &file {
+            Some(file) => file.sources.clone(),
+            None => vec![flags_source(config)?],
+        };
+        let file_sink = file.as_ref().and_then(|f| f.sink);
         let sink = match config.sink.or(file_sink).unwrap_or_default() {
-            SinkKind::Kafka => kafka_settings(config, file_brokers, file_kafka)?,
-            SinkKind::RabbitMq => rabbitmq_settings(config, file_rabbitmq)?,
+            SinkKind::Kafka => kafka_settings(config, file.as_ref())?,
+            SinkKind::RabbitMq => rabbitmq_settings(config, file.as_ref())?,
         };
         Ok(Plan {
             sink,
             sources,
-            file,
+            file: file.map(|f| f.path),
         })
     }
 }
 
 /// Kafka's settings: the brokers (the flag's, else the file's), and the
 /// file's options under the flags'.
-fn kafka_settings(
-    config: &RelayConfig,
-    file_brokers: Option<String>,
-    mut options: Vec<KafkaOption>,
-) -> Result<SinkSettings> {
+fn kafka_settings(config: &RelayConfig, file: Option<&ConfigFile>) -> Result<SinkSettings> {
+    let file_brokers = file.and_then(|f| f.kafka_brokers.clone());
     let brokers = config.kafka_brokers.clone().or(file_brokers).ok_or_else(|| {
         Error::InvalidConfig(
             "no Kafka brokers: give --kafka-brokers (OUTBOX_KAFKA_BROKERS) or brokers in the config file's [kafka]".to_owned(),
         )
     })?;
     validate_brokers(&brokers)?;
+    let mut options: Vec<KafkaOption> = file.map(|f| f.kafka_settings.clone()).unwrap_or_default();
     options.extend(config.kafka_settings()?);
     check_acks(&options)?;
     Ok(SinkSettings::Kafka {
@@ -88,15 +76,19 @@ fn kafka_settings(
 
 /// RabbitMQ's settings: the URL (with its password file) and the exchange,
 /// each from its flag, else from the file's `[rabbitmq]`.
-fn rabbitmq_settings(config: &RelayConfig, file: RabbitMqSection) -> Result<SinkSettings> {
-    let url = config.rabbitmq_url.clone().or(file.url).ok_or_else(|| {
+fn rabbitmq_settings(config: &RelayConfig, file: Option<&ConfigFile>) -> Result<SinkSettings> {
+    let section = file.map(|f| f.rabbitmq.clone()).unwrap_or_default();
+    let url = config.rabbitmq_url.clone().or(section.url).ok_or_else(|| {
         Error::InvalidConfig(
             "--sink rabbitmq needs --rabbitmq-url (OUTBOX_RABBITMQ_URL) or url in the config file's [rabbitmq], e.g. amqp://relay@localhost:5672/%2f".to_owned(),
         )
     })?;
-    let password_file = config.rabbitmq_password_file.clone().or(file.password_file);
+    let password_file = config
+        .rabbitmq_password_file
+        .clone()
+        .or(section.password_file);
     let url = url.with_password_file(password_file.as_deref())?;
-    let exchange = config.rabbitmq_exchange.clone().or(file.exchange);
+    let exchange = config.rabbitmq_exchange.clone().or(section.exchange);
     Ok(SinkSettings::RabbitMq {
         url: Box::new(url),
         exchange: exchange.unwrap_or_default(),
