@@ -121,6 +121,19 @@ pub enum Error {
     #[error("RabbitMQ at {url} has no exchange {exchange}: declare it, or fix --rabbitmq-exchange (OUTBOX_RABBITMQ_EXCHANGE)")]
     RabbitMqExchangeMissing { exchange: String, url: String },
 
+    #[error("Redis at {url} did not answer: {reason}; check --redis-url (OUTBOX_REDIS_URL), its TLS options, and that the server is running")]
+    RedisUnreachable { url: String, reason: String },
+
+    #[error("Redis at {url} refused the login of user {user}: check the user name and password in --redis-url or --redis-password-file")]
+    RedisLoginRefused { url: String, user: String },
+
+    #[error("Redis at {url} does not let user {user} run the relay's commands ({reason}): grant them as docs/redis.md shows (ACL SETUSER)")]
+    RedisNotPermitted {
+        url: String,
+        user: String,
+        reason: String,
+    },
+
     #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address (OUTBOX_METRICS_ADDR), e.g. {free}")]
     MetricsBind {
         addr: String,
@@ -216,7 +229,10 @@ impl Error {
             | Error::KafkaTls { .. }
             | Error::RabbitMqUnreachable { .. }
             | Error::RabbitMqLoginRefused { .. }
-            | Error::RabbitMqExchangeMissing { .. } => ErrorPath::Sink,
+            | Error::RabbitMqExchangeMissing { .. }
+            | Error::RedisUnreachable { .. }
+            | Error::RedisLoginRefused { .. }
+            | Error::RedisNotPermitted { .. } => ErrorPath::Sink,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::ConfigFile(_)

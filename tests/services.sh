@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Local PostgreSQL 15, Tansu (a Kafka-protocol broker), Apache Kafka 2.3
-# (with its ZooKeeper) and RabbitMQ 3.10 for the tests, the demo and the
-# benchmark. Nothing here
-# needs Docker.
+# (with its ZooKeeper), RabbitMQ 3.10 and Redis 7.0 for the tests, the demo
+# and the benchmark. Nothing here needs Docker.
 #
 #   tests/services.sh install   install what is missing (apt, cargo install)
 #   tests/services.sh start     start them on free loopback ports; prints
@@ -28,6 +27,7 @@ TANSU_VERSION=0.6.0
 TANSU="$TOOLS_DIR/bin/tansu"
 APACHE_KAFKA="$(cd "$(dirname "$0")" && pwd)/kafka/apache-kafka.sh"
 RABBITMQ="$(cd "$(dirname "$0")" && pwd)/rabbitmq/rabbitmq.sh"
+REDIS="$(cd "$(dirname "$0")" && pwd)/redis/redis.sh"
 if [ ! -x "$TANSU" ] && command -v tansu >/dev/null; then TANSU=$(command -v tansu); fi
 
 log() { echo "services: $*" >&2; }
@@ -89,6 +89,7 @@ install() {
     fi
     OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" install
     bash "$RABBITMQ" install
+    bash "$REDIS" install
 }
 
 free_port() {
@@ -125,6 +126,9 @@ export OUTBOX_TEST_RABBITMQ_URL=amqp://relay@127.0.0.1:$RMQ_AMQP/outbox
 export OUTBOX_TEST_RABBITMQ_AMQPS=127.0.0.1:$RMQ_AMQPS
 export OUTBOX_TEST_RABBITMQ_PASSWORD_FILE=$STATE_DIR/rabbitmq-secrets/relay.password
 export OUTBOX_TEST_RABBITMQ_DIR=$STATE_DIR/rabbitmq
+export OUTBOX_TEST_REDIS_URL=redis://relay@127.0.0.1:$REDIS_PORT/0
+export OUTBOX_TEST_REDISS=127.0.0.1:$REDIS_TLS_PORT
+export OUTBOX_TEST_REDIS_DIR=$STATE_DIR/redis
 export OUTBOX_TEST_CA=$STATE_DIR/kafka-secrets/ca.pem
 export OUTBOX_TOOLS_DIR=$TOOLS_DIR
 ENV
@@ -205,6 +209,13 @@ start_rabbitmq() {
         "$(cat "$STATE_DIR/rabbitmq-secrets/relay.password")"
 }
 
+# A Redis with requirepass, ACL user `relay` (password in
+# redis/relay.password), AOF on, and a TLS port (the CA above).
+start_redis() {
+    REDIS_SECRETS_DIR="$STATE_DIR/kafka-secrets" \
+        bash "$REDIS" start "$STATE_DIR/redis" "$REDIS_PORT" "$REDIS_TLS_PORT"
+}
+
 start() {
     stop_quietly
     mkdir -p "$STATE_DIR"
@@ -218,17 +229,21 @@ start() {
     RMQ_AMQP=$(free_port)
     RMQ_AMQPS=$(free_port)
     RMQ_DIST=$(free_port)
+    REDIS_PORT=$(free_port)
+    REDIS_TLS_PORT=$(free_port)
     start_postgres
     start_tansu
     start_apache_kafka
     start_rabbitmq
+    start_redis
     write_env
-    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT), RabbitMQ on 127.0.0.1:$RMQ_AMQP"
+    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT), RabbitMQ on 127.0.0.1:$RMQ_AMQP, Redis on 127.0.0.1:$REDIS_PORT"
     cat "$STATE_DIR/env"
 }
 
 stop_quietly() {
     if [ -d "$STATE_DIR/rabbitmq" ]; then bash "$RABBITMQ" stop "$STATE_DIR/rabbitmq"; fi
+    if [ -d "$STATE_DIR/redis" ]; then bash "$REDIS" stop "$STATE_DIR/redis"; fi
     for pid_file in "$STATE_DIR/tansu.pid" "$STATE_DIR/apache-kafka/kafka.pid" \
         "$STATE_DIR/zookeeper/zookeeper.pid"; do
         if [ -f "$pid_file" ]; then

@@ -29,7 +29,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         partition_by: args.partition_by,
         topic_rule: match args.sink {
             SinkKind::Kafka => TopicRule::Kafka,
-            SinkKind::RabbitMq => TopicRule::RoutingKey,
+            SinkKind::RabbitMq | SinkKind::Redis => TopicRule::RoutingKey,
         },
     };
     if args.adopt {

@@ -31,6 +31,7 @@ struct RawFile {
     sink: Option<SinkKind>,
     kafka: Option<RawKafka>,
     rabbitmq: Option<RawRabbitMq>,
+    redis: Option<super::redis::RedisSection>,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
 }
@@ -93,9 +94,11 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kafka_brokers: Option<String>,
     pub kafka_settings: Vec<KafkaOption>,
-    /// `sink = "kafka" | "rabbitmq"`.
+    /// `sink = "kafka" | "rabbitmq" | "redis"`.
     pub sink: Option<SinkKind>,
     pub rabbitmq: RabbitMqSection,
+    /// `[redis]`, checked when the sink opens.
+    pub redis: Option<super::redis::RedisSection>,
     pub sources: Vec<Source>,
 }
 
@@ -230,6 +233,7 @@ impl ConfigFile {
             kafka_settings,
             sink: raw.sink,
             rabbitmq,
+            redis: raw.redis,
             sources,
         })
     }

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod file;
+pub mod redis;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::error::{Error, Result};
+pub use redis::RedisArgs;
 use crate::sinks::kafka::producer_defaults_help;
 use crate::sinks::kafka::RecordTimestamp;
 pub use crate::sinks::kafka::{KafkaOption, OptionOrigin};
@@ -110,7 +112,6 @@ pub(crate) fn default_table() -> TableName {
     "outbox".parse().expect("a valid name")
 }
 
-/// How replicas on one table share it.
 /// Which broker the relay publishes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,8 +121,10 @@ pub enum SinkKind {
     #[value(name = "rabbitmq")]
     #[serde(rename = "rabbitmq")]
     RabbitMq,
+    Redis,
 }
 
+/// How replicas on one table share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Election {
     /// One replica leads (holds a session advisory lock), the others wait.
@@ -182,7 +185,8 @@ pub struct RelayConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The broker the relay publishes to: `kafka` or `rabbitmq` (or `sink` in the config file).
+    /// The broker the relay publishes to: `kafka`, `rabbitmq` or `redis` (or `sink` in the
+    /// config file).
     /// [default: kafka]
     #[arg(long, env = "OUTBOX_SINK", value_enum)]
     pub sink: Option<SinkKind>,
@@ -208,6 +212,9 @@ pub struct RelayConfig {
     /// default exchange ("") routes to the queue the topic names. [default: ""]
     #[arg(long, env = "OUTBOX_RABBITMQ_EXCHANGE", value_name = "NAME")]
     pub rabbitmq_exchange: Option<String>,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
 
     /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's
     /// [kafka]).

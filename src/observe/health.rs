@@ -127,7 +127,7 @@ impl Health {
     pub fn sink_failed(&self, error: &dyn std::fmt::Display) {
         let service = self.profile.service;
         if self.sink.swap(false, Ordering::SeqCst) && self.sink_outage.went_down() {
-            tracing::warn!(%error, "no {service} broker answers; rows stay pending until one does");
+            tracing::warn!(%error, "{}", self.profile.outage);
         } else {
             tracing::debug!(%error, "{service} still unreachable");
         }

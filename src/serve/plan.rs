@@ -45,6 +45,11 @@ impl Plan {
         let sink = match config.sink.or(file_sink).unwrap_or_default() {
             SinkKind::Kafka => kafka_settings(config, file.as_ref())?,
             SinkKind::RabbitMq => rabbitmq_settings(config, file.as_ref())?,
+            SinkKind::Redis => SinkSettings::Redis(Box::new(
+                config
+                    .redis
+                    .settings(file.as_ref().and_then(|f| f.redis.as_ref()))?,
+            )),
         };
         Ok(Plan {
             sink,

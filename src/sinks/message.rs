@@ -79,6 +79,28 @@ impl Default for MessageFormat {
     }
 }
 
+impl Message {
+    /// The CloudEvents attributes as binary-mode headers named as the Kafka
+    /// protocol binding names them (`ce_*`, and `content-type`), for sinks
+    /// whose messages carry string headers; empty without CloudEvents.
+    pub fn ce_headers(&self) -> Vec<(&'static str, &str)> {
+        let Some(attributes) = &self.cloudevents else {
+            return Vec::new();
+        };
+        let mut pairs = vec![
+            ("ce_specversion", "1.0"),
+            ("ce_id", self.id.as_str()),
+            ("ce_source", attributes.source.as_str()),
+            ("ce_type", attributes.event_type.as_str()),
+            ("ce_time", attributes.time.as_str()),
+        ];
+        if let Some(content_type) = &self.content_type {
+            pairs.push(("content-type", content_type));
+        }
+        pairs
+    }
+}
+
 /// Build the message for `row`, or say why it can never be sent.
 pub fn prepare(row: &OutboxRow, format: &MessageFormat) -> Result<Message, Rejected> {
     let headers = row_headers(&row.headers)?;

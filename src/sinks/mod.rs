@@ -6,7 +6,8 @@
 //! sink is a folder here that maps them to its own protocol:
 //!
 //! - `kafka/`: librdkafka's idempotent producer, `acks=all`;
-//! - `rabbitmq/`: AMQP 0-9-1 with publisher confirms and `mandatory`.
+//! - `rabbitmq/`: AMQP 0-9-1 with publisher confirms and `mandatory`;
+//! - `redis/`: an atomic add-unless-added script, to a stream or a list.
 //!
 //! A new sink implements [`Sink`] and [`Channel`], adds its
 //! [`SinkSettings`] variant, and joins the conformance suite
@@ -17,6 +18,7 @@ pub(crate) mod kafka;
 pub(crate) mod message;
 pub(crate) mod outcome;
 pub(crate) mod rabbitmq;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ pub struct Profile {
     pub connection: &'static str,
     /// Readiness's reason while the service does not answer.
     pub unreachable: &'static str,
+    /// The line logged once when an outage begins.
+    pub outage: &'static str,
     /// The reason counted for a row whose destination does not exist.
     pub missing_reason: FailureReason,
     /// How to let the relay write to a destination it was refused.
@@ -143,6 +147,7 @@ pub enum SinkSettings {
         url: Box<rabbitmq::RabbitUrl>,
         exchange: String,
     },
+    Redis(Box<redis::RedisSettings>),
 }
 
 /// Open the sink `settings` describe. Makes no connection yet.
@@ -161,5 +166,6 @@ pub fn open(settings: &SinkSettings) -> Result<Arc<dyn Sink>> {
             (**url).clone(),
             exchange,
         )?)),
+        SinkSettings::Redis(settings) => Ok(Arc::new(redis::Redis::new((**settings).clone())?)),
     }
 }

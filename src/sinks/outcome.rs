@@ -25,11 +25,12 @@ pub enum FailureReason {
     Unconfirmed,
     UnknownExchange,
     Unroutable,
+    WrongType,
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 11] = [
+    pub const ALL: [FailureReason; 12] = [
         FailureReason::MessageTooLarge,
         FailureReason::InvalidTopic,
         FailureReason::InvalidHeaders,
@@ -40,6 +41,7 @@ impl FailureReason {
         FailureReason::Unconfirmed,
         FailureReason::UnknownExchange,
         FailureReason::Unroutable,
+        FailureReason::WrongType,
         FailureReason::Other,
     ];
 
@@ -55,6 +57,7 @@ impl FailureReason {
             FailureReason::Unconfirmed => "unconfirmed",
             FailureReason::UnknownExchange => "unknown_exchange",
             FailureReason::Unroutable => "unroutable",
+            FailureReason::WrongType => "wrong_type",
             FailureReason::Other => "other",
         }
     }

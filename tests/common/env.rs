@@ -62,6 +62,17 @@ impl TestEnv {
         env
     }
 
+    /// A fresh schema whose table is migrated for `sink` (its topic rule).
+    pub async fn for_sink(sink: &str) -> Self {
+        let env = Self::bare(&database_url()).await;
+        let output = env
+            .command(&["migrate", "--sink", sink])
+            .output()
+            .expect("run migrate");
+        assert_success(&output, "migrate");
+        env
+    }
+
     /// A fresh schema with nothing in it: `table` names a table the test
     /// creates itself.
     pub async fn bare(database_url: &str) -> Self {

@@ -20,6 +20,7 @@ pub mod private_broker;
 pub mod private_pg;
 pub mod process;
 pub mod rabbitmq;
+pub mod redis;
 pub mod reader;
 
 use std::net::TcpListener;

@@ -67,6 +67,10 @@ macro_rules! kafka_target {
                 consume_event_ids(&self.cluster.brokers, destination, ids, timeout).await
             }
 
+            fn sink(&self) -> &'static str {
+                "kafka"
+            }
+
             fn service(&self) -> &'static str {
                 "Kafka"
             }

@@ -7,4 +7,5 @@
 mod common;
 mod kafka;
 mod rabbitmq;
+mod redis;
 mod suite;

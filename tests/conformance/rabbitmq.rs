@@ -44,6 +44,10 @@ impl Target for RabbitMq {
         rabbitmq::read_queue(&self.url, destination, ids, timeout).await
     }
 
+    fn sink(&self) -> &'static str {
+        "rabbitmq"
+    }
+
     fn service(&self) -> &'static str {
         "RabbitMQ"
     }

@@ -30,6 +30,9 @@ pub trait Target {
 
     /// The service's name as the relay's messages say it.
     fn service(&self) -> &'static str;
+
+    /// The `--sink` whose topic rule `migrate` gives the table.
+    fn sink(&self) -> &'static str;
 }
 
 /// A server of the test's own, which the outage scenario stops and starts.
@@ -51,6 +54,11 @@ pub trait SecuredTarget: Target {
         dir: &std::path::Path,
         password_file: &std::path::Path,
     ) -> Vec<String>;
+}
+
+/// A fresh table for `target`'s sink.
+async fn env_for(target: &impl Target) -> TestEnv {
+    TestEnv::for_sink(target.sink()).await
 }
 
 pub fn start_relay(env: &TestEnv, target: &impl Target, extra: &[&str]) -> RelayProcess {
@@ -89,7 +97,7 @@ async fn read_and_verify(env: &TestEnv, target: &impl Target, destination: &str)
 /// Every committed row arrives once or more with its event id, key, payload
 /// bytes and headers, in order per key, with two relays on the table.
 pub async fn end_to_end_with_two_relays(target: impl Target) {
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let destination = target.create_destination().await;
     let mut relays = [
         start_relay(&env, &target, &[]),
@@ -127,7 +135,7 @@ pub async fn end_to_end_with_two_relays(target: impl Target) {
 
 /// Rows of a transaction that rolled back never reach the sink.
 pub async fn rolled_back_transactions_never_appear(target: impl Target) {
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let destination = target.create_destination().await;
     let before = env.insert(&keyed_rows(&destination, 0, 1, 1)).await;
     let insert = format!(
@@ -163,7 +171,7 @@ pub async fn rolled_back_transactions_never_appear(target: impl Target) {
 /// so, and the relay resumes by itself once the service is back.
 pub async fn an_outage_loses_nothing_and_the_relay_resumes_by_itself<T: PrivateTarget>() {
     let mut target = T::start().await;
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let destination = target.create_destination().await;
     let flags = ["--max-attempts", "2", "--retry-backoff-max-secs", "1"];
     let mut relay = start_relay(&env, &target, &flags);
@@ -198,7 +206,7 @@ pub async fn an_outage_loses_nothing_and_the_relay_resumes_by_itself<T: PrivateT
 /// A relay SIGKILLed mid-drain loses nothing; duplicates stay within the
 /// rows in flight (two batches).
 pub async fn a_relay_killed_mid_drain_loses_nothing(target: impl Target) {
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let destination = target.create_destination().await;
     let load = Load::start(&env.database_url, &env.table, &destination, 10, 50).await;
     let flags = ["--batch-size", "100"];
@@ -228,7 +236,7 @@ pub async fn a_relay_killed_mid_drain_loses_nothing(target: impl Target) {
 /// A row for a destination that does not exist fails at once, saying what
 /// to do, while the other destinations flow; it goes out once created.
 pub async fn a_missing_destination_does_not_hold_up_the_others(target: impl Target) {
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let present = target.create_destination().await;
     let missing = crate::common::unique_name("missing");
     let mut rows = vec![NewRow::new(&missing, Some("m"), json!({ "seq": 0 }))];
@@ -266,7 +274,7 @@ pub async fn a_missing_destination_does_not_hold_up_the_others(target: impl Targ
 /// A wrong password: one clear line naming the service, exit 1, and the
 /// password nowhere in the output.
 pub async fn a_wrong_password_gets_one_clear_line_and_no_secret(target: impl SecuredTarget) {
-    let env = TestEnv::new().await;
+    let env = env_for(&target).await;
     let password = format!("wrong-{}", crate::common::unique_name("pw"));
     let password_file = env.dir.path().join("wrong.password");
     std::fs::write(&password_file, &password).expect("write the password file");

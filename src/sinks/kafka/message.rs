@@ -36,16 +36,8 @@ pub fn headers(message: &Message) -> OwnedHeaders {
         headers = headers.insert(header(key, value));
     }
     headers = headers.insert(header(EVENT_ID_HEADER, &message.id));
-    if let Some(attributes) = &message.cloudevents {
-        headers = headers
-            .insert(header("ce_specversion", "1.0"))
-            .insert(header("ce_id", &message.id))
-            .insert(header("ce_source", &attributes.source))
-            .insert(header("ce_type", &attributes.event_type))
-            .insert(header("ce_time", &attributes.time));
-        if let Some(content_type) = &message.content_type {
-            headers = headers.insert(header("content-type", content_type));
-        }
+    for (key, value) in message.ce_headers() {
+        headers = headers.insert(header(key, value));
     }
     headers
 }

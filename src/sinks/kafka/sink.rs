@@ -15,6 +15,7 @@ pub static KAFKA: Profile = Profile {
     destination: "topic",
     connection: "producer",
     unreachable: "kafka unreachable",
+    outage: "no Kafka broker answers; rows stay pending until one does",
     missing_reason: FailureReason::UnknownTopic,
     grant_write: "grant it WRITE on the topic (an ACL)",
 };

@@ -16,6 +16,7 @@ pub static RABBITMQ_QUEUES: Profile = Profile {
     destination: "queue",
     connection: "connection",
     unreachable: "rabbitmq unreachable",
+    outage: "no RabbitMQ broker answers; rows stay pending until one does",
     missing_reason: FailureReason::Unroutable,
     grant_write: "grant the user write permission on the exchange (rabbitmqctl set_permissions)",
 };
