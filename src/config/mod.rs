@@ -20,7 +20,6 @@ use clap::builder::BoolishValueParser;
 use clap::Args;
 
 use crate::error::{Error, Result};
-pub use redis::RedisArgs;
 use crate::sinks::kafka::producer_defaults_help;
 use crate::sinks::kafka::RecordTimestamp;
 pub use crate::sinks::kafka::{KafkaOption, OptionOrigin};
@@ -28,6 +27,7 @@ use crate::sinks::{CloudEvents, MessageFormat};
 use crate::source::layout::{Layout, PayloadKind, Preset};
 use crate::source::table::TableName;
 use crate::source::table_pattern::TableSelector;
+pub use redis::RedisArgs;
 
 /// Where the outbox table lives.
 #[derive(Debug, Clone, Args)]

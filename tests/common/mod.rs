@@ -20,8 +20,8 @@ pub mod private_broker;
 pub mod private_pg;
 pub mod process;
 pub mod rabbitmq;
-pub mod redis;
 pub mod reader;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -134,7 +134,9 @@ pub async fn read_list(url: &str, key: &str, ids: &[String], timeout: Duration) 
 type ReadAll = for<'a> fn(
     &'a mut MultiplexedConnection,
     &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Received>> + Send + 'a>>;
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Vec<Received>> + Send + 'a>,
+>;
 
 async fn read_until(
     url: &str,

@@ -72,7 +72,8 @@ pub fn stream_fields(message: &Message) -> Vec<Vec<u8>> {
 
 /// A list element: the JSON envelope.
 pub fn list_envelope(message: &Message) -> Vec<u8> {
-    let base64 = |bytes: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    let base64 =
+        |bytes: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     let key = match &message.key {
         None => Value::Null,
         Some(key) => match std::str::from_utf8(key) {

@@ -52,6 +52,15 @@ pub fn refuses_writes(code: &str) -> bool {
     REFUSES_WRITES.contains(&code)
 }
 
+/// One line for a Redis error: `CODE detail` as the server said it, or the
+/// client's error.
+pub fn describe(error: &redis::RedisError) -> String {
+    match error.code() {
+        Some(code) => format!("{code} {}", error.detail().unwrap_or_default()),
+        None => error.to_string(),
+    }
+}
+
 /// The outcome of a send whose connection failed or timed out.
 pub fn lost(error: &redis::RedisError) -> Delivery {
     if let Some(code) = error.code() {

@@ -16,7 +16,7 @@ use redis::AsyncConnectionConfig;
 use tokio::sync::oneshot;
 
 use super::entry::{list_envelope, stream_fields, RedisMode};
-use super::failure::refuses_writes;
+use super::failure::{describe, refuses_writes};
 use super::url::{RedisTls, RedisUrl};
 use super::writer::{Add, Writer, ADD_SCRIPT, WAIT_TIMEOUT};
 use crate::error::{Error, Result};
@@ -214,18 +214,20 @@ impl Redis {
             .arg(60_000);
         let wait = self.settings.wait_replicas;
         if wait > 0 {
-            pipe.cmd("WAIT").arg(wait).arg(WAIT_TIMEOUT.as_millis() as u64);
+            pipe.cmd("WAIT")
+                .arg(wait)
+                .arg(WAIT_TIMEOUT.as_millis() as u64);
         }
         let replies: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
             Ok(replies) => replies,
             Err(error) if error.code().is_some_and(refuses_writes) => {
-                return Err(format!("Redis takes no writes: {error}"))
+                return Err(format!("Redis takes no writes: {}", describe(&error)))
             }
             Err(error) => {
                 if error.code().is_none() {
                     writer.mark_broken();
                 }
-                return Err(format!("redis: {error}"));
+                return Err(format!("redis: {}", describe(&error)));
             }
         };
         match replies.get(1) {
@@ -246,9 +248,9 @@ impl Redis {
                     *self.session.lock().await = Some(open);
                     return Ok(());
                 }
-                Err(error @ (Error::RedisLoginRefused { .. } | Error::RedisNotPermitted { .. })) => {
-                    return Err(error)
-                }
+                Err(
+                    error @ (Error::RedisLoginRefused { .. } | Error::RedisNotPermitted { .. }),
+                ) => return Err(error),
                 Err(error) if Instant::now() >= deadline => return Err(error),
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }

@@ -190,7 +190,10 @@ mod tests {
     fn the_password_is_never_shown() {
         let url = RedisUrl::parse("redis://relay:s%40cret@localhost:6380/2").unwrap();
         assert_eq!(url.to_string(), "redis://relay:***@localhost:6380/2");
-        assert_eq!(format!("{url:?}"), "RedisUrl(redis://relay:***@localhost:6380/2)");
+        assert_eq!(
+            format!("{url:?}"),
+            "RedisUrl(redis://relay:***@localhost:6380/2)"
+        );
         assert_eq!(url.user(), "relay");
         let info = url.connection_info().unwrap();
         assert_eq!(info.redis_settings().password(), Some("s@cret"));
@@ -208,7 +211,9 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        assert!(RedisUrl::parse("http://x").unwrap_err().contains("redis://"));
+        assert!(RedisUrl::parse("http://x")
+            .unwrap_err()
+            .contains("redis://"));
         assert!(RedisUrl::parse("redis://h/cache")
             .unwrap_err()
             .contains("database number"));

@@ -163,7 +163,10 @@ impl Task {
 
     /// One `MULTI` … `EXEC` of the group's adds (and `WAIT`): each add's
     /// reply, and how many replicas took the writes.
-    async fn transaction(&mut self, group: &[Add]) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
+    async fn transaction(
+        &mut self,
+        group: &[Add],
+    ) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI");
         for add in group {
@@ -207,7 +210,10 @@ impl Task {
 enum Reply {
     /// Added, or found added already.
     Added,
-    Refused { code: String, text: String },
+    Refused {
+        code: String,
+        text: String,
+    },
     Unexpected(String),
 }
 
