@@ -45,9 +45,14 @@
 //!     confirms beside a bare publisher of the same crate, the plain ceiling,
 //!     and commit → consumer latency at 1,000 rows/s.
 //!
+//! 14. Redis (`stages/redis.rs`): per mode (stream, list), the drain with
+//!     and without dedup beside a bare pipelined writer of the same crate,
+//!     the plain ceiling, commit → consumer latency at 1,000 rows/s, and
+//!     what the dedup records cost in memory.
+//!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
-//! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants`, `=brokers`
-//! or `=rabbitmq` runs one stage alone.
+//! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants`, `=brokers`,
+//! `=rabbitmq` or `=redis` runs one stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -64,6 +69,8 @@ mod common;
 mod many_tables;
 #[path = "stages/rabbitmq.rs"]
 mod rabbitmq_stage;
+#[path = "stages/redis.rs"]
+mod redis_stage;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,6 +180,9 @@ async fn run() -> serde_json::Value {
         Ok("rabbitmq") => {
             return json!({ "rows": rows, "rabbitmq": rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await })
         }
+        Ok("redis") => {
+            return json!({ "rows": rows, "redis": redis_stage::redis_stage(rows, batch, repeat).await })
+        }
         _ => {}
     }
     if rows == 0 {
@@ -192,6 +202,7 @@ async fn run() -> serde_json::Value {
     let tenants = tenants(batch).await;
     let brokers = brokers_stage(rows, batch, repeat).await;
     let rabbitmq = rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await;
+    let redis = redis_stage::redis_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -224,6 +235,7 @@ async fn run() -> serde_json::Value {
         "tenants": tenants,
         "brokers": brokers,
         "rabbitmq": rabbitmq,
+        "redis": redis,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds

@@ -457,3 +457,79 @@ async fn migrate_for_redis_accepts_colon_separated_keys() {
         .expect("a colon-separated key");
     assert!(env.client.execute(&insert, &[&""]).await.is_err());
 }
+
+/// The ACL docs/redis.md gives is enough: rows to the keys it covers flow,
+/// a row to a key it does not cover waits as `not_authorized` with Redis's
+/// NOPERM; a user who may not load the script fails at start in one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_is_enough_and_what_it_lacks_is_named() {
+    let env = TestEnv::for_sink("redis").await;
+    let url = redis::url();
+    let prefix = common::unique_name("acl");
+    let (narrow, bare) = (format!("{prefix}_narrow"), format!("{prefix}_bare"));
+    let password = common::unique_name("pw");
+    let password_file = env.dir.path().join("narrow.password");
+    std::fs::write(&password_file, &password).unwrap();
+    let documented = "+multi +exec +evalsha +script|load +exists +xadd +lpush +set +wait +ping";
+    for (user, commands) in [
+        (&narrow, documented),
+        (&bare, "+multi +exec +evalsha +ping"),
+    ] {
+        let mut args = vec!["ACL", "SETUSER", user, "on"];
+        let secret = format!(">{password}");
+        let keys = format!("~{prefix}:*");
+        args.extend([secret.as_str(), keys.as_str(), "~outbox-relay:*"]);
+        args.extend(commands.split(' '));
+        redis::command(&url, &args).await.expect("ACL SETUSER");
+    }
+    let user_url = |user: &str| url.replacen("relay@", &format!("{user}@"), 1);
+    let allowed = format!("{prefix}:events");
+    let denied = format!("{}:events", common::unique_name("other"));
+    let mut batch = vec![NewRow::new(&denied, Some("d"), json!({ "seq": 0 }))];
+    batch.extend(rows(&allowed, 0, 10));
+    let inserted = env.insert(&batch).await;
+    let relay = env.start_relay_args(&redis::relay_args_with(
+        &user_url(&narrow),
+        &password_file,
+        &["--retry-backoff-max-secs", "1"],
+    ));
+    env.wait_for_status("published", Count::Exactly(10), Duration::from_secs(30))
+        .await;
+    wait_for(
+        "the denied row's error",
+        Duration::from_secs(30),
+        || async {
+            let (status, _, error) = env.row_state(inserted[0].0).await;
+            (status == "pending" && error.is_some_and(|e| e.contains("NOPERM"))).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        relay
+            .metric("outbox_publish_failures_total{reason=\"not_authorized\"}")
+            .await
+            .unwrap_or_default()
+            >= 1.0
+    );
+    drop(relay);
+
+    let mut refused = env.start_relay_args(&redis::relay_args_with(
+        &user_url(&bare),
+        &password_file,
+        &[],
+    ));
+    let status = refused.wait_exit(Duration::from_secs(30)).await;
+    let log = refused.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("Redis") && errors[0].contains(&bare) && errors[0].contains("ACL"),
+        "{}",
+        errors[0]
+    );
+    assert!(!log.contains(&password), "{log}");
+    for user in [&narrow, &bare] {
+        let _ = redis::command(&url, &["ACL", "DELUSER", user]).await;
+    }
+}

@@ -70,8 +70,10 @@ pub fn relay_args_with(url: &str, password_file: &Path, extra: &[&str]) -> Vec<S
 pub async fn connect(url: &str) -> MultiplexedConnection {
     let with_password = url.replacen("relay@", &format!("relay:{}@", password()), 1);
     let client = redis::Client::open(with_password).expect("a Redis URL");
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
     client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connect to Redis")
 }
@@ -91,18 +93,27 @@ pub async fn command(url: &str, args: &[&str]) -> redis::RedisResult<Value> {
 pub async fn read_stream(url: &str, key: &str, ids: &[String], timeout: Duration) -> Vec<Received> {
     read_until(url, key, ids, timeout, |connection, key| {
         Box::pin(async move {
-            let entries: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
-                .arg(key)
-                .arg("-")
-                .arg("+")
-                .query_async(connection)
-                .await
-                .expect("XRANGE");
-            entries
-                .into_iter()
-                .enumerate()
-                .map(|(offset, (_, fields))| from_stream_entry(offset as i64, &fields))
-                .collect()
+            let mut received = Vec::new();
+            let mut after = "-".to_owned();
+            loop {
+                let page: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(&after)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut *connection)
+                    .await
+                    .expect("XRANGE");
+                let full = page.len() == PAGE;
+                for (id, fields) in page {
+                    received.push(from_stream_entry(received.len() as i64, &fields));
+                    after = format!("({id}");
+                }
+                if !full {
+                    return received;
+                }
+            }
         })
     })
     .await
@@ -113,13 +124,22 @@ pub async fn read_stream(url: &str, key: &str, ids: &[String], timeout: Duration
 pub async fn read_list(url: &str, key: &str, ids: &[String], timeout: Duration) -> Vec<Received> {
     read_until(url, key, ids, timeout, |connection, key| {
         Box::pin(async move {
-            let mut elements: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async(connection)
-                .await
-                .expect("LRANGE");
+            let mut elements: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let start = elements.len();
+                let page: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(start + PAGE - 1)
+                    .query_async(&mut *connection)
+                    .await
+                    .expect("LRANGE");
+                let full = page.len() == PAGE;
+                elements.extend(page);
+                if !full {
+                    break;
+                }
+            }
             elements.reverse();
             elements
                 .iter()
@@ -130,6 +150,9 @@ pub async fn read_list(url: &str, key: &str, ids: &[String], timeout: Duration) 
     })
     .await
 }
+
+/// Entries read per round trip.
+const PAGE: usize = 10_000;
 
 type ReadAll = for<'a> fn(
     &'a mut MultiplexedConnection,
