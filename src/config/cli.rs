@@ -166,8 +166,9 @@ pub struct MigrateArgs {
     pub print_sql: bool,
 
     /// The sink the table's rows go to, which decides the rule of its `topic` CHECK: `kafka`
-    /// (topic names: 1 to 249 of letters, digits, '.', '_', '-') or `rabbitmq` (routing keys: any
-    /// UTF-8 of 1 to 255 bytes). Running it again with the other sink replaces the rule.
+    /// (topic names: 1 to 249 of letters, digits, '.', '_', '-'), or `rabbitmq` and `redis` (routing
+    /// keys and Redis keys such as orders:created: any UTF-8 of 1 to 255 bytes). Running it again
+    /// with another sink replaces the rule.
     #[arg(long, env = "OUTBOX_SINK", value_enum, default_value_t = crate::config::SinkKind::Kafka)]
     pub sink: crate::config::SinkKind,
 

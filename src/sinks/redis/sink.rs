@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::entry::{list_envelope, stream_fields, RedisMode};
 use super::failure::{describe, refuses_writes};
 use super::url::{RedisTls, RedisUrl};
-use super::writer::{Add, Writer, ADD_SCRIPT, WAIT_TIMEOUT};
+use super::writer::{Add, Shared, Writer, ADD_SCRIPT, WAIT_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::sinks::message::Message;
 use crate::sinks::outcome::{BoxFuture, Delivery, Disposition, FailureReason, Pending, Rejected};
@@ -80,7 +80,7 @@ pub struct Redis {
 pub struct RedisChannel {
     /// The connection's writer, or why there is none (no connection).
     writer: std::result::Result<Arc<Writer>, String>,
-    settings: RedisSettings,
+    mode: RedisMode,
     generation: u64,
 }
 
@@ -124,11 +124,14 @@ impl Redis {
             .await
             .map_err(|e| self.connect_error(&e))?;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let writer = Arc::new(Writer::start(
-            connection.clone(),
-            sha,
-            self.settings.wait_replicas,
-        ));
+        let settings = &self.settings;
+        let shared = Shared {
+            dedup_secs: settings.dedup_secs,
+            mode: settings.mode.as_str(),
+            maxlen: settings.maxlen.unwrap_or(0),
+            wait_replicas: settings.wait_replicas,
+        };
+        let writer = Arc::new(Writer::start(connection.clone(), sha, shared));
         Ok(Session {
             connection,
             writer,
@@ -174,7 +177,7 @@ impl Redis {
                     self.seen_down();
                     return RedisChannel {
                         writer: Err(error.to_string()),
-                        settings: self.settings.clone(),
+                        mode: self.settings.mode,
                         generation: self.generation.load(Ordering::SeqCst),
                     };
                 }
@@ -183,7 +186,7 @@ impl Redis {
         let open = session.as_ref().expect("connected above");
         RedisChannel {
             writer: Ok(Arc::clone(&open.writer)),
-            settings: self.settings.clone(),
+            mode: self.settings.mode,
             generation: open.generation,
         }
     }
@@ -295,21 +298,16 @@ impl Redis {
 }
 
 impl RedisChannel {
-    /// The script's arguments for `message` in this sink's mode.
+    /// What `message` becomes in this sink's mode.
     fn add(&self, message: &Message, done: oneshot::Sender<Delivery>) -> Add {
-        let settings = &self.settings;
-        let mut args = Vec::with_capacity(12);
-        args.push(settings.dedup_secs.to_string().into_bytes());
-        args.push(settings.mode.as_str().as_bytes().to_vec());
-        args.push(settings.maxlen.unwrap_or(0).to_string().into_bytes());
-        match settings.mode {
-            RedisMode::Stream => args.extend(stream_fields(message)),
-            RedisMode::List => args.push(list_envelope(message)),
-        }
+        let values = match self.mode {
+            RedisMode::Stream => stream_fields(message),
+            RedisMode::List => vec![list_envelope(message)],
+        };
         Add {
             destination: message.destination.as_bytes().to_vec(),
             dedup_key: dedup_key(&message.destination, &message.id).into_bytes(),
-            args,
+            values,
             done,
         }
     }

@@ -3,12 +3,12 @@
 //!
 //! Guarantees:
 //! - order: one task writes a connection's adds, in arrival order, each
-//!   group as one `MULTI` … `EXEC` of the add script; a key's entries land
-//!   in the order of its rows;
-//! - `EVALSHA` with a fallback: inside `MULTI`, nothing runs between the
-//!   adds, so a flushed script cache fails every add of a group and none
-//!   runs; the writer loads the script again and sends the same group once
-//!   more, so a `SCRIPT FLUSH` neither loses, repeats nor reorders an add;
+//!   group as one call of the add script, which adds its rows in order; a
+//!   key's entries land in the order of its rows;
+//! - `EVALSHA` with a fallback: a group is one script call, so a flushed
+//!   script cache fails the whole group and none of it runs; the writer
+//!   loads the script again and sends the same group once more, so a
+//!   `SCRIPT FLUSH` neither loses, repeats nor reorders an add;
 //! - with `--redis-wait-replicas N`, a group counts as delivered only once
 //!   `WAIT N` saw that many replicas take it;
 //! - a connection that failed or timed out is marked broken: the sink opens
@@ -28,20 +28,30 @@ use crate::sinks::outcome::{Delivery, Disposition, FailureReason};
 /// The add script (see `add.lua`).
 pub const ADD_SCRIPT: &str = include_str!("add.lua");
 
-/// The most adds one `MULTI` … `EXEC` holds: Redis runs a transaction
-/// without serving anyone else, so a group stays a few milliseconds long.
-const MAX_GROUP: usize = 512;
+/// The most adds one script call holds: Redis runs a script without
+/// serving anyone else, so a group stays a few milliseconds long.
+const MAX_GROUP: usize = 1_000;
 
 /// How long `WAIT` waits for the replicas.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One row to add: the stream or list, the dedup key, the script's
-/// arguments after the keys, and where its outcome goes.
+/// One row to add: the stream or list, the dedup record, the values (a
+/// stream entry's fields and values, or the list's envelope), and where
+/// its outcome goes.
 pub struct Add {
     pub destination: Vec<u8>,
     pub dedup_key: Vec<u8>,
-    pub args: Vec<Vec<u8>>,
+    pub values: Vec<Vec<u8>>,
     pub done: oneshot::Sender<Delivery>,
+}
+
+/// What every add of a connection shares: the script's first arguments.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub dedup_secs: u64,
+    pub mode: &'static str,
+    pub maxlen: u64,
+    pub wait_replicas: u32,
 }
 
 /// A connection's writer, as the sink and its channels see it.
@@ -61,13 +71,13 @@ struct State {
 
 impl Writer {
     /// Start the writer of `connection`; `sha` is the loaded add script's.
-    pub fn start(connection: MultiplexedConnection, sha: String, wait_replicas: u32) -> Writer {
+    pub fn start(connection: MultiplexedConnection, sha: String, shared: Shared) -> Writer {
         let (queue, adds) = mpsc::unbounded_channel();
         let state = Arc::new(State::default());
         let task = Task {
             connection,
             sha,
-            wait_replicas,
+            shared,
             state: Arc::clone(&state),
         };
         tokio::spawn(task.run(adds));
@@ -101,7 +111,7 @@ impl Writer {
 struct Task {
     connection: MultiplexedConnection,
     sha: String,
-    wait_replicas: u32,
+    shared: Shared,
     state: Arc<State>,
 }
 
@@ -139,7 +149,7 @@ impl Task {
             }
         };
         let short = replicas
-            .filter(|acked| *acked < i64::from(self.wait_replicas))
+            .filter(|acked| *acked < i64::from(self.shared.wait_replicas))
             .map(|acked| self.too_few_replicas(acked));
         replies
             .into_iter()
@@ -161,35 +171,36 @@ impl Task {
         Ok(())
     }
 
-    /// One `MULTI` … `EXEC` of the group's adds (and `WAIT`): each add's
+    /// One script call with the group's adds (and `WAIT`): each add's
     /// reply, and how many replicas took the writes.
-    async fn transaction(
-        &mut self,
-        group: &[Add],
-    ) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("MULTI");
+    async fn transaction(&mut self, group: &[Add]) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
+        let shared = &self.shared;
+        let mut script = redis::cmd("EVALSHA");
+        script.arg(&self.sha).arg(group.len() * 2);
         for add in group {
-            pipe.cmd("EVALSHA")
-                .arg(&self.sha)
-                .arg(2)
-                .arg(&add.destination)
-                .arg(&add.dedup_key)
-                .arg(&add.args);
+            script.arg(&add.destination).arg(&add.dedup_key);
         }
-        pipe.cmd("EXEC");
-        if self.wait_replicas > 0 {
+        script
+            .arg(shared.dedup_secs)
+            .arg(shared.mode)
+            .arg(shared.maxlen);
+        for add in group {
+            script.arg(add.values.len()).arg(&add.values);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(script);
+        if shared.wait_replicas > 0 {
             pipe.cmd("WAIT")
-                .arg(self.wait_replicas)
+                .arg(shared.wait_replicas)
                 .arg(WAIT_TIMEOUT.as_millis() as u64);
         }
         pipe.ignore_errors();
         let replies = pipe.query_async::<Vec<Value>>(&mut self.connection).await?;
-        let replicas = match replies.get(group.len() + 2) {
+        let replicas = match replies.get(1) {
             Some(Value::Int(acked)) => Some(*acked),
             _ => None,
         };
-        Ok((replies_of(group.len(), &replies), replicas))
+        Ok((replies_of(group.len(), replies.first()), replicas))
     }
 
     fn too_few_replicas(&self, acked: i64) -> Delivery {
@@ -198,7 +209,7 @@ impl Task {
             reason: FailureReason::BrokerUnavailable,
             message: format!(
                 "redis: only {acked} of the {} replicas --redis-wait-replicas asks for took the write within {} s",
-                self.wait_replicas,
+                self.shared.wait_replicas,
                 WAIT_TIMEOUT.as_secs()
             ),
         }
@@ -237,29 +248,67 @@ impl Reply {
     }
 }
 
-/// Each add's reply, from the replies to `MULTI`, the `count` queued adds
-/// and `EXEC`.
-fn replies_of(count: usize, replies: &[Value]) -> Vec<Reply> {
-    let exec = replies.get(count + 1);
-    (0..count)
-        .map(|i| {
-            // An add refused while queued (an ACL, OOM) fails the EXEC too:
-            // its own reason is the more telling one.
-            let error = match (replies.get(i + 1), exec) {
-                (Some(Value::ServerError(error)), _) | (_, Some(Value::ServerError(error))) => {
-                    error
-                }
-                (_, Some(Value::Array(results))) => match results.get(i) {
-                    Some(Value::ServerError(error)) => error,
-                    Some(Value::Int(_)) => return Reply::Added,
-                    other => return Reply::Unexpected(format!("{other:?}")),
-                },
-                (_, other) => return Reply::Unexpected(format!("{other:?}")),
-            };
-            Reply::Refused {
+/// Each add's reply, from the script's reply: one per add (1 or 0 added,
+/// or the text of the error Redis gave the add), or one error for all.
+fn replies_of(count: usize, reply: Option<&Value>) -> Vec<Reply> {
+    let per_add = match reply {
+        Some(Value::Array(replies)) if replies.len() == count => replies,
+        Some(Value::ServerError(error)) => {
+            let refused = || Reply::Refused {
                 code: error.code().to_owned(),
                 text: error.details().unwrap_or_default().to_owned(),
-            }
+            };
+            return (0..count).map(|_| refused()).collect();
+        }
+        other => {
+            let unexpected = format!("{other:?}");
+            return (0..count)
+                .map(|_| Reply::Unexpected(unexpected.clone()))
+                .collect();
+        }
+    };
+    per_add
+        .iter()
+        .map(|reply| match reply {
+            Value::Int(_) => Reply::Added,
+            Value::BulkString(text) => error_text(&String::from_utf8_lossy(text)),
+            Value::SimpleString(text) => error_text(text),
+            Value::ServerError(error) => Reply::Refused {
+                code: error.code().to_owned(),
+                text: error.details().unwrap_or_default().to_owned(),
+            },
+            other => Reply::Unexpected(format!("{other:?}")),
         })
         .collect()
+}
+
+/// An error as the script returns it: `CODE the rest`.
+fn error_text(text: &str) -> Reply {
+    let (code, rest) = text.split_once(' ').unwrap_or((text, ""));
+    Reply::Refused {
+        code: code.to_owned(),
+        text: rest.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_add_gets_its_own_reply_or_the_scripts_error() {
+        let replies = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
+        ]);
+        let replies = replies_of(3, Some(&replies));
+        assert!(matches!(replies[0], Reply::Added));
+        assert!(matches!(replies[1], Reply::Added));
+        assert!(
+            matches!(&replies[2], Reply::Refused { code, text } if code == "WRONGTYPE" && text.starts_with("Operation"))
+        );
+        let short = replies_of(2, Some(&Value::Array(vec![Value::Int(1)])));
+        assert!(short.iter().all(|r| matches!(r, Reply::Unexpected(_))));
+    }
 }
