@@ -471,10 +471,7 @@ async fn the_documented_acl_is_enough_and_what_it_lacks_is_named() {
     let password_file = env.dir.path().join("narrow.password");
     std::fs::write(&password_file, &password).unwrap();
     let documented = "+evalsha +script|load +exists +xadd +lpush +set +wait +ping";
-    for (user, commands) in [
-        (&narrow, documented),
-        (&bare, "+evalsha +ping"),
-    ] {
+    for (user, commands) in [(&narrow, documented), (&bare, "+evalsha +ping")] {
         let mut args = vec!["ACL", "SETUSER", user, "on"];
         let secret = format!(">{password}");
         let keys = format!("~{prefix}:*");

@@ -96,7 +96,7 @@ pub async fn read_stream(url: &str, key: &str, ids: &[String], timeout: Duration
             let mut received = Vec::new();
             let mut after = "-".to_owned();
             loop {
-                let page: Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+                let page: Vec<StreamEntry> = redis::cmd("XRANGE")
                     .arg(key)
                     .arg(&after)
                     .arg("+")
@@ -150,6 +150,9 @@ pub async fn read_list(url: &str, key: &str, ids: &[String], timeout: Duration) 
     })
     .await
 }
+
+/// A stream entry as `XRANGE` gives it: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Entries read per round trip.
 const PAGE: usize = 10_000;

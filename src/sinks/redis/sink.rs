@@ -202,9 +202,7 @@ impl Redis {
     }
 
     async fn probe_write(&self) -> std::result::Result<(), String> {
-        if let Err(broken) = self.channel().await.writer {
-            return Err(broken);
-        }
+        self.channel().await.writer?;
         let (mut connection, writer) = match self.session.lock().await.as_ref() {
             Some(open) => (open.connection.clone(), Arc::clone(&open.writer)),
             None => return Err("not connected".into()),

@@ -49,10 +49,7 @@ impl RedisUrl {
                 "database {db:?}: the path is a database number, such as /0"
             ));
         }
-        let password = url
-            .password()
-            .map(|p| percent_decode(p))
-            .filter(|p| !p.is_empty());
+        let password = url.password().map(percent_decode).filter(|p| !p.is_empty());
         let _ = url.set_password(None);
         Ok(RedisUrl {
             url,

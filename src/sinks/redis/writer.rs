@@ -173,7 +173,10 @@ impl Task {
 
     /// One script call with the group's adds (and `WAIT`): each add's
     /// reply, and how many replicas took the writes.
-    async fn transaction(&mut self, group: &[Add]) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
+    async fn transaction(
+        &mut self,
+        group: &[Add],
+    ) -> redis::RedisResult<(Vec<Reply>, Option<i64>)> {
         let shared = &self.shared;
         let mut script = redis::cmd("EVALSHA");
         script.arg(&self.sha).arg(group.len() * 2);
