@@ -134,6 +134,15 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("NATS at {url} did not answer: {reason}; check --nats-url (OUTBOX_NATS_URL), its TLS options, and that a server is running")]
+    NatsUnreachable { url: String, reason: String },
+
+    #[error("NATS at {url} refused the login of {login}")]
+    NatsLoginRefused { url: String, login: String },
+
+    #[error("NATS at {url} has no JetStream for the relay's account ({reason}): start nats-server with -js, or enable JetStream for the account")]
+    NatsNoJetStream { url: String, reason: String },
+
     #[error("cannot serve metrics on --metrics-addr {addr}: {reason}; pick a free address (OUTBOX_METRICS_ADDR), e.g. {free}")]
     MetricsBind {
         addr: String,
@@ -232,7 +241,10 @@ impl Error {
             | Error::RabbitMqExchangeMissing { .. }
             | Error::RedisUnreachable { .. }
             | Error::RedisLoginRefused { .. }
-            | Error::RedisNotPermitted { .. } => ErrorPath::Sink,
+            | Error::RedisNotPermitted { .. }
+            | Error::NatsUnreachable { .. }
+            | Error::NatsLoginRefused { .. }
+            | Error::NatsNoJetStream { .. } => ErrorPath::Sink,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
             | Error::ConfigFile(_)

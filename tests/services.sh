@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local PostgreSQL 15, Tansu (a Kafka-protocol broker), Apache Kafka 2.3
-# (with its ZooKeeper), RabbitMQ 3.10 and Redis 7.0 for the tests, the demo
-# and the benchmark. Nothing here needs Docker.
+# (with its ZooKeeper), RabbitMQ 3.10, Redis 7.0 and nats-server 2.9 (with
+# JetStream) for the tests, the demo and the benchmark. Nothing here needs
+# Docker.
 #
 #   tests/services.sh install   install what is missing (apt, cargo install)
 #   tests/services.sh start     start them on free loopback ports; prints
@@ -28,6 +29,7 @@ TANSU="$TOOLS_DIR/bin/tansu"
 APACHE_KAFKA="$(cd "$(dirname "$0")" && pwd)/kafka/apache-kafka.sh"
 RABBITMQ="$(cd "$(dirname "$0")" && pwd)/rabbitmq/rabbitmq.sh"
 REDIS="$(cd "$(dirname "$0")" && pwd)/redis/redis.sh"
+NATS="$(cd "$(dirname "$0")" && pwd)/nats/nats.sh"
 if [ ! -x "$TANSU" ] && command -v tansu >/dev/null; then TANSU=$(command -v tansu); fi
 
 log() { echo "services: $*" >&2; }
@@ -90,6 +92,7 @@ install() {
     OUTBOX_TOOLS_DIR="$TOOLS_DIR" bash "$APACHE_KAFKA" install
     bash "$RABBITMQ" install
     bash "$REDIS" install
+    bash "$NATS" install
 }
 
 free_port() {
@@ -129,6 +132,8 @@ export OUTBOX_TEST_RABBITMQ_DIR=$STATE_DIR/rabbitmq
 export OUTBOX_TEST_REDIS_URL=redis://relay@127.0.0.1:$REDIS_PORT/0
 export OUTBOX_TEST_REDISS=127.0.0.1:$REDIS_TLS_PORT
 export OUTBOX_TEST_REDIS_DIR=$STATE_DIR/redis
+export OUTBOX_TEST_NATS=127.0.0.1:$NATS_PORT
+export OUTBOX_TEST_NATS_DIR=$STATE_DIR/nats
 export OUTBOX_TEST_CA=$STATE_DIR/kafka-secrets/ca.pem
 export OUTBOX_TOOLS_DIR=$TOOLS_DIR
 ENV
@@ -231,19 +236,22 @@ start() {
     RMQ_DIST=$(free_port)
     REDIS_PORT=$(free_port)
     REDIS_TLS_PORT=$(free_port)
+    NATS_PORT=$(free_port)
     start_postgres
     start_tansu
     start_apache_kafka
     start_rabbitmq
     start_redis
+    bash "$NATS" start "$STATE_DIR/nats" "$NATS_PORT"
     write_env
-    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT), RabbitMQ on 127.0.0.1:$RMQ_AMQP, Redis on 127.0.0.1:$REDIS_PORT"
+    log "PostgreSQL on 127.0.0.1:$PG_PORT, Tansu on 127.0.0.1:$KAFKA_PORT, Apache Kafka on 127.0.0.1:$AK_PLAIN (ZooKeeper 127.0.0.1:$ZK_PORT), RabbitMQ on 127.0.0.1:$RMQ_AMQP, Redis on 127.0.0.1:$REDIS_PORT, NATS on 127.0.0.1:$NATS_PORT"
     cat "$STATE_DIR/env"
 }
 
 stop_quietly() {
     if [ -d "$STATE_DIR/rabbitmq" ]; then bash "$RABBITMQ" stop "$STATE_DIR/rabbitmq"; fi
     if [ -d "$STATE_DIR/redis" ]; then bash "$REDIS" stop "$STATE_DIR/redis"; fi
+    if [ -d "$STATE_DIR/nats" ]; then bash "$NATS" stop "$STATE_DIR/nats"; fi
     for pid_file in "$STATE_DIR/tansu.pid" "$STATE_DIR/apache-kafka/kafka.pid" \
         "$STATE_DIR/zookeeper/zookeeper.pid"; do
         if [ -f "$pid_file" ]; then

@@ -13,7 +13,9 @@ BEGIN
     SELECT pg_get_constraintdef(oid) INTO existing
     FROM pg_constraint
     WHERE conrelid = '{{table}}'::regclass AND conname = '{{name}}_topic_valid';
-    IF existing IS NOT NULL AND existing NOT LIKE '%octet_length%' THEN
+    -- Kafka's rule has no `octet_length`; NATS's subject rule has a pattern.
+    IF existing IS NOT NULL
+       AND (existing NOT LIKE '%octet_length%' OR existing LIKE '%!~%') THEN
         ALTER TABLE {{table}} DROP CONSTRAINT "{{name}}_topic_valid";
         existing := NULL;
     END IF;

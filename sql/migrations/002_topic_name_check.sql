@@ -12,8 +12,8 @@
 --
 -- NOT VALID: rows already in the table are not scanned (a busy table is not
 -- locked for that). A constraint of an earlier version, which held for every
--- status, or RabbitMQ's rule (`migrate --sink rabbitmq`), is replaced in this
--- same transaction.
+-- status, or another sink's rule (`migrate --sink rabbitmq|redis|nats`), is
+-- replaced in this same transaction.
 --
 -- A length test and a negated character class, not an anchored `{1,249}`
 -- pattern, which made each mark six times slower.

@@ -30,6 +30,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<()> {
         topic_rule: match args.sink {
             SinkKind::Kafka => TopicRule::Kafka,
             SinkKind::RabbitMq | SinkKind::Redis => TopicRule::RoutingKey,
+            SinkKind::Nats => TopicRule::Subject,
         },
     };
     if args.adopt {

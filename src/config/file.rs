@@ -32,6 +32,7 @@ struct RawFile {
     kafka: Option<RawKafka>,
     rabbitmq: Option<RawRabbitMq>,
     redis: Option<super::redis::RedisSection>,
+    nats: Option<super::nats::NatsSection>,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
 }
@@ -94,11 +95,13 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kafka_brokers: Option<String>,
     pub kafka_settings: Vec<KafkaOption>,
-    /// `sink = "kafka" | "rabbitmq" | "redis"`.
+    /// `sink = "kafka" | "rabbitmq" | "redis" | "nats"`.
     pub sink: Option<SinkKind>,
     pub rabbitmq: RabbitMqSection,
     /// `[redis]`, checked when the sink opens.
     pub redis: Option<super::redis::RedisSection>,
+    /// `[nats]`, checked when the sink opens.
+    pub nats: Option<super::nats::NatsSection>,
     pub sources: Vec<Source>,
 }
 
@@ -234,6 +237,7 @@ impl ConfigFile {
             sink: raw.sink,
             rabbitmq,
             redis: raw.redis,
+            nats: raw.nats,
             sources,
         })
     }

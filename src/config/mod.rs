@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod file;
+pub mod nats;
 pub mod redis;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use crate::sinks::{CloudEvents, MessageFormat};
 use crate::source::layout::{Layout, PayloadKind, Preset};
 use crate::source::table::TableName;
 use crate::source::table_pattern::TableSelector;
+pub use nats::NatsArgs;
 pub use redis::RedisArgs;
 
 /// Where the outbox table lives.
@@ -122,6 +124,7 @@ pub enum SinkKind {
     #[serde(rename = "rabbitmq")]
     RabbitMq,
     Redis,
+    Nats,
 }
 
 /// How replicas on one table share it.
@@ -185,8 +188,8 @@ pub struct RelayConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The broker the relay publishes to: `kafka`, `rabbitmq` or `redis` (or `sink` in the
-    /// config file).
+    /// The broker the relay publishes to: `kafka`, `rabbitmq`, `redis` or `nats` (or `sink` in
+    /// the config file).
     /// [default: kafka]
     #[arg(long, env = "OUTBOX_SINK", value_enum)]
     pub sink: Option<SinkKind>,
@@ -215,6 +218,9 @@ pub struct RelayConfig {
 
     #[command(flatten)]
     pub redis: RedisArgs,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Kafka bootstrap brokers, comma-separated host:port (or `brokers` in the config file's
     /// [kafka]).

@@ -21,6 +21,7 @@ pub struct RedisArgs {
     /// redis (or `url` in the config file's [redis]).
     #[arg(
         long = "redis-url",
+        id = "redis-url",
         env = "OUTBOX_REDIS_URL",
         hide_env_values = true,
         value_name = "URL"
@@ -31,6 +32,7 @@ pub struct RedisArgs {
     /// connection.
     #[arg(
         long = "redis-password-file",
+        id = "redis-password-file",
         env = "OUTBOX_REDIS_PASSWORD_FILE",
         value_name = "FILE"
     )]
@@ -38,12 +40,18 @@ pub struct RedisArgs {
 
     /// `stream`: XADD to the stream the row's topic names; `list`: LPUSH a JSON envelope to
     /// the list it names, for BRPOP consumers. [default: stream]
-    #[arg(long = "redis-mode", env = "OUTBOX_REDIS_MODE", value_enum)]
+    #[arg(
+        long = "redis-mode",
+        id = "redis-mode",
+        env = "OUTBOX_REDIS_MODE",
+        value_enum
+    )]
     pub mode: Option<RedisMode>,
 
     /// Trim each stream to about N entries (XADD MAXLEN ~ N). [default: no trim]
     #[arg(
         long = "redis-maxlen",
+        id = "redis-maxlen",
         env = "OUTBOX_REDIS_MAXLEN",
         value_name = "N",
         value_parser = clap::value_parser!(u64).range(1..)
@@ -54,6 +62,7 @@ pub struct RedisArgs {
     /// or a lost reply) is not added twice; 0 turns dedup off. [default: 86400]
     #[arg(
         long = "redis-dedup-secs",
+        id = "redis-dedup-secs",
         env = "OUTBOX_REDIS_DEDUP_SECS",
         value_name = "SECS"
     )]
@@ -62,18 +71,25 @@ pub struct RedisArgs {
     /// Count a row published only once N replicas have it (WAIT N). [default: 0]
     #[arg(
         long = "redis-wait-replicas",
+        id = "redis-wait-replicas",
         env = "OUTBOX_REDIS_WAIT_REPLICAS",
         value_name = "N"
     )]
     pub wait_replicas: Option<u32>,
 
     /// CA certificate (PEM) that signs the server's, for rediss://. [default: the system's]
-    #[arg(long = "redis-ca", env = "OUTBOX_REDIS_CA", value_name = "FILE")]
+    #[arg(
+        long = "redis-ca",
+        id = "redis-ca",
+        env = "OUTBOX_REDIS_CA",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
 
     /// Client certificate (PEM), for servers that require one (tls-auth-clients).
     #[arg(
         long = "redis-client-cert",
+        id = "redis-client-cert",
         env = "OUTBOX_REDIS_CLIENT_CERT",
         value_name = "FILE"
     )]
@@ -82,6 +98,7 @@ pub struct RedisArgs {
     /// The client certificate's key (PEM).
     #[arg(
         long = "redis-client-key",
+        id = "redis-client-key",
         env = "OUTBOX_REDIS_CLIENT_KEY",
         value_name = "FILE"
     )]

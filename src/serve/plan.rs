@@ -50,6 +50,10 @@ impl Plan {
                     .redis
                     .settings(file.as_ref().and_then(|f| f.redis.as_ref()))?,
             )),
+            SinkKind::Nats => SinkSettings::Nats(Box::new(config.nats.settings(
+                file.as_ref().and_then(|f| f.nats.as_ref()),
+                config.retry_backoff_max + config.claim_timeout,
+            )?)),
         };
         Ok(Plan {
             sink,

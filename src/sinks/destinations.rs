@@ -78,7 +78,8 @@ impl KnownDestinations {
                 if reported.insert(topic.to_owned()) {
                     tracing::warn!(
                         topic,
-                        "{noun} does not exist; its rows wait (other {noun}s flow): create it, then `outbox-relay requeue --topic {topic}` for rows already dead"
+                        "{noun} does not exist; its rows wait (other {noun}s flow): {create}, then `outbox-relay requeue --topic {topic}` for rows already dead",
+                        create = sink.profile().create
                     );
                 }
             }

@@ -7,7 +7,8 @@
 //!
 //! - `kafka/`: librdkafka's idempotent producer, `acks=all`;
 //! - `rabbitmq/`: AMQP 0-9-1 with publisher confirms and `mandatory`;
-//! - `redis/`: an atomic add-unless-added script, to a stream or a list.
+//! - `redis/`: an atomic add-unless-added script, to a stream or a list;
+//! - `nats/`: JetStream publishes with `Nats-Msg-Id`, each on its PubAck.
 //!
 //! A new sink implements [`Sink`] and [`Channel`], adds its
 //! [`SinkSettings`] variant, and joins the conformance suite
@@ -16,6 +17,7 @@
 pub(crate) mod destinations;
 pub(crate) mod kafka;
 pub(crate) mod message;
+pub(crate) mod nats;
 pub(crate) mod outcome;
 pub(crate) mod rabbitmq;
 pub(crate) mod redis;
@@ -36,6 +38,8 @@ pub struct Profile {
     pub service: &'static str,
     /// What the row's `topic` names there: "topic".
     pub destination: &'static str,
+    /// How to make a missing destination exist: "create it".
+    pub create: &'static str,
     /// The client object replaced after an outage: "producer".
     pub connection: &'static str,
     /// Readiness's reason while the service does not answer.
@@ -52,8 +56,9 @@ impl Profile {
     /// The `last_error` of a row whose destination does not exist.
     pub fn missing_error(&self, destination: &str) -> String {
         format!(
-            "{noun} {destination} does not exist; create it, then `outbox-relay requeue --topic {destination}`",
-            noun = self.destination
+            "{noun} {destination} does not exist; {create}, then `outbox-relay requeue --topic {destination}`",
+            noun = self.destination,
+            create = self.create
         )
     }
 
@@ -148,6 +153,7 @@ pub enum SinkSettings {
         exchange: String,
     },
     Redis(Box<redis::RedisSettings>),
+    Nats(Box<nats::NatsSettings>),
 }
 
 /// Open the sink `settings` describe. Makes no connection yet.
@@ -167,5 +173,6 @@ pub fn open(settings: &SinkSettings) -> Result<Arc<dyn Sink>> {
             exchange,
         )?)),
         SinkSettings::Redis(settings) => Ok(Arc::new(redis::Redis::new((**settings).clone())?)),
+        SinkSettings::Nats(settings) => Ok(Arc::new(nats::Nats::new((**settings).clone())?)),
     }
 }

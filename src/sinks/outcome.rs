@@ -26,11 +26,13 @@ pub enum FailureReason {
     UnknownExchange,
     Unroutable,
     WrongType,
+    NoStream,
+    StreamFull,
     Other,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 14] = [
         FailureReason::MessageTooLarge,
         FailureReason::InvalidTopic,
         FailureReason::InvalidHeaders,
@@ -42,6 +44,8 @@ impl FailureReason {
         FailureReason::UnknownExchange,
         FailureReason::Unroutable,
         FailureReason::WrongType,
+        FailureReason::NoStream,
+        FailureReason::StreamFull,
         FailureReason::Other,
     ];
 
@@ -58,6 +62,8 @@ impl FailureReason {
             FailureReason::UnknownExchange => "unknown_exchange",
             FailureReason::Unroutable => "unroutable",
             FailureReason::WrongType => "wrong_type",
+            FailureReason::NoStream => "no_stream",
+            FailureReason::StreamFull => "stream_full",
             FailureReason::Other => "other",
         }
     }

@@ -36,8 +36,11 @@ pub enum TopicRule {
     /// Kafka topic names: 1 to 249 of `[A-Za-z0-9._-]`.
     #[default]
     Kafka,
-    /// RabbitMQ routing keys: any UTF-8 of 1 to 255 bytes.
+    /// RabbitMQ routing keys and Redis keys: any UTF-8 of 1 to 255 bytes.
     RoutingKey,
+    /// NATS subjects: dot-separated tokens, no whitespace, no wildcard
+    /// token (`*`, `>`), at most 255 bytes.
+    Subject,
 }
 
 impl Sql {
@@ -48,6 +51,9 @@ impl Sql {
             .map(|(name, text)| match (rule, *name) {
                 (TopicRule::RoutingKey, "002_topic_name_check") => {
                     (self.routing_key_check.0, self.routing_key_check.1.as_str())
+                }
+                (TopicRule::Subject, "002_topic_name_check") => {
+                    (self.subject_check.0, self.subject_check.1.as_str())
                 }
                 _ => (*name, text.as_str()),
             })

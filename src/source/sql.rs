@@ -21,10 +21,16 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// What `migrate --sink rabbitmq` installs instead of Kafka's topic rule.
+/// What `migrate --sink rabbitmq` (and `redis`) installs instead of Kafka's topic rule.
 const ROUTING_KEY_CHECK: (&str, &str) = (
     "002_routing_key_check",
     include_str!("../../sql/migrations/002_routing_key_check.sql"),
+);
+
+/// What `migrate --sink nats` installs instead of Kafka's topic rule.
+const SUBJECT_CHECK: (&str, &str) = (
+    "002_subject_check",
+    include_str!("../../sql/migrations/002_subject_check.sql"),
 );
 
 /// Creates the table's schema when it does not exist.
@@ -50,8 +56,10 @@ pub struct Sql {
     /// prepared outlives a transaction), see `source::queries`.
     pub pooler_safe: bool,
     pub migrations: Vec<(&'static str, String)>,
-    /// The RabbitMQ rule for `topic`, in place of Kafka's (`002`).
+    /// The RabbitMQ and Redis rule for `topic`, in place of Kafka's (`002`).
     pub routing_key_check: (&'static str, String),
+    /// The NATS rule for `topic`, in place of Kafka's (`002`).
+    pub subject_check: (&'static str, String),
     pub notify_trigger: String,
     /// For a schema-qualified table: create its schema if missing.
     pub create_schema: Option<String>,
@@ -106,6 +114,7 @@ impl Sql {
                 .map(|(name, text)| (*name, render(text)))
                 .collect(),
             routing_key_check: (ROUTING_KEY_CHECK.0, render(ROUTING_KEY_CHECK.1)),
+            subject_check: (SUBJECT_CHECK.0, render(SUBJECT_CHECK.1)),
             notify_trigger: render(NOTIFY_TRIGGER),
             create_schema: table
                 .quoted_schema()
@@ -197,6 +206,7 @@ impl Sql {
         ]);
         texts.extend(self.migrations.iter().map(|(_, text)| text.as_str()));
         texts.push(self.routing_key_check.1.as_str());
+        texts.push(self.subject_check.1.as_str());
         texts
     }
 }

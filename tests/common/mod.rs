@@ -13,6 +13,7 @@ pub mod databases;
 pub mod env;
 pub mod kafka;
 pub mod load;
+pub mod nats;
 pub mod order;
 pub mod outside;
 pub mod pgbouncer;

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod kafka;
+mod nats;
 mod rabbitmq;
 mod redis;
 mod suite;

@@ -13,6 +13,7 @@ use crate::sinks::{BoxFuture, Channel, FailureReason, Message, Pending, Profile,
 pub static KAFKA: Profile = Profile {
     service: "Kafka",
     destination: "topic",
+    create: "create it",
     connection: "producer",
     unreachable: "kafka unreachable",
     outage: "no Kafka broker answers; rows stay pending until one does",

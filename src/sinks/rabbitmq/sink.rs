@@ -14,6 +14,7 @@ use crate::sinks::{BoxFuture, Channel, FailureReason, Message, Pending, Profile,
 pub static RABBITMQ_QUEUES: Profile = Profile {
     service: "RabbitMQ",
     destination: "queue",
+    create: "create it",
     connection: "connection",
     unreachable: "rabbitmq unreachable",
     outage: "no RabbitMQ broker answers; rows stay pending until one does",

@@ -31,6 +31,7 @@ pub const GRANT_WRITE: &str = "give the relay's ACL user the keys and commands d
 pub static REDIS: Profile = Profile {
     service: "Redis",
     destination: "key",
+    create: "create it",
     connection: "connection",
     unreachable: "redis unreachable",
     outage: "Redis does not answer or takes no writes; rows stay pending until it does",
