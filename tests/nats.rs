@@ -19,15 +19,14 @@ fn ids(rows: &[(i64, String)]) -> Vec<String> {
     rows.iter().map(|(_, id)| id.clone()).collect()
 }
 
-/// `n` rows to `subject` over three keys, `seq` their order per key.
+/// `n` rows to `subject` over three keys of its own (a key's rows wait
+/// behind its failing row, whatever their subject), `seq` their order per
+/// key.
 fn rows(subject: &str, from: usize, n: usize) -> Vec<NewRow> {
     (from..from + n)
         .map(|i| {
-            NewRow::new(
-                subject,
-                Some(&format!("key-{}", i % 3)),
-                json!({ "seq": i }),
-            )
+            let key = format!("{subject}-{}", i % 3);
+            NewRow::new(subject, Some(&key), json!({ "seq": i }))
         })
         .collect()
 }
@@ -119,6 +118,8 @@ async fn a_subject_no_stream_captures_waits_as_no_stream_and_the_others_flow() {
             "200",
             "--retry-backoff-max-secs",
             "1",
+            "--max-attempts",
+            "1000",
         ],
     ));
     env.wait_for_status("published", Count::Exactly(20), Duration::from_secs(30))
@@ -201,6 +202,8 @@ async fn a_full_stream_with_discard_new_holds_its_rows_and_the_others_flow() {
             "200",
             "--retry-backoff-max-secs",
             "1",
+            "--max-attempts",
+            "1000",
         ],
     ));
     env.wait_for_status("published", Count::Exactly(25), Duration::from_secs(30))
@@ -215,7 +218,7 @@ async fn a_full_stream_with_discard_new_holds_its_rows_and_the_others_flow() {
     assert_eq!(env.count("dead").await, 0);
     assert_eq!(nats::stream_messages(&url, &stream).await, 5);
     let pending = format!(
-        "SELECT last_error FROM {} WHERE status = 'pending' AND attempts > 0",
+        "SELECT last_error FROM {} WHERE status = 'pending' AND attempts > 0 LIMIT 1",
         env.table
     );
     let error: Option<String> = env.client.query_one(&pending, &[]).await.unwrap().get(0);

@@ -150,7 +150,7 @@ impl Nats {
         if let Some(path) = &settings.creds {
             options = options.credentials_file(path).await.map_err(|e| {
                 Error::InvalidConfig(format!(
-                    "--nats-creds {}: not a credentials file ({e})",
+                    "--nats-creds {}: not a NATS credentials file ({e}); give the .creds file nsc writes for the relay's user",
                     path.display()
                 ))
             })?;
