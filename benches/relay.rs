@@ -50,9 +50,13 @@
 //!     the plain ceiling, commit → consumer latency at 1,000 rows/s, and
 //!     what the dedup records cost in memory.
 //!
+//! 15. NATS JetStream (`stages/nats.rs`): the drain into a file stream
+//!     beside a bare publisher of the same crate, the plain ceiling, and
+//!     commit → consumer latency at 1,000 rows/s.
+//!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
 //! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants`, `=brokers`,
-//! `=rabbitmq` or `=redis` runs one stage alone.
+//! `=rabbitmq`, `=redis` or `=nats` runs one stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -67,6 +71,8 @@
 mod common;
 #[path = "stages/many_tables.rs"]
 mod many_tables;
+#[path = "stages/nats.rs"]
+mod nats_stage;
 #[path = "stages/rabbitmq.rs"]
 mod rabbitmq_stage;
 #[path = "stages/redis.rs"]
@@ -183,6 +189,9 @@ async fn run() -> serde_json::Value {
         Ok("redis") => {
             return json!({ "rows": rows, "redis": redis_stage::redis_stage(rows, batch, repeat).await })
         }
+        Ok("nats") => {
+            return json!({ "rows": rows, "nats": nats_stage::nats_stage(rows, batch, repeat).await })
+        }
         _ => {}
     }
     if rows == 0 {
@@ -203,6 +212,7 @@ async fn run() -> serde_json::Value {
     let brokers = brokers_stage(rows, batch, repeat).await;
     let rabbitmq = rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await;
     let redis = redis_stage::redis_stage(rows, batch, repeat).await;
+    let nats = nats_stage::nats_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -236,6 +246,7 @@ async fn run() -> serde_json::Value {
         "brokers": brokers,
         "rabbitmq": rabbitmq,
         "redis": redis,
+        "nats": nats,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds
