@@ -167,8 +167,9 @@ pub struct MigrateArgs {
 
     /// The sink the table's rows go to, which decides the rule of its `topic` CHECK: `kafka`
     /// (topic names: 1 to 249 of letters, digits, '.', '_', '-'), or `rabbitmq` and `redis` (routing
-    /// keys and Redis keys such as orders:created: any UTF-8 of 1 to 255 bytes). Running it again
-    /// with another sink replaces the rule.
+    /// keys and Redis keys such as orders:created: any UTF-8 of 1 to 255 bytes), or `nats`
+    /// (subjects: dot-separated tokens, no whitespace, no wildcard). Running it again with another
+    /// sink replaces the rule.
     #[arg(long, env = "OUTBOX_SINK", value_enum, default_value_t = crate::config::SinkKind::Kafka)]
     pub sink: crate::config::SinkKind,
 
