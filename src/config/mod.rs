@@ -457,7 +457,7 @@ impl fmt::Debug for DatabaseUrl {
 
 /// Replace the password in a `postgres://user:password@host` URL or a
 /// `password=…` key-value pair with `***`.
-fn redact_password(url: &str) -> String {
+pub(crate) fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);

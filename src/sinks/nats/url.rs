@@ -36,7 +36,11 @@ impl NatsUrl {
     }
 
     fn add(&mut self, text: &str) -> std::result::Result<(), String> {
-        let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+        // The text as typed may hold a password: it is shown redacted.
+        let url = url::Url::parse(text).map_err(|e| {
+            let shown = crate::config::redact_password(text);
+            format!("{shown:?} is not a URL ({e})")
+        })?;
         match url.scheme() {
             "nats" => {}
             "tls" => self.tls = true,
