@@ -93,11 +93,13 @@ async fn relays_killed_between_the_add_and_the_mark_add_no_entry_twice() {
 
 /// Rows sent again after a `SCRIPT FLUSH` are still recognised (the dedup
 /// record is a key, not the script), the script is loaded again, and new
-/// rows keep flowing.
+/// rows keep flowing. A private server: the script cache is server-wide, so
+/// another test's relay on the shared one could load the script first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_sent_again_across_a_script_flush_are_not_added_twice() {
     let env = TestEnv::for_sink("redis").await;
-    let url = redis::url();
+    let server = PrivateRedis::start().await;
+    let url = server.url();
     let key = stream_key();
     let relay = env.start_relay_args(&redis::relay_args(&url, &[]));
     let first = env.insert(&rows(&key, 0, 50)).await;
