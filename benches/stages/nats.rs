@@ -6,7 +6,11 @@
 //!   `Nats-Msg-Id` set, PubAcks awaited per window of the batch size, no
 //!   database;
 //! - the plain claim + mark ceiling of the same database;
-//! - commit → consumer receipt at 1,000 rows/s with the NOTIFY trigger.
+//! - commit → consumer receipt at 1,000 rows/s with the NOTIFY trigger;
+//! - where the CPU goes: per 1,000 rows, the relay's and nats-server's CPU
+//!   time during the drain and the bare publisher, and how busy the machine
+//!   was in each (the rest of the busy time is PostgreSQL's and the
+//!   benchmark's).
 //!
 //! Rounds are interleaved; medians are reported.
 
@@ -20,17 +24,72 @@ use serde_json::json;
 use super::common::nats::{self as kit, PrivateNats};
 use super::common::{self, load};
 use super::{
-    fill, fresh_env, median, nothing_pending, now_epoch, plain_ceiling_on, ratio, relay_args,
-    round, Quantiles,
+    cpu_seconds, fill, fresh_env, machine_jiffies, median, nothing_pending, now_epoch,
+    plain_ceiling_on, ratio, relay_args, round, Quantiles,
 };
+
+/// CPU time spent while something ran: the machine's busy share, and the
+/// CPU milliseconds per 1,000 rows of the relay and of nats-server.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    machine_busy: f64,
+    relay_ms_per_1k: f64,
+    server_ms_per_1k: f64,
+}
+
+impl Cpu {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "machine_busy": ratio(self.machine_busy, 1.0),
+            "relay_cpu_ms_per_1000_rows": round(self.relay_ms_per_1k),
+            "nats_server_cpu_ms_per_1000_rows": round(self.server_ms_per_1k),
+        })
+    }
+}
+
+/// Counts CPU time from its creation: the machine's, nats-server's and
+/// (when given) the relay's.
+struct CpuMeter {
+    jiffies: (u64, u64),
+    server: Option<(u32, f64)>,
+    relay: Option<(u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(server: Option<u32>, relay: Option<u32>) -> Self {
+        let at = |pid: Option<u32>| pid.map(|pid| (pid, cpu_seconds(pid)));
+        CpuMeter {
+            jiffies: machine_jiffies(),
+            server: at(server),
+            relay: at(relay),
+        }
+    }
+
+    fn stop(&self, rows: i64) -> Cpu {
+        let (busy, total) = machine_jiffies();
+        let per_1k = |process: Option<(u32, f64)>| {
+            process.map_or(0.0, |(pid, before)| {
+                (cpu_seconds(pid) - before) * 1000.0 * 1000.0 / rows as f64
+            })
+        };
+        Cpu {
+            machine_busy: (busy - self.jiffies.0) as f64 / (total - self.jiffies.1).max(1) as f64,
+            relay_ms_per_1k: per_1k(self.relay),
+            server_ms_per_1k: per_1k(self.server),
+        }
+    }
+}
 
 pub async fn nats_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Value {
     let server = PrivateNats::start("password").await;
     let url = server.url();
     let (mut drains, mut bare, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut drain_cpu, mut bare_cpu) = (Cpu::default(), Cpu::default());
     for round in 1..=repeat {
-        let drain = drain(&url, rows, batch).await;
-        let publisher = bare_publisher(&url, rows, batch).await;
+        let (drain, cpu) = drain(&server, rows, batch).await;
+        drain_cpu = cpu;
+        let (publisher, cpu) = bare_publisher(&server, rows, batch).await;
+        bare_cpu = cpu;
         let ceiling = plain_ceiling_on(&common::database_url(), rows, batch, false).await;
         eprintln!(
             "bench: nats round {round}: drain {drain:.0} rows/s, bare publisher {publisher:.0} msg/s, plain ceiling {ceiling:.0} rows/s"
@@ -47,6 +106,14 @@ pub async fn nats_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Val
         latency.p50_ms,
         latency.p99_ms
     );
+    eprintln!(
+        "bench: nats: CPU per 1,000 rows in the last round: drain: relay {:.2} ms, nats-server {:.2} ms, machine {:.0} % busy; bare publisher: nats-server {:.2} ms, machine {:.0} % busy",
+        drain_cpu.relay_ms_per_1k,
+        drain_cpu.server_ms_per_1k,
+        drain_cpu.machine_busy * 100.0,
+        bare_cpu.server_ms_per_1k,
+        bare_cpu.machine_busy * 100.0
+    );
     json!({
         "drain_rows_per_sec": round(drain),
         "bare_publisher_msgs_per_sec": round(bare),
@@ -55,6 +122,8 @@ pub async fn nats_stage(rows: i64, batch: usize, repeat: u64) -> serde_json::Val
         "drain_vs_plain_ceiling": ratio(drain, ceiling),
         "drain_vs_lower_bound": ratio(drain, bare.min(ceiling)),
         "latency_1000_per_sec": latency.json(),
+        "drain_cpu": drain_cpu.json(),
+        "bare_publisher_cpu": bare_cpu.json(),
     })
 }
 
@@ -71,7 +140,8 @@ async fn delete_stream(url: &str, stream: &str) {
 
 /// One relay drains `rows` pre-inserted rows; from the first row marked
 /// published to the last, then every message read back.
-async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
+async fn drain(server: &PrivateNats, rows: i64, batch: usize) -> (f64, Cpu) {
+    let url = &server.url();
     let env = fresh_env().await;
     let (subject, stream) = subject(url, "bench").await;
     fill(&env, &subject, rows).await;
@@ -79,6 +149,7 @@ async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
     let mut args = kit::relay_args(url, &[]);
     args.extend(relay_args(batch, &[]));
     let relay = env.start_relay_args(&args);
+    let meter = CpuMeter::start(server.pid(), Some(relay.child.id()));
     common::wait_for_every(
         "the NATS drain to finish",
         Duration::from_secs(600),
@@ -86,6 +157,7 @@ async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
         || async { nothing_pending(&env.client, &env.table).await.then_some(()) },
     )
     .await;
+    let cpu = meter.stop(rows);
     drop(relay);
     let span = format!(
         "SELECT extract(epoch FROM max(published_at) - min(published_at))::float8 FROM {}",
@@ -97,15 +169,17 @@ async fn drain(url: &str, rows: i64, batch: usize) -> f64 {
     load::verify(&received, &committed, &committed);
     delete_stream(url, &stream).await;
     // The first batch was recorded at the start: the rest took the time.
-    (rows - batch as i64) as f64 / seconds
+    ((rows - batch as i64) as f64 / seconds, cpu)
 }
 
 /// The same messages, `Nats-Msg-Id` set, PubAcks awaited per window of
 /// `batch` (the relay waits for a batch's acks too), no database.
-async fn bare_publisher(url: &str, rows: i64, batch: usize) -> f64 {
+async fn bare_publisher(server: &PrivateNats, rows: i64, batch: usize) -> (f64, Cpu) {
+    let url = &server.url();
     let (subject, stream) = subject(url, "bare").await;
     let context = kit::jetstream(url).await;
     let payload = br#"{"seq":1,"type":"OrderPlaced","customer":"customer-1","items":[{"sku":"SKU-12345","qty":2,"price":19.99}],"note":"lorem ipsum dolor sit amet consectetur adipiscing"}"#;
+    let meter = CpuMeter::start(server.pid(), None);
     let started = Instant::now();
     let mut sent = 0;
     while sent < rows {
@@ -129,8 +203,9 @@ async fn bare_publisher(url: &str, rows: i64, batch: usize) -> f64 {
         sent += window;
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
+    let cpu = meter.stop(rows);
     delete_stream(url, &stream).await;
-    rate
+    (rate, cpu)
 }
 
 /// Writers insert `rate` rows/s for `seconds` (NOTIFY on); a consumer of

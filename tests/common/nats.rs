@@ -270,6 +270,15 @@ impl PrivateNats {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The running server's pid, as `nats.sh` recorded it.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("nats.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// SIGKILL: clients see the connection gone.
     pub async fn kill(&self) {
         let args = vec!["stop".into(), self.path()];
