@@ -112,6 +112,17 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("the Kafka cluster at {brokers} cannot commit a transaction ({reason}): --exactly-once needs brokers that support transactions (Apache Kafka 0.11 or later); run without --exactly-once, or point it at such a cluster")]
+    KafkaTransactions { brokers: String, reason: String },
+
+    #[error("--exactly-once: {0}")]
+    ExactlyOnce(String),
+
+    /// A transactional producer could not start or read its checkpoint; the
+    /// table waits and tries again.
+    #[error("kafka transactions: {0}")]
+    KafkaTransaction(String),
+
     #[error("RabbitMQ at {url} did not answer: {reason}; check --rabbitmq-url (OUTBOX_RABBITMQ_URL) and that the server is running")]
     RabbitMqUnreachable { url: String, reason: String },
 
@@ -236,6 +247,8 @@ impl Error {
             | Error::KafkaUnreachable { .. }
             | Error::KafkaLoginRefused { .. }
             | Error::KafkaTls { .. }
+            | Error::KafkaTransactions { .. }
+            | Error::KafkaTransaction(_)
             | Error::RabbitMqUnreachable { .. }
             | Error::RabbitMqLoginRefused { .. }
             | Error::RabbitMqExchangeMissing { .. }
@@ -247,6 +260,7 @@ impl Error {
             | Error::NatsNoJetStream { .. } => ErrorPath::Sink,
             Error::InvalidTable(_)
             | Error::InvalidConfig(_)
+            | Error::ExactlyOnce(_)
             | Error::ConfigFile(_)
             | Error::Layout(_)
             | Error::InvalidDatabaseUrl(_)

@@ -87,6 +87,8 @@ struct RawTable {
     topic_template: Option<String>,
     batch_size: Option<Spanned<u32>>,
     max_attempts: Option<Spanned<u32>>,
+    exactly_once: Option<bool>,
+    transactional_id: Option<String>,
 }
 
 /// A loaded configuration file.
@@ -135,6 +137,8 @@ impl Source {
                 layout: database.layout.clone(),
                 batch_size: None,
                 max_attempts: None,
+                exactly_once: None,
+                transactional_id: None,
             }],
         })
     }
@@ -156,6 +160,10 @@ pub struct TableEntry {
     pub layout: LayoutArgs,
     pub batch_size: Option<u32>,
     pub max_attempts: Option<u32>,
+    /// `exactly_once`: overrides `--exactly-once` for this table.
+    pub exactly_once: Option<bool>,
+    /// `transactional_id`: the table's own, instead of the derived one.
+    pub transactional_id: Option<String>,
 }
 
 /// One mistake in a file: where and what.
@@ -384,6 +392,8 @@ fn table_entry(table: Spanned<RawTable>, mistake: &Mistake<'_>) -> Result<TableE
         layout,
         batch_size: table.batch_size.map(Spanned::into_inner),
         max_attempts: table.max_attempts.map(Spanned::into_inner),
+        exactly_once: table.exactly_once,
+        transactional_id: table.transactional_id,
     })
 }
 

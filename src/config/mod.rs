@@ -351,7 +351,28 @@ pub struct RelayConfig {
     /// Delete published rows older than this (e.g. 24h, 7d). Off unless set. Dead rows are never deleted.
     #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
+
+    /// Kafka only: publish each batch in one Kafka transaction with a checkpoint record, so
+    /// consumers with isolation.level=read_committed see every row exactly once. Needs leader
+    /// election (no --pooler transaction, no --election none). Also `exactly_once` in the
+    /// configuration file, per table.
+    #[arg(long, env = "OUTBOX_EXACTLY_ONCE", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub exactly_once: bool,
+
+    /// The compacted topic --exactly-once commits each batch's checkpoint to (created, compacted,
+    /// when missing).
+    #[arg(long, env = "OUTBOX_CHECKPOINT_TOPIC", value_name = "TOPIC", default_value = crate::sinks::kafka::checkpoint::DEFAULT_CHECKPOINT_TOPIC)]
+    pub checkpoint_topic: String,
+
+    /// The table's `transactional.id`, from the configuration file's `transactional_id`;
+    /// derived from the database and the table when not given.
+    #[arg(skip)]
+    pub transactional_id: Option<String>,
 }
+
+/// What `transaction.timeout.ms` adds to the claim timeout under
+/// `--exactly-once`: time for the commit after the last ack.
+pub const EXACTLY_ONCE_COMMIT_MARGIN: Duration = Duration::from_secs(10);
 
 /// Shortest backlog refresh interval: the refresh scans the pending rows.
 const MIN_STATS_INTERVAL: Duration = Duration::from_millis(100);
@@ -399,6 +420,35 @@ impl RelayConfig {
             return invalid("--retry-backoff-base-ms must not exceed --retry-backoff-max-secs");
         }
         Ok(())
+    }
+
+    /// Why `--exactly-once` cannot be had with these settings, if it cannot:
+    /// one Kafka producer per table needs exactly one writer, which only
+    /// leader election ensures.
+    pub fn exactly_once_refusal(&self, sink: SinkKind) -> Option<String> {
+        if !self.exactly_once {
+            return None;
+        }
+        if sink != SinkKind::Kafka {
+            return Some(format!(
+                "it is for Kafka only (the sink is {}); drop --exactly-once, or use --sink kafka",
+                format!("{sink:?}").to_lowercase()
+            ));
+        }
+        if self.database.pooler == Pooler::Transaction {
+            return Some("it needs leader election, which needs session advisory locks, and --pooler transaction has none; connect the relay to PostgreSQL directly (or through a session-mode pooler), or drop --exactly-once".to_owned());
+        }
+        if self.election != Election::AdvisoryLock {
+            return Some("it needs leader election (one transactional producer per table has exactly one writer), and --election none turns it off; use --election advisory-lock, or drop --exactly-once".to_owned());
+        }
+        None
+    }
+
+    /// How long a batch's Kafka transaction may stay open: a batch is
+    /// recorded or released within the claim timeout, and the margin covers
+    /// the commit itself.
+    pub fn transaction_timeout(&self) -> Duration {
+        self.claim_timeout + EXACTLY_ONCE_COMMIT_MARGIN
     }
 
     /// Whether replicas elect a leader: asked for, and possible (not behind a

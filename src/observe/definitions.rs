@@ -177,6 +177,27 @@ pub const CLAIMS_RELEASED: Definition = Definition {
     buckets: &[],
 };
 
+pub const TRANSACTIONS: Definition = Definition {
+    name: "outbox_transactions_total",
+    help: "Kafka transactions of --exactly-once batches, by outcome: committed, aborted (a row failed, or the broker did; nothing of it is visible to read_committed consumers) or fenced (a newer producer took the table's transactional.id over).",
+    labels: &["table", "outcome"],
+    buckets: &[],
+};
+
+pub const CHECKPOINT_RECOVERED: Definition = Definition {
+    name: "outbox_checkpoint_recovered_rows_total",
+    help: "Rows marked published from the --exactly-once checkpoint without being sent: Kafka had committed them before PostgreSQL marked them (a crash, a lost connection).",
+    labels: TABLE,
+    buckets: &[],
+};
+
+pub const TRANSACTION_DURATION: Definition = Definition {
+    name: "outbox_transaction_duration_seconds",
+    help: "Time from a --exactly-once batch's begin_transaction to its commit or abort.",
+    labels: TABLE,
+    buckets: BATCH_DURATION_BUCKETS,
+};
+
 pub const DEFAULT_PARTITION_ROWS: Definition = Definition {
     name: "outbox_default_partition_rows",
     help: "Rows in the default partition of a partitioned outbox table (up to 10000): rows whose created_at had no range partition.",

@@ -11,12 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::exactly_once;
 use super::outcome::{decide, BatchDecision};
 use super::telemetry::{BatchReport, DeadRow};
 use super::Relay;
 use crate::error::Result;
 use crate::serve::claim_gate::Pass;
 use crate::serve::open_claims::OpenClaim;
+use crate::sinks::kafka::TransactionChannel;
 use crate::sinks::{
     prepare, Channel, Delivery, DestinationState, Disposition, FailureReason, Pending, Rejected,
 };
@@ -39,6 +41,8 @@ pub struct InFlight {
     /// The channel every message of the batch went out on, kept alive
     /// until the batch is finished.
     channel: Arc<dyn Channel>,
+    /// `--exactly-once`: the same channel, whose transaction is open.
+    transaction: Option<Arc<TransactionChannel>>,
     /// Counts towards `outbox_oldest_open_claim_seconds` until dropped.
     _open: OpenClaim,
     /// Keeps maintenance that needs no open claim waiting until dropped.
@@ -95,6 +99,9 @@ impl Relay {
         skipped: &[i64],
         mut unsent_keys: HashSet<Vec<u8>>,
     ) -> Result<Option<InFlight>> {
+        if !self.ready_to_claim().await? {
+            return Ok(None);
+        }
         let pass = self.gate.enter().await;
         let started = Instant::now();
         let open = self.telemetry.claim_opened(started);
@@ -113,7 +120,11 @@ impl Relay {
             batch.abandon().await;
             return Ok(None);
         }
-        let channel = self.sink.channel().await;
+        let transaction = self.exactly_once.as_ref().map(|once| once.begin());
+        let channel = match &transaction {
+            Some(transaction) => Arc::clone(transaction) as Arc<dyn Channel>,
+            None => self.sink.channel().await,
+        };
         let deliveries = self
             .send_rows(&rows, channel.as_ref(), &mut unsent_keys)
             .await;
@@ -125,6 +136,7 @@ impl Relay {
             deliveries,
             unsent_keys,
             channel,
+            transaction,
             _open: open,
             _pass: pass,
         }))
@@ -205,12 +217,15 @@ impl Relay {
             deliveries: pending,
             unsent_keys: _,
             channel,
+            transaction,
             _open,
             _pass,
         } = flight;
         let budget = self.config.claim_timeout.saturating_sub(started.elapsed());
+        let sent = exactly_once::sent(&pending);
         let awaited = tokio::time::timeout(budget, self.await_deliveries(&rows, pending)).await;
-        let Ok((deliveries, delivery_latencies)) = awaited else {
+        let Ok((mut deliveries, delivery_latencies)) = awaited else {
+            self.transaction_lost(channel.as_ref());
             return Ok(self
                 .release(batch, rows.len(), started, channel.generation())
                 .await);
@@ -218,6 +233,26 @@ impl Relay {
         let delivered_after = started.elapsed();
 
         let cluster_down = self.confirm_outage(&deliveries, started).await;
+        if let Some(transaction) = &transaction {
+            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+            let settled = self
+                .settle(transaction, &sent, &mut deliveries, &ids, started)
+                .await;
+            if let exactly_once::Settled::RolledBack = settled {
+                batch.abandon().await;
+                return Ok(Finished {
+                    report: BatchReport {
+                        claimed: rows.len(),
+                        left_pending: rows.len(),
+                        elapsed: started.elapsed(),
+                        ..BatchReport::default()
+                    },
+                    producer_generation: channel.generation(),
+                    released: true,
+                    ..Finished::default()
+                });
+            }
+        }
         let decision = decide(
             &rows,
             &deliveries,
@@ -227,6 +262,7 @@ impl Relay {
             fastrand::f64,
         );
         let recorded = self.record(batch, &rows, &decision).await?;
+        self.recorded_after_commit();
         let dead = dead_rows(&rows, &deliveries, &decision, &recorded);
         let report = BatchReport {
             claimed: rows.len(),

@@ -19,6 +19,7 @@
 
 pub mod backoff;
 mod batch;
+mod exactly_once;
 mod outcome;
 mod skipped;
 mod step;
@@ -76,6 +77,8 @@ pub struct Relay {
     /// The longest an idle loop waits between polls: the poll interval, or
     /// with a NOTIFY trigger that wakes it, [`IDLE_POLL_GROWTH`] times it.
     idle_poll_max: Duration,
+    /// `--exactly-once`: the table's transactional producer and checkpoint.
+    exactly_once: Option<exactly_once::ExactlyOnce>,
 }
 
 /// With the NOTIFY trigger, an idle table's backstop poll grows to this
@@ -116,7 +119,16 @@ impl Relay {
             gate,
             table_gone: None,
             idle_poll_max: Duration::ZERO,
+            exactly_once: None,
         }
+    }
+
+    /// Publish through the table's own transactional producer, one Kafka
+    /// transaction per batch (`--exactly-once`).
+    pub fn exactly_once(mut self, sink: Arc<crate::sinks::kafka::Transactional>) -> Self {
+        self.sink = Arc::clone(&sink) as Arc<dyn Sink>;
+        self.exactly_once = Some(exactly_once::ExactlyOnce::new(sink));
+        self
     }
 
     /// The table's NOTIFY trigger wakes this loop: while idle, poll less
@@ -212,21 +224,30 @@ impl Relay {
             .unwrap_or_default();
         let skipped = state.skipped.ids(Instant::now());
         let held_before = std::mem::take(&mut state.held_keys);
-        let (claimed, finished) = tokio::join!(
-            async {
-                if may_claim {
-                    Some(self.claim_and_send(&ours, &skipped, unsent_keys).await)
-                } else {
-                    None
-                }
-            },
-            async {
-                match previous {
-                    Some(previous) => Some(self.finish(previous, &held_before).await),
-                    None => None,
-                }
+        let claim = async {
+            if may_claim {
+                Some(self.claim_and_send(&ours, &skipped, unsent_keys).await)
+            } else {
+                None
             }
-        );
+        };
+        let finish = async {
+            match previous {
+                Some(previous) => Some(self.finish(previous, &held_before).await),
+                None => None,
+            }
+        };
+        let (claimed, finished) = if self.one_batch_at_a_time() {
+            let finished = finish.await;
+            let failed = matches!(
+                finished,
+                Some(Err(_)) | Some(Ok(Finished { released: true, .. }))
+            );
+            let claimed = if failed { None } else { claim.await };
+            (claimed, finished)
+        } else {
+            tokio::join!(claim, finish)
+        };
         let previous = self.take_in(state, finished);
         let mut failure = previous.failure;
         // A producer that hit a fatal error refuses every later message.

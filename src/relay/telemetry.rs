@@ -163,6 +163,35 @@ impl Telemetry {
         );
     }
 
+    /// Rows the `--exactly-once` checkpoint named, `marked` of them still
+    /// pending (Kafka had them; PostgreSQL had not marked them yet).
+    pub fn checkpoint_recovered(&self, marked: u64, named: usize) {
+        self.metrics.checkpoint_recovered.inc_by(marked);
+        if marked > 0 {
+            tracing::info!(
+                marked,
+                named,
+                "marked {marked} rows published from the Kafka checkpoint without sending them: Kafka had committed them before PostgreSQL marked them"
+            );
+        }
+    }
+
+    pub fn transaction_ended(&self, commit: &crate::sinks::kafka::Commit, took: Duration) {
+        use crate::sinks::kafka::Commit;
+        self.metrics
+            .transaction_duration
+            .observe(took.as_secs_f64());
+        match commit {
+            Commit::Committed => self.metrics.transactions_committed.inc(),
+            Commit::Aborted(reason) => {
+                self.metrics.transactions_aborted.inc();
+                tracing::debug!(%reason, "aborted a Kafka transaction; its delivered rows go out again");
+            }
+            Commit::Fenced(_) => self.metrics.transactions_fenced.inc(),
+            Commit::Unknown(_) => self.metrics.transactions_aborted.inc(),
+        }
+    }
+
     pub fn producer_replaced(&self, reason: &str) {
         let profile = self.health.profile();
         tracing::info!(

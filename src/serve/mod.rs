@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     /// The process-wide settings (each table gets a copy with its own).
     pub config: RelayConfig,
     pub sink: Arc<dyn Sink>,
+    /// What the sink was opened with: `--exactly-once` tables open their
+    /// own Kafka producers with the same settings.
+    pub sink_settings: crate::sinks::SinkSettings,
     pub families: Arc<MetricFamilies>,
     pub board: Arc<HealthBoard>,
     pub shutdown: Shutdown,
@@ -70,6 +73,7 @@ where
     let (trigger, shutdown) = Shutdown::new();
     let shared = Arc::new(Shared {
         sink: crate::sinks::open(&plan.sink)?,
+        sink_settings: plan.sink.clone(),
         families: MetricFamilies::new(config.table_metrics),
         board: Arc::new(HealthBoard::default()),
         shutdown,
@@ -134,6 +138,22 @@ async fn check_sources(plan: &Plan, shared: &Arc<Shared>) -> Result<Vec<SourceRu
         .sink
         .check_reachable(shared.config.kafka_startup_timeout)
         .await?;
+    if let (
+        true,
+        crate::sinks::SinkSettings::Kafka {
+            brokers, options, ..
+        },
+    ) = (plan.exactly_once, &plan.sink)
+    {
+        crate::sinks::kafka::probe_transactions(
+            brokers,
+            options,
+            &shared.config.checkpoint_topic,
+            shared.config.kafka_startup_timeout,
+            shared.config.transaction_timeout(),
+        )
+        .await?;
+    }
     Ok(sources)
 }
 

@@ -20,6 +20,36 @@ pub struct Plan {
     pub sources: Vec<Source>,
     /// The file it came from, for messages.
     pub file: Option<std::path::PathBuf>,
+    /// Some table is served `--exactly-once`.
+    pub exactly_once: bool,
+}
+
+/// Whether some table is served `--exactly-once`; an error naming why not,
+/// when one asks for it where it cannot be had.
+fn exactly_once_tables(
+    config: &RelayConfig,
+    sources: &[Source],
+    sink: &SinkSettings,
+) -> Result<bool> {
+    let kind = match sink {
+        SinkSettings::Kafka { .. } => SinkKind::Kafka,
+        SinkSettings::RabbitMq { .. } => SinkKind::RabbitMq,
+        SinkSettings::Redis(_) => SinkKind::Redis,
+        SinkSettings::Nats(_) => SinkKind::Nats,
+    };
+    let mut any = false;
+    for source in sources {
+        for entry in &source.tables {
+            let mut table = config.clone();
+            table.database = source.database.clone();
+            table.exactly_once = entry.exactly_once.unwrap_or(config.exactly_once);
+            if let Some(reason) = table.exactly_once_refusal(kind) {
+                return Err(Error::ExactlyOnce(reason));
+            }
+            any |= table.exactly_once;
+        }
+    }
+    Ok(any)
 }
 
 impl Plan {
@@ -55,7 +85,9 @@ impl Plan {
                 config.retry_backoff_max + config.claim_timeout,
             )?)),
         };
+        let exactly_once = exactly_once_tables(config, &sources, &sink)?;
         Ok(Plan {
+            exactly_once,
             sink,
             sources,
             file: file.map(|f| f.path),
@@ -137,5 +169,9 @@ pub fn table_config(
     if let Some(max_attempts) = entry.max_attempts {
         config.max_attempts = max_attempts;
     }
+    if let Some(exactly_once) = entry.exactly_once {
+        config.exactly_once = exactly_once;
+    }
+    config.transactional_id = entry.transactional_id.clone();
     config
 }

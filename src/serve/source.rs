@@ -165,7 +165,7 @@ impl SourceRuntime {
             .database
             .for_table(table, layout, self.unnamed)
             .delete_on_publish(self.database.deletes_published());
-        TableRelay::check(config, database, from_pattern).await
+        TableRelay::check(config, database, from_pattern, &shared.sink_settings).await
     }
 
     /// Serve a table found while running.

@@ -29,6 +29,51 @@ use crate::source::{Database, PartitionUnit};
 
 use super::Shared;
 
+/// The table's transactional producer: its `transactional.id` is the
+/// configuration file's, or derived from the database and the table.
+async fn transactional_producer(
+    config: &RelayConfig,
+    database: &Database,
+    brokers: &str,
+    options: &[crate::sinks::kafka::KafkaOption],
+    record_timestamp: crate::sinks::kafka::RecordTimestamp,
+) -> Result<crate::sinks::kafka::Transactional> {
+    let bound = config.transaction_timeout();
+    if let Some(given) = options
+        .iter()
+        .rev()
+        .find(|o| o.key == "transaction.timeout.ms")
+    {
+        let ms: u64 = given.value.trim().parse().unwrap_or(0);
+        if std::time::Duration::from_millis(ms) <= config.claim_timeout {
+            return Err(crate::error::Error::ExactlyOnce(format!(
+                "transaction.timeout.ms={ms} is not above --claim-timeout-secs ({}s): a batch's transaction must outlive its claim; raise it (the default is the claim timeout plus 10 s, {} ms) or lower the claim timeout",
+                config.claim_timeout.as_secs(),
+                bound.as_millis()
+            )));
+        }
+    }
+    let transactional_id = match &config.transactional_id {
+        Some(id) => id.clone(),
+        None => database.transactional_id().await?,
+    };
+    let settings = crate::sinks::kafka::TransactionalSettings {
+        transactional_id,
+        checkpoint_topic: config.checkpoint_topic.clone(),
+        table: database.qualified_name(),
+        call_timeout: config
+            .kafka_startup_timeout
+            .max(std::time::Duration::from_secs(10)),
+    };
+    crate::sinks::kafka::Transactional::new(
+        brokers,
+        options,
+        record_timestamp,
+        settings,
+        config.transaction_timeout(),
+    )
+}
+
 /// What the tables of one database share.
 pub(crate) struct SourceParts {
     pub elector: Option<Arc<Elector>>,
@@ -57,6 +102,8 @@ pub(crate) struct Checked {
     from_pattern: bool,
     /// The table has the NOTIFY trigger.
     notify_trigger: bool,
+    /// `--exactly-once`: the table's own transactional producer.
+    transactional: Option<Arc<crate::sinks::kafka::Transactional>>,
 }
 
 impl Checked {
@@ -71,8 +118,26 @@ impl TableRelay {
         config: RelayConfig,
         mut database: Database,
         from_pattern: bool,
+        sink: &crate::sinks::SinkSettings,
     ) -> Result<Checked> {
         database.check_statements().await?;
+        let transactional = match (config.exactly_once, sink) {
+            (
+                true,
+                crate::sinks::SinkSettings::Kafka {
+                    brokers,
+                    options,
+                    record_timestamp,
+                },
+            ) => {
+                database = database.durable_marks(true);
+                Some(Arc::new(
+                    transactional_producer(&config, &database, brokers, options, *record_timestamp)
+                        .await?,
+                ))
+            }
+            _ => None,
+        };
         let deletes = config.retention.is_some() || config.on_publish == OnPublish::Delete;
         database.check_privileges(deletes).await?;
         let partitions = database.partitioning().await?;
@@ -83,6 +148,7 @@ impl TableRelay {
             partitions,
             from_pattern,
             notify_trigger,
+            transactional,
         })
     }
 
@@ -94,6 +160,7 @@ impl TableRelay {
             partitions,
             from_pattern,
             notify_trigger,
+            transactional,
         } = checked;
         let qualified = database.qualified_name();
         let (trigger, context) = table_context(shared, parts, &database);
@@ -102,6 +169,9 @@ impl TableRelay {
         let tasks = spawn_monitors(&database, &config, partitions, &context, &span);
         let shutdown = context.shutdown.clone();
         let mut relay = Relay::new(config, database.clone(), Arc::clone(&shared.sink), context);
+        if let Some(transactional) = transactional {
+            relay = relay.exactly_once(transactional);
+        }
         if from_pattern {
             relay = relay.release_when_gone(Arc::clone(&parts.rediscover));
         }

@@ -79,12 +79,18 @@ fn is_row_refusal(error: &tokio_postgres::Error) -> bool {
 /// pooler hands the server connection to another client afterwards).
 const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL synchronous_commit = off";
 
+/// Before recording an `--exactly-once` batch: its COMMIT waits for the WAL
+/// flush, like any default transaction.
+const DURABLE_COMMIT: &str = "SET LOCAL synchronous_commit = on";
+
 /// Rows claimed inside an open transaction.
 pub struct ClaimedBatch {
     connection: Option<Object>,
     sql: Arc<Sql>,
     /// `--on-publish delete`: published rows are deleted, not marked.
     delete_published: bool,
+    /// Commit with `synchronous_commit = on` (`--exactly-once`).
+    durable: bool,
     pub rows: Vec<OutboxRow>,
 }
 
@@ -107,6 +113,7 @@ impl Database {
             connection: Some(connection),
             sql: Arc::clone(self.sql()),
             delete_published: self.deletes_published(),
+            durable: self.durable_marks,
             rows: Vec::new(),
         };
         let params = OutboxClaimDueParams {
@@ -146,6 +153,9 @@ impl ClaimedBatch {
         let sql = Arc::clone(&self.sql);
         let delete = self.delete_published;
         let client = self.client();
+        if self.durable {
+            client.batch_execute(DURABLE_COMMIT).await.map_err(fail)?;
+        }
         let recorded = match record_batch(client, &sql, delete, results).await {
             Err(error) if is_row_refusal(&error) => {
                 // The claim's transaction is aborted (or rolled back by its
@@ -331,6 +341,39 @@ async fn publish(
         queries::outbox_delete_published(client, sql, params).await
     } else {
         queries::outbox_mark_published(client, sql, params).await
+    }
+}
+
+impl Database {
+    /// The table's default `transactional.id` under `--exactly-once`:
+    /// `outbox-relay/<system identifier>/<database>/<schema.table>`, the
+    /// same for every process that serves the table, and different for a
+    /// table of the same name in another database or cluster.
+    pub async fn transactional_id(&self) -> Result<String> {
+        let client = self.connection().await?;
+        let row = client
+            .query_one(&self.sql().database_identity, &[])
+            .await
+            .map_err(|e| Error::database("reading the database's identity", &e))?;
+        let system: String = row.get("system_identifier");
+        let database: String = row.get("database");
+        Ok(format!(
+            "outbox-relay/{system}/{database}/{}",
+            self.qualified_name()
+        ))
+    }
+
+    /// Mark (or with `--on-publish delete`, delete) the rows `ids` that are
+    /// still pending, in a transaction of their own, durably; how many.
+    /// For rows Kafka already committed (the `--exactly-once` checkpoint).
+    pub async fn publish_ids(&self, ids: &[i64]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let client = self.connection().await?;
+        publish(&client, self.sql(), self.delete_published, ids)
+            .await
+            .map_err(|e| Error::database("marking rows from the checkpoint", &e))
     }
 }
 

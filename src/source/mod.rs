@@ -57,6 +57,8 @@ pub struct Database {
     pool: Pool,
     /// `--on-publish delete`: batches delete their published rows.
     delete_published: bool,
+    /// `--exactly-once`: batches commit their marks durably.
+    durable_marks: bool,
     connector: Connector,
     sql: Arc<Sql>,
     table: TableName,
@@ -103,6 +105,7 @@ impl Database {
         Ok(Database {
             pool,
             delete_published: false,
+            durable_marks: false,
             connector,
             sql: Arc::new(Sql::for_table(
                 table,
@@ -128,6 +131,7 @@ impl Database {
         Database {
             pool: self.pool.clone(),
             delete_published: self.delete_published,
+            durable_marks: self.durable_marks,
             connector: self.connector.clone(),
             sql: Arc::new(Sql::for_table(
                 table,
@@ -187,6 +191,14 @@ impl Database {
     /// marking them (`--on-publish delete`).
     pub fn delete_on_publish(mut self, delete: bool) -> Self {
         self.delete_published = delete;
+        self
+    }
+
+    /// Batches claimed from now on commit with `synchronous_commit = on`
+    /// (`--exactly-once`): a mark PostgreSQL acknowledged survives its
+    /// crash, since only the last batch's rows are in Kafka's checkpoint.
+    pub fn durable_marks(mut self, durable: bool) -> Self {
+        self.durable_marks = durable;
         self
     }
 

@@ -86,6 +86,7 @@ pub struct Sql {
     pub leader_lock: Statement,
     pub leader_unlock: Statement,
     pub leader_session: String,
+    pub database_identity: String,
     pub unlisten_for_inserts: String,
     pub listen_for_tables: String,
     pub announce_tables: Statement,
@@ -142,6 +143,7 @@ impl Sql {
             leader_lock: statement!(render, "leader_lock"),
             leader_unlock: statement!(render, "leader_unlock"),
             leader_session: render(include_str!("../../sql/queries/leader_session.sql")),
+            database_identity: render(include_str!("../../sql/queries/database_identity.sql")),
             unlisten_for_inserts: render(include_str!(
                 "../../sql/queries/unlisten_for_inserts.sql"
             )),
@@ -196,6 +198,7 @@ impl Sql {
             self.leader_lock.text.as_str(),
             self.leader_unlock.text.as_str(),
             self.leader_session.as_str(),
+            self.database_identity.as_str(),
             self.unlisten_for_inserts.as_str(),
             self.listen_for_tables.as_str(),
             self.announce_tables.text.as_str(),
@@ -258,7 +261,7 @@ mod tests {
         // 24 queries, LISTEN and UNLISTEN (inserts, tables), the leader's
         // session settings, the trigger, each migration and the two
         // alternative topic checks.
-        assert_eq!(texts.len(), 31 + MIGRATIONS.len());
+        assert_eq!(texts.len(), 32 + MIGRATIONS.len());
         for text in texts {
             assert!(!text.contains("{{"), "unrendered placeholder in:\n{text}");
         }
@@ -270,8 +273,8 @@ mod tests {
         let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries"))
             .unwrap()
             .count();
-        // The 24 named statements, the three LISTEN/UNLISTEN and the
-        // leader's session settings.
-        assert_eq!(files, 28, "a file in sql/queries/ is not wired into Sql");
+        // The 24 named statements, the three LISTEN/UNLISTEN, the
+        // leader's session settings and the database's identity.
+        assert_eq!(files, 29, "a file in sql/queries/ is not wired into Sql");
     }
 }

@@ -2,6 +2,8 @@
 //! librdkafka's idempotent producer with `acks=all`, failures classified
 //! into the sink-neutral dispositions, SASL and TLS checked at start-up.
 
+mod admin;
+pub mod checkpoint;
 mod defaults;
 mod failure;
 mod message;
@@ -9,6 +11,7 @@ mod options;
 mod publisher;
 mod security;
 mod sink;
+mod transactional;
 
 pub use defaults::producer_defaults_help;
 pub use message::RecordTimestamp;
@@ -16,3 +19,6 @@ pub use options::{read_properties, KafkaOption, OptionOrigin};
 pub use publisher::Publisher;
 #[cfg(test)]
 pub use sink::KAFKA;
+pub use transactional::{
+    probe_transactions, Commit, TransactionChannel, Transactional, TransactionalSettings,
+};

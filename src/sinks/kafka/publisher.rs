@@ -80,7 +80,7 @@ impl ClientContext for LoggingContext {
     }
 }
 
-type RelayProducer = FutureProducer<LoggingContext>;
+pub(super) type RelayProducer = FutureProducer<LoggingContext>;
 
 /// The producer one batch sends every message with, and its generation.
 /// Holding it keeps that producer alive: a replacement (asked for by another
@@ -91,6 +91,12 @@ pub struct ProducerLease {
     producer: RelayProducer,
     pub(super) generation: u64,
     record_timestamp: RecordTimestamp,
+}
+
+impl ProducerLease {
+    pub(super) fn producer(&self) -> &RelayProducer {
+        &self.producer
+    }
 }
 
 /// Shared by every table's relay loop and the readiness probe.

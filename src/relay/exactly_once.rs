@@ -1,0 +1,240 @@
+//! `--exactly-once`: each batch is one Kafka transaction, committed with a
+//! checkpoint naming its rows before PostgreSQL marks them.
+//!
+//! Guarantees:
+//! - one batch at a time: a batch's transaction commits (or aborts) and its
+//!   rows are recorded before the next batch is sent, so only the last
+//!   committed batch can be unmarked, and it is the one the checkpoint
+//!   names;
+//! - before the first claim of a producer, and after anything went wrong
+//!   between a commit and its record, the table's checkpoint is read
+//!   (read_committed, after `init_transactions` settled the previous
+//!   producer's transaction) and its rows still pending are marked
+//!   published without being sent;
+//! - a batch whose transaction aborts records no row published: its failed
+//!   rows are recorded as their failure says, the rest go out again in a
+//!   new transaction;
+//! - a fenced producer's batch is rolled back unrecorded, and the relay
+//!   claims nothing more until it leads again (under a new lock session).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::Relay;
+use crate::error::{Error, Result};
+use crate::sinks::kafka::{Commit, TransactionChannel, Transactional};
+use crate::sinks::{Channel, Delivery, Pending};
+use crate::source::Fence;
+
+/// The test-only fault point: with `OUTBOX_TEST_FAULT=exit-after-kafka-commit`
+/// the process exits right after its first Kafka commit, before
+/// PostgreSQL marks the batch — the crash window, forced.
+const FAULT_ENV: &str = "OUTBOX_TEST_FAULT";
+const FAULT_EXIT_AFTER_COMMIT: &str = "exit-after-kafka-commit";
+
+/// One table's exactly-once state, beside its relay loop.
+pub struct ExactlyOnce {
+    sink: Arc<Transactional>,
+    /// The leadership under which this relay's producer was fenced: it
+    /// claims nothing while it still holds that one.
+    fenced_under: Mutex<Option<Option<Fence>>>,
+    /// Kafka may hold a committed batch PostgreSQL has not marked: read
+    /// the checkpoint before the next claim.
+    recheck: AtomicBool,
+    exit_after_commit: bool,
+}
+
+/// How a batch's transaction was settled.
+pub enum Settled {
+    /// Committed: record the deliveries as they are.
+    Committed,
+    /// Aborted: nothing of it was published.
+    Aborted,
+    /// Fenced or lost: roll the claim back, record nothing.
+    RolledBack,
+}
+
+impl ExactlyOnce {
+    pub fn new(sink: Arc<Transactional>) -> Self {
+        ExactlyOnce {
+            sink,
+            fenced_under: Mutex::default(),
+            recheck: AtomicBool::new(false),
+            exit_after_commit: std::env::var(FAULT_ENV).as_deref() == Ok(FAULT_EXIT_AFTER_COMMIT),
+        }
+    }
+
+    fn fenced_under(&self) -> std::sync::MutexGuard<'_, Option<Option<Fence>>> {
+        self.fenced_under.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The channel of the next batch, its transaction begun.
+    pub fn begin(&self) -> Arc<TransactionChannel> {
+        self.sink.begin()
+    }
+}
+
+/// Whether every row that went into the transaction was delivered (rows
+/// refused before sending never joined it).
+fn all_sent_delivered(sent: &[bool], deliveries: &[Delivery]) -> bool {
+    sent.iter()
+        .zip(deliveries)
+        .all(|(&sent, delivery)| !sent || *delivery == Delivery::Delivered)
+}
+
+/// Which rows joined the transaction: those handed to the producer.
+pub fn sent(pending: &[Pending]) -> Vec<bool> {
+    pending
+        .iter()
+        .map(|p| matches!(p, Pending::Sent(_)))
+        .collect()
+}
+
+impl Relay {
+    /// Before a claim: start the producer (fencing older ones) and recover
+    /// from the checkpoint when needed. Whether this relay may claim.
+    pub(super) async fn ready_to_claim(&self) -> Result<bool> {
+        let Some(once) = &self.exactly_once else {
+            return Ok(true);
+        };
+        let leading = self.leadership.fence();
+        if let Some(fenced) = *once.fenced_under() {
+            if fenced == leading {
+                return Ok(false);
+            }
+        }
+        let ids = if !once.sink.is_ready() {
+            once.sink.start().await.map_err(Error::KafkaTransaction)?
+        } else if once.recheck.load(Ordering::SeqCst) {
+            once.sink
+                .read_checkpoint()
+                .await
+                .map_err(Error::KafkaTransaction)?
+        } else {
+            return Ok(true);
+        };
+        let marked = self.database.publish_ids(&ids).await?;
+        once.recheck.store(false, Ordering::SeqCst);
+        *once.fenced_under() = None;
+        self.telemetry.checkpoint_recovered(marked, ids.len());
+        Ok(true)
+    }
+
+    /// Commit the batch's transaction with its checkpoint, or abort it.
+    /// On an abort, `deliveries` of the rows that were delivered become
+    /// unconfirmed: they go out again.
+    pub(super) async fn settle(
+        &self,
+        channel: &TransactionChannel,
+        sent: &[bool],
+        deliveries: &mut [Delivery],
+        ids: &[i64],
+        began: Instant,
+    ) -> Settled {
+        let Some(once) = &self.exactly_once else {
+            return Settled::Committed;
+        };
+        if !channel.began() {
+            return Settled::Aborted;
+        }
+        let lease = channel.lease();
+        let delivered: Vec<i64> = ids
+            .iter()
+            .zip(deliveries.iter())
+            .filter(|(_, d)| **d == Delivery::Delivered)
+            .map(|(&id, _)| id)
+            .collect();
+        let commit = if delivered.is_empty() {
+            once.sink.abort(lease, "no row was delivered".into()).await
+        } else if !all_sent_delivered(sent, deliveries) {
+            once.sink
+                .abort(lease, "a row of the batch failed".into())
+                .await
+        } else {
+            once.recheck.store(true, Ordering::SeqCst);
+            once.sink.commit(lease, &delivered).await
+        };
+        self.telemetry.transaction_ended(&commit, began.elapsed());
+        match commit {
+            Commit::Committed => {
+                if once.exit_after_commit {
+                    tracing::warn!("{FAULT_ENV}={FAULT_EXIT_AFTER_COMMIT}: exiting between the Kafka commit and the PostgreSQL commit");
+                    std::process::exit(86);
+                }
+                Settled::Committed
+            }
+            Commit::Aborted(_) => {
+                for delivery in deliveries.iter_mut() {
+                    if *delivery == Delivery::Delivered {
+                        *delivery = Delivery::Unconfirmed;
+                    }
+                }
+                Settled::Aborted
+            }
+            Commit::Fenced(reason) => {
+                once.sink.forget(channel.generation());
+                *once.fenced_under() = Some(self.leadership.fence());
+                tracing::warn!(
+                    transactional_id = once.sink.transactional_id(),
+                    %reason,
+                    "this relay's Kafka producer was fenced: another relay now publishes this table with transactional.id {}; its batch was rolled back, and it claims nothing more until it leads the table again",
+                    once.sink.transactional_id()
+                );
+                Settled::RolledBack
+            }
+            Commit::Unknown(reason) => {
+                tracing::warn!(%reason, "a Kafka transaction neither committed nor aborted; its batch was rolled back, and a new producer settles it before the next claim");
+                Settled::RolledBack
+            }
+        }
+    }
+
+    /// A batch whose deliveries outlasted the claim timeout left its
+    /// transaction open: only a new producer's `init_transactions` settles
+    /// it (Kafka before 2.5 cannot abort after a message timed out).
+    pub(super) fn transaction_lost(&self, channel: &dyn Channel) {
+        if let Some(once) = &self.exactly_once {
+            once.sink.forget(channel.generation());
+        }
+    }
+
+    /// Whether batches run one at a time (no overlap): under
+    /// `--exactly-once`, one transaction per producer may be open.
+    pub(super) fn one_batch_at_a_time(&self) -> bool {
+        self.exactly_once.is_some()
+    }
+
+    /// After a batch was recorded: the checkpoint names only marked rows.
+    pub(super) fn recorded_after_commit(&self) {
+        if let Some(once) = &self.exactly_once {
+            once.recheck.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::{Disposition, FailureReason};
+
+    fn failed() -> Delivery {
+        Delivery::Failed {
+            disposition: Disposition::Final,
+            reason: FailureReason::MessageTooLarge,
+            message: "too large".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_row_that_joined_the_transaction_aborts_it() {
+        let deliveries = [Delivery::Delivered, failed(), Delivery::Delivered];
+        assert!(!all_sent_delivered(&[true, true, true], &deliveries));
+    }
+
+    #[test]
+    fn a_row_refused_before_sending_never_joined_the_transaction() {
+        let deliveries = [Delivery::Delivered, failed(), Delivery::HeldBack];
+        assert!(all_sent_delivered(&[true, false, false], &deliveries));
+    }
+}
