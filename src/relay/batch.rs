@@ -107,12 +107,7 @@ impl Relay {
         let open = self.telemetry.claim_opened(started);
         let mut batch = self
             .database
-            .claim(
-                self.config.batch_size as usize,
-                ours,
-                skipped,
-                self.leadership.fence(),
-            )
+            .claim(self.claim_limit(), ours, skipped, self.leadership.fence())
             .await?;
         let claim_time = started.elapsed();
         let rows = std::mem::take(&mut batch.rows);
@@ -236,7 +231,14 @@ impl Relay {
         if let Some(transaction) = &transaction {
             let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
             let settled = self
-                .settle(transaction, &sent, &mut deliveries, &ids, started)
+                .settle(
+                    transaction,
+                    &sent,
+                    &mut deliveries,
+                    &ids,
+                    started,
+                    cluster_down,
+                )
                 .await;
             if let exactly_once::Settled::RolledBack = settled {
                 batch.abandon().await;

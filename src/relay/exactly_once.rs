@@ -11,13 +11,16 @@
 //!   (read_committed, after `init_transactions` settled the previous
 //!   producer's transaction) and its rows still pending are marked
 //!   published without being sent;
-//! - a batch whose transaction aborts records no row published: its failed
-//!   rows are recorded as their failure says, the rest go out again in a
-//!   new transaction;
+//! - a batch whose transaction aborts records no row published. When one
+//!   of its rows failed, the batch is claimed again in halves until the
+//!   failing row is alone in its transaction (a record batch the broker
+//!   refuses fails every row in it, so a row's failure is its own only when
+//!   it went alone); only then is its failure recorded (dead at once when
+//!   final). An outage aborts the batch and counts no attempt;
 //! - a fenced producer's batch is rolled back unrecorded, and the relay
 //!   claims nothing more until it leads again (under a new lock session).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,6 +45,10 @@ pub struct ExactlyOnce {
     /// Kafka may hold a committed batch PostgreSQL has not marked: read
     /// the checkpoint before the next claim.
     recheck: AtomicBool,
+    /// Rows the next claim may take: the batch size, halved after each
+    /// transaction a row's failure aborted, doubled back after each commit.
+    limit: AtomicUsize,
+    batch_size: usize,
     exit_after_commit: bool,
 }
 
@@ -56,11 +63,13 @@ pub enum Settled {
 }
 
 impl ExactlyOnce {
-    pub fn new(sink: Arc<Transactional>) -> Self {
+    pub fn new(sink: Arc<Transactional>, batch_size: usize) -> Self {
         ExactlyOnce {
             sink,
             fenced_under: Mutex::default(),
             recheck: AtomicBool::new(false),
+            limit: AtomicUsize::new(batch_size),
+            batch_size,
             exit_after_commit: std::env::var(FAULT_ENV).as_deref() == Ok(FAULT_EXIT_AFTER_COMMIT),
         }
     }
@@ -105,7 +114,14 @@ impl Relay {
             }
         }
         let ids = if !once.sink.is_ready() {
-            once.sink.start().await.map_err(Error::KafkaTransaction)?
+            let ids = once.sink.start().await.map_err(Error::KafkaTransaction)?;
+            tracing::info!(
+                transactional_id = once.sink.transactional_id(),
+                "publishing exactly once with transactional.id {}: older producers with this id are fenced; the checkpoint names {} rows",
+                once.sink.transactional_id(),
+                ids.len()
+            );
+            ids
         } else if once.recheck.load(Ordering::SeqCst) {
             once.sink
                 .read_checkpoint()
@@ -131,6 +147,7 @@ impl Relay {
         deliveries: &mut [Delivery],
         ids: &[i64],
         began: Instant,
+        cluster_down: bool,
     ) -> Settled {
         let Some(once) = &self.exactly_once else {
             return Settled::Committed;
@@ -145,9 +162,11 @@ impl Relay {
             .filter(|(_, d)| **d == Delivery::Delivered)
             .map(|(&id, _)| id)
             .collect();
+        let rows_sent = sent.iter().filter(|&&s| s).count();
+        let row_failed = !all_sent_delivered(sent, deliveries);
         let commit = if delivered.is_empty() {
             once.sink.abort(lease, "no row was delivered".into()).await
-        } else if !all_sent_delivered(sent, deliveries) {
+        } else if row_failed {
             once.sink
                 .abort(lease, "a row of the batch failed".into())
                 .await
@@ -158,6 +177,8 @@ impl Relay {
         self.telemetry.transaction_ended(&commit, began.elapsed());
         match commit {
             Commit::Committed => {
+                let grown = (once.limit.load(Ordering::SeqCst) * 2).min(once.batch_size);
+                once.limit.store(grown, Ordering::SeqCst);
                 if once.exit_after_commit {
                     tracing::warn!("{FAULT_ENV}={FAULT_EXIT_AFTER_COMMIT}: exiting between the Kafka commit and the PostgreSQL commit");
                     std::process::exit(86);
@@ -165,9 +186,17 @@ impl Relay {
                 Settled::Committed
             }
             Commit::Aborted(_) => {
-                for delivery in deliveries.iter_mut() {
-                    if *delivery == Delivery::Delivered {
-                        *delivery = Delivery::Unconfirmed;
+                // A row's failure is its own only when it went alone, and
+                // never an outage's: otherwise every row goes out again,
+                // in a smaller batch.
+                let bisect = row_failed && rows_sent > 1 && !cluster_down;
+                if bisect {
+                    let half = (rows_sent / 2).max(1);
+                    once.limit.store(half, Ordering::SeqCst);
+                }
+                for (delivery, &sent) in deliveries.iter_mut().zip(sent) {
+                    if *delivery == Delivery::Delivered || (bisect && sent) {
+                        *delivery = Delivery::HeldBack;
                     }
                 }
                 Settled::Aborted
@@ -196,6 +225,14 @@ impl Relay {
     pub(super) fn transaction_lost(&self, channel: &dyn Channel) {
         if let Some(once) = &self.exactly_once {
             once.sink.forget(channel.generation());
+        }
+    }
+
+    /// How many rows the next claim may take.
+    pub(super) fn claim_limit(&self) -> usize {
+        match &self.exactly_once {
+            Some(once) => once.limit.load(Ordering::SeqCst),
+            None => self.config.batch_size as usize,
         }
     }
 

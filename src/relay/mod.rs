@@ -127,7 +127,8 @@ impl Relay {
     /// transaction per batch (`--exactly-once`).
     pub fn exactly_once(mut self, sink: Arc<crate::sinks::kafka::Transactional>) -> Self {
         self.sink = Arc::clone(&sink) as Arc<dyn Sink>;
-        self.exactly_once = Some(exactly_once::ExactlyOnce::new(sink));
+        let batch_size = self.config.batch_size as usize;
+        self.exactly_once = Some(exactly_once::ExactlyOnce::new(sink, batch_size));
         self
     }
 
