@@ -522,7 +522,22 @@ async fn a_transactional_id_from_the_configuration_file_is_used() {
     env.insert(&[NewRow::new(&topic, Some("k"), json!({ "seq": 0 }))])
         .await;
     let id = common::unique_name("orders-relay");
-    let file = env.dir.path().join("relay.toml");
+    let file = exactly_once_config(&env, &id);
+    let mut relay = env.start_relay_bare(&["--config", file.to_str().unwrap()]);
+    relay.wait_ready().await;
+    env.wait_for_status("published", Count::Exactly(1), Duration::from_secs(60))
+        .await;
+    let log = relay.log_text();
+    assert!(log.contains(&format!("transactional.id {id}")), "{log}");
+}
+
+/// A configuration file serving the test's table exactly once with the
+/// transactional.id `id`.
+fn exactly_once_config(env: &TestEnv, id: &str) -> std::path::PathBuf {
+    let file = env
+        .dir
+        .path()
+        .join(format!("{}.toml", common::unique_name("relay")));
     std::fs::write(
         &file,
         format!(
@@ -531,10 +546,65 @@ async fn a_transactional_id_from_the_configuration_file_is_used() {
         ),
     )
     .unwrap();
-    let mut relay = env.start_relay_bare(&["--config", file.to_str().unwrap()]);
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_fenced_by_a_newer_producer_rolls_back_stops_and_says_so_once() {
+    let env = env_on(&apache_kafka::plaintext()).await;
+    let topic = env.create_topic(3).await;
+    let id = common::unique_name("fenced");
+    let config = exactly_once_config(&env, &id);
+    let config = config.to_str().unwrap();
+    let load = Load::start(&env.database_url, &env.table, &topic, 5, 20).await;
+    let mut relay = env.start_relay_bare(&["--config", config, "--batch-size", "50"]);
     relay.wait_ready().await;
-    env.wait_for_status("published", Count::Exactly(1), Duration::from_secs(60))
+    env.wait_for_status("published", Count::AtLeast(200), Duration::from_secs(60))
         .await;
-    let log = relay.log_text();
-    assert!(log.contains(&format!("transactional.id {id}")), "{log}");
+
+    // Another producer takes the transactional.id over.
+    let brokers = env.brokers.clone();
+    let fencer_id = id.clone();
+    let fencer = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseProducer, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", &fencer_id)
+            .create()
+            .expect("producer");
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .expect("init_transactions");
+        producer
+    })
+    .await
+    .unwrap();
+    wait_for(
+        "the relay to be fenced",
+        Duration::from_secs(30),
+        || async { relay.log_text().contains("was fenced").then_some(()) },
+    )
+    .await;
+    // It claims nothing more: the rows stay pending while it runs.
+    let published = env.count("published").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.count("published").await,
+        published,
+        "{}",
+        relay.log_text()
+    );
+    assert_eq!(
+        relay
+            .metric("outbox_transactions_total{outcome=\"fenced\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(relay.log_text().matches("was fenced").count(), 1);
+    relay.signal("KILL");
+    drop(fencer);
+
+    let _next = env.start_relay_bare(&["--config", config]);
+    let verdict = drain_exactly_once(&env, load, &topic).await;
+    eprintln!("EXACTLY ONCE fenced by a newer producer, then taken over: {verdict}");
 }
