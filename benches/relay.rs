@@ -54,9 +54,14 @@
 //!     beside a bare publisher of the same crate, the plain ceiling, and
 //!     commit → consumer latency at 1,000 rows/s.
 //!
+//! 16. Exactly once (`stages/exactly_once.rs`): on the real Apache Kafka,
+//!     the drain with `--exactly-once` beside the at-least-once drain,
+//!     commit → read-committed consumer latency at 1,000 rows/s, and the
+//!     transactions per second the drain commits.
+//!
 //! `OUTBOX_BENCH_ONLY=drain` (stages 1–2), `=replicas`, `=tls`, `=pooler`,
 //! `=delete`, `=layouts`, `=wal-level`, `=fairness`, `=tenants`, `=brokers`,
-//! `=rabbitmq`, `=redis` or `=nats` runs one stage alone.
+//! `=rabbitmq`, `=redis`, `=nats` or `=exactly-once` runs one stage alone.
 //!
 //! Knobs (environment): OUTBOX_BENCH_ROWS (200000; 0 runs only the
 //! sustained-load stages), OUTBOX_BENCH_BATCH
@@ -69,6 +74,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "stages/exactly_once.rs"]
+mod exactly_once_stage;
 #[path = "stages/many_tables.rs"]
 mod many_tables;
 #[path = "stages/nats.rs"]
@@ -192,6 +199,9 @@ async fn run() -> serde_json::Value {
         Ok("nats") => {
             return json!({ "rows": rows, "nats": nats_stage::nats_stage(rows, batch, repeat).await })
         }
+        Ok("exactly-once") => {
+            return json!({ "rows": rows, "exactly_once": exactly_once_stage::exactly_once_stage(rows, batch, repeat).await })
+        }
         _ => {}
     }
     if rows == 0 {
@@ -213,6 +223,7 @@ async fn run() -> serde_json::Value {
     let rabbitmq = rabbitmq_stage::rabbitmq_stage(rows, batch, repeat).await;
     let redis = redis_stage::redis_stage(rows, batch, repeat).await;
     let nats = nats_stage::nats_stage(rows, batch, repeat).await;
+    let exactly_once = exactly_once_stage::exactly_once_stage(rows, batch, repeat).await;
 
     let cpu_per_100k = one.cpu_seconds / rows as f64 * 100_000.0;
     eprintln!(
@@ -247,6 +258,7 @@ async fn run() -> serde_json::Value {
         "rabbitmq": rabbitmq,
         "redis": redis,
         "nats": nats,
+        "exactly_once": exactly_once,
         "drain_machine_cpu_busy": ratio(one.machine_busy, 1.0),
         "drain_broker_cpu_seconds_per_100k_rows": one
             .broker_cpu_seconds
@@ -1229,14 +1241,36 @@ fn now_epoch() -> f64 {
 /// consumer's receipt time gives both commit → receipt (the delivery latency
 /// as the issue defines it) and insert → receipt.
 async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
-    let env = fresh_env().await;
+    sustained_latency_on(&LatencySetup::default(), rate, seconds, batch).await
+}
+
+/// Where [`sustained_latency_on`] runs: the brokers (the shared ones when
+/// empty), more `run` flags, and whether the consumer reads committed only.
+#[derive(Default)]
+struct LatencySetup {
+    brokers: Option<String>,
+    relay_args: Vec<String>,
+    read_committed: bool,
+}
+
+async fn sustained_latency_on(
+    setup: &LatencySetup,
+    rate: u64,
+    seconds: u64,
+    batch: usize,
+) -> Latency {
+    let mut env = fresh_env().await;
+    if let Some(brokers) = &setup.brokers {
+        env.brokers = brokers.clone();
+    }
     let output = env
         .command(&["migrate", "--notify-trigger"])
         .output()
         .expect("migrate");
     common::assert_success(&output, "migrate --notify-trigger");
     let topic = env.create_topic(PARTITIONS).await;
-    let args = relay_args(batch, &[]);
+    let extra: Vec<&str> = setup.relay_args.iter().map(String::as_str).collect();
+    let args = relay_args(batch, &extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut relay = env.start_relay(&args);
     relay.wait_ready().await;
@@ -1244,7 +1278,14 @@ async fn sustained_latency(rate: u64, seconds: u64, batch: usize) -> Latency {
     let expected = (rate * seconds) as usize;
     let consumer = {
         let (brokers, topic) = (env.brokers.clone(), topic.clone());
-        std::thread::spawn(move || consume_receipts(&brokers, &topic, expected, seconds + 30))
+        let isolation = if setup.read_committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        };
+        std::thread::spawn(move || {
+            consume_receipts(&brokers, &topic, expected, seconds + 30, isolation)
+        })
     };
     // Let the consumer join before the first row.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1332,9 +1373,11 @@ fn consume_receipts(
     topic: &str,
     expected: usize,
     timeout_secs: u64,
+    isolation: &str,
 ) -> Vec<Receipt> {
     let fetch_wait = std::env::var("OUTBOX_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "1".into());
     let settings = [
+        ("isolation.level", isolation),
         ("fetch.wait.max.ms", fetch_wait.as_str()),
         ("socket.nagle.disable", "true"),
         ("fetch.min.bytes", "1"),

@@ -68,6 +68,23 @@ impl InFlight {
     }
 }
 
+/// A batch claimed and not yet sent.
+pub struct Claimed {
+    started: Instant,
+    claim_time: Duration,
+    batch: ClaimedBatch,
+    rows: Vec<OutboxRow>,
+    open: OpenClaim,
+    pass: Pass,
+}
+
+impl Claimed {
+    /// Roll back: its rows stay pending.
+    pub async fn abandon(self) {
+        self.batch.abandon().await;
+    }
+}
+
 /// What finishing a batch found, beyond what telemetry reports.
 #[derive(Debug, Default)]
 pub struct Finished {
@@ -97,8 +114,20 @@ impl Relay {
         &self,
         ours: &[i64],
         skipped: &[i64],
-        mut unsent_keys: HashSet<Vec<u8>>,
+        unsent_keys: HashSet<Vec<u8>>,
     ) -> Result<Option<InFlight>> {
+        let Some(claimed) = self.claim_batch(ours, skipped).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.send_claimed(claimed, unsent_keys).await))
+    }
+
+    /// Claim a batch; `None` when nothing could be claimed. Nothing is sent.
+    pub(super) async fn claim_batch(
+        &self,
+        ours: &[i64],
+        skipped: &[i64],
+    ) -> Result<Option<Claimed>> {
         if !self.ready_to_claim().await? {
             return Ok(None);
         }
@@ -115,6 +144,30 @@ impl Relay {
             batch.abandon().await;
             return Ok(None);
         }
+        Ok(Some(Claimed {
+            started,
+            claim_time,
+            batch,
+            rows,
+            open,
+            pass,
+        }))
+    }
+
+    /// Hand a claimed batch's rows to the sink: the batch is in flight.
+    pub(super) async fn send_claimed(
+        &self,
+        claimed: Claimed,
+        mut unsent_keys: HashSet<Vec<u8>>,
+    ) -> InFlight {
+        let Claimed {
+            started,
+            claim_time,
+            batch,
+            rows,
+            open,
+            pass,
+        } = claimed;
         let transaction = self.exactly_once.as_ref().map(|once| once.begin());
         let channel = match &transaction {
             Some(transaction) => Arc::clone(transaction) as Arc<dyn Channel>,
@@ -123,7 +176,16 @@ impl Relay {
         let deliveries = self
             .send_rows(&rows, channel.as_ref(), &mut unsent_keys)
             .await;
-        Ok(Some(InFlight {
+        if let (Some(once), Some(transaction)) = (&self.exactly_once, &transaction) {
+            let sent: Vec<i64> = rows
+                .iter()
+                .zip(&deliveries)
+                .filter(|(_, pending)| matches!(pending, Pending::Sent(_)))
+                .map(|(row, _)| row.id)
+                .collect();
+            once.stage_checkpoint(transaction, &sent).await;
+        }
+        InFlight {
             started,
             claim_time,
             batch,
@@ -134,7 +196,7 @@ impl Relay {
             transaction,
             _open: open,
             _pass: pass,
-        }))
+        }
     }
 
     /// Hand `rows` to `channel`, in order: each row's pending outcome, or
@@ -229,15 +291,26 @@ impl Relay {
 
         let cluster_down = self.confirm_outage(&deliveries, started).await;
         if let Some(transaction) = &transaction {
-            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+            // What the outcome rules would do: a delivered row they leave
+            // pending (its key held back) must not be committed.
+            let trial = decide(
+                &rows,
+                &deliveries,
+                cluster_down,
+                held_before,
+                &self.retry_backoff,
+                || 0.0,
+            );
+            let delivered = deliveries.iter().filter(|d| **d == Delivery::Delivered);
+            let would_hold_delivered = trial.published.len() < delivered.count();
             let settled = self
                 .settle(
                     transaction,
                     &sent,
                     &mut deliveries,
-                    &ids,
                     started,
                     cluster_down,
+                    would_hold_delivered,
                 )
                 .await;
             if let exactly_once::Settled::RolledBack = settled {
@@ -263,8 +336,13 @@ impl Relay {
             &self.retry_backoff,
             fastrand::f64,
         );
-        let recorded = self.record(batch, &rows, &decision).await?;
-        self.recorded_after_commit();
+        let recorded = match self.record(batch, &rows, &decision).await {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                self.recheck_checkpoint();
+                return Err(error);
+            }
+        };
         let dead = dead_rows(&rows, &deliveries, &decision, &recorded);
         let report = BatchReport {
             claimed: rows.len(),

@@ -2,12 +2,15 @@
 //! checkpoint naming its rows before PostgreSQL marks them.
 //!
 //! Guarantees:
-//! - one batch at a time: a batch's transaction commits (or aborts) and its
-//!   rows are recorded before the next batch is sent, so only the last
-//!   committed batch can be unmarked, and it is the one the checkpoint
-//!   names;
-//! - before the first claim of a producer, and after anything went wrong
-//!   between a commit and its record, the table's checkpoint is read
+//! - one transaction at a time: a batch's transaction commits (or aborts)
+//!   and its rows are recorded before the next batch is sent (the next
+//!   claim may run meanwhile), so only the last committed batch can be
+//!   unmarked, and it is the one the checkpoint names;
+//! - a transaction commits only when every row it holds will be marked
+//!   published: a delivered row the outcome rules would leave pending (its
+//!   key held back) aborts it instead;
+//! - before the first claim of a producer, and after a batch could not be
+//!   recorded, the table's checkpoint is read
 //!   (read_committed, after `init_transactions` settled the previous
 //!   producer's transaction) and its rows still pending are marked
 //!   published without being sent;
@@ -82,6 +85,12 @@ impl ExactlyOnce {
     pub fn begin(&self) -> Arc<TransactionChannel> {
         self.sink.begin()
     }
+
+    /// After the batch's rows went out: its checkpoint, naming the rows
+    /// `sent`.
+    pub async fn stage_checkpoint(&self, channel: &TransactionChannel, sent: &[i64]) {
+        self.sink.stage_checkpoint(channel, sent).await;
+    }
 }
 
 /// Whether every row that went into the transaction was delivered (rows
@@ -138,16 +147,17 @@ impl Relay {
     }
 
     /// Commit the batch's transaction with its checkpoint, or abort it.
-    /// On an abort, `deliveries` of the rows that were delivered become
-    /// unconfirmed: they go out again.
+    /// On an abort, the rows that were delivered (and, when the batch is
+    /// claimed again in halves, every row sent) become held back: they go
+    /// out again, no attempt counted.
     pub(super) async fn settle(
         &self,
         channel: &TransactionChannel,
         sent: &[bool],
         deliveries: &mut [Delivery],
-        ids: &[i64],
         began: Instant,
         cluster_down: bool,
+        would_hold_delivered: bool,
     ) -> Settled {
         let Some(once) = &self.exactly_once else {
             return Settled::Committed;
@@ -156,23 +166,21 @@ impl Relay {
             return Settled::Aborted;
         }
         let lease = channel.lease();
-        let delivered: Vec<i64> = ids
-            .iter()
-            .zip(deliveries.iter())
-            .filter(|(_, d)| **d == Delivery::Delivered)
-            .map(|(&id, _)| id)
-            .collect();
+        let nothing_delivered = !deliveries.contains(&Delivery::Delivered);
         let rows_sent = sent.iter().filter(|&&s| s).count();
         let row_failed = !all_sent_delivered(sent, deliveries);
-        let commit = if delivered.is_empty() {
+        let commit = if nothing_delivered {
             once.sink.abort(lease, "no row was delivered".into()).await
         } else if row_failed {
             once.sink
                 .abort(lease, "a row of the batch failed".into())
                 .await
+        } else if would_hold_delivered {
+            once.sink
+                .abort(lease, "a delivered row would be left pending".into())
+                .await
         } else {
-            once.recheck.store(true, Ordering::SeqCst);
-            once.sink.commit(lease, &delivered).await
+            once.sink.commit(channel).await
         };
         self.telemetry.transaction_ended(&commit, began.elapsed());
         match commit {
@@ -242,10 +250,11 @@ impl Relay {
         self.exactly_once.is_some()
     }
 
-    /// After a batch was recorded: the checkpoint names only marked rows.
-    pub(super) fn recorded_after_commit(&self) {
+    /// A batch could not be recorded: Kafka may hold it committed, so read
+    /// the checkpoint before the next claim.
+    pub(super) fn recheck_checkpoint(&self) {
         if let Some(once) = &self.exactly_once {
-            once.recheck.store(false, Ordering::SeqCst);
+            once.recheck.store(true, Ordering::SeqCst);
         }
     }
 }

@@ -225,29 +225,57 @@ impl Relay {
             .unwrap_or_default();
         let skipped = state.skipped.ids(Instant::now());
         let held_before = std::mem::take(&mut state.held_keys);
-        let claim = async {
-            if may_claim {
-                Some(self.claim_and_send(&ours, &skipped, unsent_keys).await)
-            } else {
-                None
-            }
-        };
-        let finish = async {
-            match previous {
-                Some(previous) => Some(self.finish(previous, &held_before).await),
-                None => None,
-            }
-        };
         let (claimed, finished) = if self.one_batch_at_a_time() {
-            let finished = finish.await;
-            let failed = matches!(
-                finished,
-                Some(Err(_)) | Some(Ok(Finished { released: true, .. }))
-            );
-            let claimed = if failed { None } else { claim.await };
+            // One transaction at a time: the next batch is claimed while
+            // this one finishes, and sent only once it committed.
+            let claim = async {
+                if may_claim {
+                    Some(self.claim_batch(&ours, &skipped).await)
+                } else {
+                    None
+                }
+            };
+            let finish = async {
+                match previous {
+                    Some(previous) => Some(self.finish(previous, &held_before).await),
+                    None => None,
+                }
+            };
+            let (claimed, finished) = tokio::join!(claim, finish);
+            // A batch claimed before this one's keys were held back may
+            // hold their later rows: claim it again instead.
+            let failed = match &finished {
+                Some(Ok(done)) => done.released || !done.held_keys.is_empty(),
+                Some(Err(_)) => true,
+                None => false,
+            };
+            let claimed = match claimed {
+                Some(Ok(Some(next))) if failed => {
+                    next.abandon().await;
+                    Some(Ok(None))
+                }
+                Some(Ok(Some(next))) => Some(Ok(Some(self.send_claimed(next, unsent_keys).await))),
+                Some(Ok(None)) => Some(Ok(None)),
+                Some(Err(error)) => Some(Err(error)),
+                None => None,
+            };
             (claimed, finished)
         } else {
-            tokio::join!(claim, finish)
+            tokio::join!(
+                async {
+                    if may_claim {
+                        Some(self.claim_and_send(&ours, &skipped, unsent_keys).await)
+                    } else {
+                        None
+                    }
+                },
+                async {
+                    match previous {
+                        Some(previous) => Some(self.finish(previous, &held_before).await),
+                        None => None,
+                    }
+                }
+            )
         };
         let previous = self.take_in(state, finished);
         let mut failure = previous.failure;

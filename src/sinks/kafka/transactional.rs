@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::checkpoint::{partition_of, Checkpoint};
@@ -232,21 +232,63 @@ impl Transactional {
             .map_err(|e| format!("cannot create the checkpoint reader: {e}"))
     }
 
-    /// Commit the batch's transaction with a checkpoint naming `published`.
-    pub async fn commit(&self, lease: &ProducerLease, published: &[i64]) -> Commit {
-        let checkpoint = Checkpoint::new(&self.settings.table, published).encode();
-        let partition = match self.partitions().await {
-            Ok(count) => partition_of(&self.settings.transactional_id, count),
-            Err(reason) => return self.abort(lease, reason).await,
+    /// Produce, in `channel`'s transaction, the checkpoint naming `ids`:
+    /// the rows sent in it. It goes out with them (one registration of the
+    /// transaction's partitions); the transaction commits only if every one
+    /// of them is delivered, so the checkpoint is then exactly true.
+    pub async fn stage_checkpoint(&self, channel: &TransactionChannel, ids: &[i64]) {
+        if !channel.began() || ids.is_empty() {
+            return;
+        }
+        let checkpoint = Checkpoint::new(&self.settings.table, ids).encode();
+        let staged = match self.partitions().await {
+            Ok(count) => {
+                let record = FutureRecord::<[u8], [u8]>::to(&self.settings.checkpoint_topic)
+                    .partition(partition_of(&self.settings.transactional_id, count))
+                    .key(self.settings.transactional_id.as_bytes())
+                    .payload(&checkpoint);
+                channel
+                    .lease
+                    .producer()
+                    .send_result(record)
+                    .map_err(|(error, _)| format!("the checkpoint record was refused: {error}"))
+            }
+            Err(reason) => Err(reason),
         };
-        let record = FutureRecord::<[u8], [u8]>::to(&self.settings.checkpoint_topic)
-            .partition(partition)
-            .key(self.settings.transactional_id.as_bytes())
-            .payload(&checkpoint);
-        if let Err((error, _)) = lease.producer().send_result(record) {
-            return self
-                .abort(lease, format!("the checkpoint record was refused: {error}"))
-                .await;
+        *channel.staged.lock().unwrap_or_else(|p| p.into_inner()) = Some(staged);
+    }
+
+    /// Commit `channel`'s transaction, its checkpoint staged.
+    pub async fn commit(&self, channel: &TransactionChannel) -> Commit {
+        let lease = &channel.lease;
+        let staged = channel
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let delivery = match staged {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(reason)) => return self.abort(lease, reason).await,
+            None => return self.abort(lease, "no checkpoint was staged".into()).await,
+        };
+        match tokio::time::timeout(self.settings.call_timeout, delivery).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err((error, _)))) => {
+                return self
+                    .abort(lease, format!("the checkpoint record failed: {error}"))
+                    .await
+            }
+            Ok(Err(_)) | Err(_) => {
+                return self.lost(lease, "the checkpoint record got no report".into())
+            }
+        }
+        // rust-rdkafka's commit flushes first, and a flush that finds
+        // anything still queued (a report or an event the client's thread
+        // has not served yet) sleeps 100 ms before it looks again: wait for
+        // the queue to empty here, a millisecond at a time.
+        let deadline = Instant::now() + self.settings.call_timeout;
+        while lease.producer().in_flight_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let producer = lease.producer().clone();
         let timeout = self.settings.call_timeout;
@@ -303,7 +345,11 @@ impl Transactional {
                 }
             }
         };
-        Arc::new(TransactionChannel { lease, broken })
+        Arc::new(TransactionChannel {
+            lease,
+            broken,
+            staged: Mutex::default(),
+        })
     }
 
     /// Give up the producer of `generation`: the next batch starts a new
@@ -388,6 +434,8 @@ pub struct TransactionChannel {
     lease: ProducerLease,
     /// Why no transaction could begin, if none did.
     broken: Option<String>,
+    /// The checkpoint record produced in the transaction, if it could be.
+    staged: Mutex<Option<std::result::Result<DeliveryFuture, String>>>,
 }
 
 impl TransactionChannel {
