@@ -308,7 +308,6 @@ impl Relay {
                     transaction,
                     &sent,
                     &mut deliveries,
-                    started,
                     cluster_down,
                     would_hold_delivered,
                 )

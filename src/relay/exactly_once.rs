@@ -25,7 +25,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use super::Relay;
 use crate::error::{Error, Result};
@@ -155,7 +154,6 @@ impl Relay {
         channel: &TransactionChannel,
         sent: &[bool],
         deliveries: &mut [Delivery],
-        began: Instant,
         cluster_down: bool,
         would_hold_delivered: bool,
     ) -> Settled {
@@ -182,7 +180,8 @@ impl Relay {
         } else {
             once.sink.commit(channel).await
         };
-        self.telemetry.transaction_ended(&commit, began.elapsed());
+        self.telemetry
+            .transaction_ended(&commit, channel.began_at().elapsed());
         match commit {
             Commit::Committed => {
                 let grown = (once.limit.load(Ordering::SeqCst) * 2).min(once.batch_size);

@@ -349,6 +349,7 @@ impl Transactional {
             lease,
             broken,
             staged: Mutex::default(),
+            began_at: Instant::now(),
         })
     }
 
@@ -436,11 +437,18 @@ pub struct TransactionChannel {
     broken: Option<String>,
     /// The checkpoint record produced in the transaction, if it could be.
     staged: Mutex<Option<std::result::Result<DeliveryFuture, String>>>,
+    /// When the transaction began.
+    began_at: Instant,
 }
 
 impl TransactionChannel {
     pub fn lease(&self) -> &ProducerLease {
         &self.lease
+    }
+
+    /// When its transaction began.
+    pub fn began_at(&self) -> Instant {
+        self.began_at
     }
 
     /// Whether a transaction is open on this channel.
