@@ -502,6 +502,21 @@ async fn exactly_once_where_it_cannot_be_had_is_refused_in_one_line() {
     )
     .await;
     assert!(redis.contains("Kafka only"), "{redis}");
+    let short = refused(
+        &env,
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--exactly-once",
+            "--kafka-option",
+            "transaction.timeout.ms=30000",
+        ],
+    )
+    .await;
+    assert!(
+        short.contains("transaction.timeout.ms=30000") && short.contains("--claim-timeout-secs"),
+        "{short}"
+    );
     let tansu = common::brokers();
     let started = Instant::now();
     let no_transactions = refused(&env, &["--kafka-brokers", &tansu, "--exactly-once"]).await;

@@ -351,4 +351,38 @@ mod tests {
         let error = result.unwrap_err().to_string();
         assert!(error.contains("KEY=VALUE"), "{error}");
     }
+
+    fn run_config(extra: &[&str]) -> RelayConfig {
+        let base = ["outbox-relay", "run", "--database-url", "postgres://x"];
+        match Cli::try_parse_from([&base[..], extra].concat())
+            .unwrap()
+            .command
+        {
+            Command::Run(config) => *config,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exactly_once_is_refused_where_one_writer_per_table_is_not_assured() {
+        use crate::config::SinkKind;
+        let fine = run_config(&["--exactly-once"]);
+        assert_eq!(fine.exactly_once_refusal(SinkKind::Kafka), None);
+        assert_eq!(run_config(&[]).exactly_once_refusal(SinkKind::Redis), None);
+        let pooler = run_config(&["--exactly-once", "--pooler", "transaction"]);
+        let reason = pooler.exactly_once_refusal(SinkKind::Kafka).unwrap();
+        assert!(reason.contains("--pooler transaction"), "{reason}");
+        let election = run_config(&["--exactly-once", "--election", "none"]);
+        let reason = election.exactly_once_refusal(SinkKind::Kafka).unwrap();
+        assert!(reason.contains("--election none"), "{reason}");
+        let reason = fine.exactly_once_refusal(SinkKind::Nats).unwrap();
+        assert!(
+            reason.contains("Kafka only") && reason.contains("nats"),
+            "{reason}"
+        );
+        assert_eq!(
+            fine.transaction_timeout(),
+            fine.claim_timeout + crate::config::EXACTLY_ONCE_COMMIT_MARGIN
+        );
+    }
 }

@@ -465,6 +465,19 @@ name = "tenant_*.outbox"
 "#;
 
     #[test]
+    fn a_table_may_ask_for_exactly_once_with_its_own_transactional_id() {
+        let text = GOOD.replace(
+            "max_attempts = 3",
+            "max_attempts = 3\nexactly_once = true\ntransactional_id = \"billing-outbox\"",
+        );
+        let file = parse(&text).unwrap();
+        let billing = &file.sources[0].tables[1];
+        assert_eq!(billing.exactly_once, Some(true));
+        assert_eq!(billing.transactional_id.as_deref(), Some("billing-outbox"));
+        assert_eq!(file.sources[0].tables[0].exactly_once, None);
+    }
+
+    #[test]
     fn a_good_file_loads_with_its_overrides() {
         let file = parse(GOOD).unwrap();
         assert_eq!(file.kafka_brokers.as_deref(), Some("localhost:9092"));
