@@ -21,7 +21,9 @@
 //!   it went alone); only then is its failure recorded (dead at once when
 //!   final). An outage aborts the batch and counts no attempt;
 //! - a fenced producer's batch is rolled back unrecorded, and the relay
-//!   claims nothing more until it leads again (under a new lock session).
+//!   claims nothing more until it leads again (under a new lock session);
+//!   a relay that leads again starts a new producer, since another leader
+//!   may have fenced its old one meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,10 @@ pub struct ExactlyOnce {
     /// The leadership under which this relay's producer was fenced: it
     /// claims nothing while it still holds that one.
     fenced_under: Mutex<Option<Option<Fence>>>,
+    /// The leadership under which the current producer was started: one
+    /// started under an earlier one may have been fenced by another
+    /// leader since, so it is started again.
+    started_under: Mutex<Option<Option<Fence>>>,
     /// Kafka may hold a committed batch PostgreSQL has not marked: read
     /// the checkpoint before the next claim.
     recheck: AtomicBool,
@@ -69,6 +75,7 @@ impl ExactlyOnce {
         ExactlyOnce {
             sink,
             fenced_under: Mutex::default(),
+            started_under: Mutex::default(),
             recheck: AtomicBool::new(false),
             limit: AtomicUsize::new(batch_size),
             batch_size,
@@ -78,6 +85,10 @@ impl ExactlyOnce {
 
     fn fenced_under(&self) -> std::sync::MutexGuard<'_, Option<Option<Fence>>> {
         self.fenced_under.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn started_under(&self) -> std::sync::MutexGuard<'_, Option<Option<Fence>>> {
+        self.started_under.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The channel of the next batch, its transaction begun.
@@ -121,8 +132,12 @@ impl Relay {
                 return Ok(false);
             }
         }
+        if once.sink.is_ready() && *once.started_under() != Some(leading) {
+            once.sink.forget_current();
+        }
         let ids = if !once.sink.is_ready() {
             let ids = once.sink.start().await.map_err(Error::KafkaTransaction)?;
+            *once.started_under() = Some(leading);
             tracing::info!(
                 transactional_id = once.sink.transactional_id(),
                 "publishing exactly once with transactional.id {}: older producers with this id are fenced; the checkpoint names {} rows",

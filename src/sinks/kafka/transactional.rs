@@ -353,6 +353,11 @@ impl Transactional {
         })
     }
 
+    /// Give up the current producer: the next batch starts a new one.
+    pub fn forget_current(&self) {
+        self.forget(self.publisher.lease().generation);
+    }
+
     /// Give up the producer of `generation`: the next batch starts a new
     /// one (and reads the checkpoint again).
     pub fn forget(&self, generation: u64) {
