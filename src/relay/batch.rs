@@ -119,7 +119,9 @@ impl Relay {
         let Some(claimed) = self.claim_batch(ours, skipped).await? else {
             return Ok(None);
         };
-        Ok(Some(self.send_claimed(claimed, unsent_keys).await))
+        Ok(Some(
+            self.send_claimed(claimed, unsent_keys, Vec::new()).await,
+        ))
     }
 
     /// Claim a batch; `None` when nothing could be claimed. Nothing is sent.
@@ -155,10 +157,15 @@ impl Relay {
     }
 
     /// Hand a claimed batch's rows to the sink: the batch is in flight.
+    ///
+    /// Under `--exactly-once`, the batch's checkpoint also names `carried`:
+    /// the rows of the batch before it, committed in Kafka and perhaps not
+    /// yet marked (it is being recorded while this one is sent).
     pub(super) async fn send_claimed(
         &self,
         claimed: Claimed,
         mut unsent_keys: HashSet<Vec<u8>>,
+        carried: Vec<i64>,
     ) -> InFlight {
         let Claimed {
             started,
@@ -177,13 +184,13 @@ impl Relay {
             .send_rows(&rows, channel.as_ref(), &mut unsent_keys)
             .await;
         if let (Some(once), Some(transaction)) = (&self.exactly_once, &transaction) {
-            let sent: Vec<i64> = rows
+            let sent = rows
                 .iter()
                 .zip(&deliveries)
                 .filter(|(_, pending)| matches!(pending, Pending::Sent(_)))
-                .map(|(row, _)| row.id)
-                .collect();
-            once.stage_checkpoint(transaction, &sent).await;
+                .map(|(row, _)| row.id);
+            let named: Vec<i64> = sent.chain(carried).collect();
+            once.stage_checkpoint(transaction, &named).await;
         }
         InFlight {
             started,
@@ -261,10 +268,15 @@ impl Relay {
 
     /// Wait for every delivery report of a batch, then record the results
     /// and commit. `held_before` are the keys the previous batch held back.
+    ///
+    /// Under `--exactly-once`, `committed` is told the batch's published
+    /// rows as soon as its Kafka transaction committed (the next batch may
+    /// then be sent while this one is recorded); dropped unsaid otherwise.
     pub(super) async fn finish(
         &self,
         flight: InFlight,
         held_before: &HashSet<Vec<u8>>,
+        committed: Option<tokio::sync::oneshot::Sender<Vec<i64>>>,
     ) -> Result<Finished> {
         let InFlight {
             started,
@@ -312,6 +324,11 @@ impl Relay {
                     would_hold_delivered,
                 )
                 .await;
+            if let (exactly_once::Settled::Committed, Some(committed)) = (&settled, committed) {
+                let published = rows.iter().zip(&deliveries);
+                let published = published.filter(|(_, d)| **d == Delivery::Delivered);
+                let _ = committed.send(published.map(|(row, _)| row.id).collect());
+            }
             if let exactly_once::Settled::RolledBack = settled {
                 batch.abandon().await;
                 return Ok(Finished {

@@ -227,39 +227,46 @@ impl Relay {
         let held_before = std::mem::take(&mut state.held_keys);
         let (claimed, finished) = if self.one_batch_at_a_time() {
             // One transaction at a time: the next batch is claimed while
-            // this one finishes, and sent only once it committed.
-            let claim = async {
-                if may_claim {
-                    Some(self.claim_batch(&ours, &skipped).await)
-                } else {
-                    None
+            // this one finishes, and sent once this one committed in Kafka
+            // (while it is recorded), its checkpoint naming this one's rows
+            // too. Not sent at all if this one did not commit.
+            let (committed, commit_seen) = match previous {
+                Some(_) => {
+                    let (tell, hear) = tokio::sync::oneshot::channel();
+                    (Some(tell), Some(hear))
                 }
+                None => (None, None),
+            };
+            let claim = async {
+                if !may_claim {
+                    return None;
+                }
+                let next = match self.claim_batch(&ours, &skipped).await {
+                    Ok(Some(next)) => next,
+                    Ok(None) => return Some(Ok(None)),
+                    Err(error) => return Some(Err(error)),
+                };
+                let carried = match commit_seen {
+                    None => Vec::new(),
+                    Some(hear) => match hear.await {
+                        Ok(carried) => carried,
+                        Err(_) => {
+                            next.abandon().await;
+                            return Some(Ok(None));
+                        }
+                    },
+                };
+                Some(Ok(Some(
+                    self.send_claimed(next, unsent_keys, carried).await,
+                )))
             };
             let finish = async {
                 match previous {
-                    Some(previous) => Some(self.finish(previous, &held_before).await),
+                    Some(previous) => Some(self.finish(previous, &held_before, committed).await),
                     None => None,
                 }
             };
-            let (claimed, finished) = tokio::join!(claim, finish);
-            // A batch claimed before this one's keys were held back may
-            // hold their later rows: claim it again instead.
-            let failed = match &finished {
-                Some(Ok(done)) => done.released || !done.held_keys.is_empty(),
-                Some(Err(_)) => true,
-                None => false,
-            };
-            let claimed = match claimed {
-                Some(Ok(Some(next))) if failed => {
-                    next.abandon().await;
-                    Some(Ok(None))
-                }
-                Some(Ok(Some(next))) => Some(Ok(Some(self.send_claimed(next, unsent_keys).await))),
-                Some(Ok(None)) => Some(Ok(None)),
-                Some(Err(error)) => Some(Err(error)),
-                None => None,
-            };
-            (claimed, finished)
+            tokio::join!(claim, finish)
         } else {
             tokio::join!(
                 async {
@@ -271,7 +278,7 @@ impl Relay {
                 },
                 async {
                     match previous {
-                        Some(previous) => Some(self.finish(previous, &held_before).await),
+                        Some(previous) => Some(self.finish(previous, &held_before, None).await),
                         None => None,
                     }
                 }
@@ -339,7 +346,11 @@ impl Relay {
         match claimed {
             // Its rows were sent after rows that are now pending again:
             // record nothing, so all of them go out again in order.
-            Some(Ok(Some(next))) if database_failed || previous_released => {
+            // (Under --exactly-once a batch is sent only after the one
+            // before it committed in Kafka, and its checkpoint names both.)
+            Some(Ok(Some(next)))
+                if (database_failed && !self.one_batch_at_a_time()) || previous_released =>
+            {
                 next.abandon().await;
                 true
             }
