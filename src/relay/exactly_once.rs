@@ -2,10 +2,11 @@
 //! checkpoint naming its rows before PostgreSQL marks them.
 //!
 //! Guarantees:
-//! - one transaction at a time: a batch's transaction commits (or aborts)
-//!   and its rows are recorded before the next batch is sent (the next
-//!   claim may run meanwhile), so only the last committed batch can be
-//!   unmarked, and it is the one the checkpoint names;
+//! - one transaction at a time: the next batch is claimed while one
+//!   commits, sent once it committed (while its rows are recorded), and
+//!   committed only after that record ended; its checkpoint names its own
+//!   rows and the batch before it, so the latest checkpoint names every
+//!   row Kafka may hold unmarked;
 //! - a transaction commits only when every row it holds will be marked
 //!   published: a delivered row the outcome rules would leave pending (its
 //!   key held back) aborts it instead;
