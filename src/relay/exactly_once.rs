@@ -259,9 +259,9 @@ impl Relay {
         }
     }
 
-    /// Whether batches run one at a time (no overlap): under
-    /// `--exactly-once`, one transaction per producer may be open.
-    pub(super) fn one_batch_at_a_time(&self) -> bool {
+    /// Whether one Kafka transaction is open at a time (`--exactly-once`):
+    /// a batch is sent only once the one before it committed.
+    pub(super) fn one_transaction_at_a_time(&self) -> bool {
         self.exactly_once.is_some()
     }
 

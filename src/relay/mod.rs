@@ -225,7 +225,7 @@ impl Relay {
             .unwrap_or_default();
         let skipped = state.skipped.ids(Instant::now());
         let held_before = std::mem::take(&mut state.held_keys);
-        let (claimed, finished) = if self.one_batch_at_a_time() {
+        let (claimed, finished) = if self.one_transaction_at_a_time() {
             // One transaction at a time: the next batch is claimed while
             // this one finishes, and sent once this one committed in Kafka
             // (while it is recorded), its checkpoint naming this one's rows
@@ -349,7 +349,7 @@ impl Relay {
             // (Under --exactly-once a batch is sent only after the one
             // before it committed in Kafka, and its checkpoint names both.)
             Some(Ok(Some(next)))
-                if (database_failed && !self.one_batch_at_a_time()) || previous_released =>
+                if (database_failed && !self.one_transaction_at_a_time()) || previous_released =>
             {
                 next.abandon().await;
                 true
