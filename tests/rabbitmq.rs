@@ -348,8 +348,31 @@ async fn rabbitmq_stopped_for_15_s_under_load_loses_and_burns_nothing() {
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
     node.restart().await;
     load.stop().await;
-    env.wait_for_status("pending", Count::Exactly(0), Duration::from_secs(120))
-        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while env.count("pending").await > 0 {
+        if std::time::Instant::now() >= deadline {
+            let why = env
+                .client
+                .query(
+                    &format!(
+                        "SELECT coalesce(last_error, '(none)'), count(*) FROM {} WHERE status = 'pending' GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+                        env.table
+                    ),
+                    &[],
+                )
+                .await
+                .expect("last errors");
+            let why: Vec<String> = why
+                .iter()
+                .map(|r| format!("{} × {}", r.get::<_, i64>(1), r.get::<_, String>(0)))
+                .collect();
+            panic!(
+                "rows still pending 120 s after the restart; their last errors: {why:?}\n{}",
+                relay.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(env.count("dead").await, 0, "{}", relay.log_text());
     let committed = committed_rows(&env.client, &env.table).await;
     let received = rabbitmq::read_queue(
